@@ -1,0 +1,137 @@
+"""Scattering powers of the elements: X-ray atomic form factors and neutron coherent scattering lengths.
+
+Tables come from maintained packages: xraydb (Waasmaier & Kirfel 1995 five-Gaussian f0, the default),
+pymatgen (its four-Gaussian fit, offered for comparison with pymatgen's ``XRDCalculator``), and
+periodictable (neutron coherent scattering lengths, Sears 1992). They are evaluated here in torch so that
+patterns stay differentiable and batched.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atomdiff.errors import InputError
+from atomdiff.structure.elements import MAX_Z, chemical_symbols
+
+FORM_FACTOR_TABLES = ("xraydb", "pymatgen")
+
+
+@functools.lru_cache(maxsize=None)
+def _waasmaier_kirfel() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(available, c, a, b)`` with ``f0(s) = c + Σ a_i exp(−b_i s²)``, ``s = sinθ/λ`` in Å⁻¹."""
+    import sqlalchemy
+    import xraydb
+
+    db = xraydb.get_xraydb()
+    table = db.tables["Waasmaier"]
+    available = np.zeros(MAX_Z + 1, dtype=bool)
+    c = np.zeros(MAX_Z + 1)
+    a = np.zeros((MAX_Z + 1, 5))
+    b = np.zeros((MAX_Z + 1, 5))
+    for row in db.session.execute(sqlalchemy.select(table)).fetchall():
+        _, z, element, ion, offset, scale, exponents = row
+        if ion != element:  # neutral atoms only
+            continue
+        available[z] = True
+        c[z] = offset
+        a[z] = json.loads(scale)
+        b[z] = json.loads(exponents)
+    return available, c, a, b
+
+
+@functools.lru_cache(maxsize=None)
+def _pymatgen_params() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(available, a, b)`` with ``f(s) = Z − 41.78214 s² Σ a_i exp(−b_i s²)`` (pymatgen's XRD table)."""
+    import pymatgen.analysis.diffraction.xrd as pmg_xrd
+
+    params = json.loads((Path(pmg_xrd.__file__).parent / "atomic_scattering_params.json").read_text())
+    available = np.zeros(MAX_Z + 1, dtype=bool)
+    a = np.zeros((MAX_Z + 1, 4))
+    b = np.zeros((MAX_Z + 1, 4))
+    for symbol, coeffs in params.items():
+        if symbol not in chemical_symbols:
+            continue
+        z = chemical_symbols.index(symbol)
+        coeffs = np.asarray(coeffs, dtype=float)
+        available[z] = True
+        a[z, : len(coeffs)] = coeffs[:, 0]
+        b[z, : len(coeffs)] = coeffs[:, 1]
+    return available, a, b
+
+
+def _check_available(numbers: torch.Tensor, available: np.ndarray, what: str) -> None:
+    z = torch.unique(numbers).cpu().numpy()
+    missing = [int(v) for v in z if not available[int(v)]]
+    if missing:
+        names = ", ".join(chemical_symbols[v] for v in missing)
+        raise InputError(f"no {what} tabulated for {names}")
+
+
+def xray_form_factor(numbers: torch.Tensor, s: torch.Tensor, table: str = "xraydb") -> torch.Tensor:
+    """Atomic X-ray form factor f0 (electrons) for each element and each ``s = sinθ/λ`` (Å⁻¹).
+
+    Args:
+        numbers: ``(k,)`` atomic numbers.
+        s: ``(..., m)`` values of sinθ/λ; any leading shape.
+        table: ``"xraydb"`` (Waasmaier–Kirfel) or ``"pymatgen"``.
+
+    Returns:
+        ``(..., m, k)`` form factors.
+    """
+    s2 = (s * s).unsqueeze(-1)
+    if table == "xraydb":
+        available, c, a, b = _waasmaier_kirfel()
+        _check_available(numbers, available, "X-ray form factor (Waasmaier-Kirfel)")
+        idx = numbers.cpu().numpy()
+        c_t = torch.as_tensor(c[idx], dtype=s.dtype, device=s.device)
+        a_t = torch.as_tensor(a[idx], dtype=s.dtype, device=s.device)
+        b_t = torch.as_tensor(b[idx], dtype=s.dtype, device=s.device)
+        return c_t + (a_t * torch.exp(-b_t * s2.unsqueeze(-1))).sum(-1)
+    if table == "pymatgen":
+        available, a, b = _pymatgen_params()
+        _check_available(numbers, available, "X-ray form factor (pymatgen table)")
+        idx = numbers.cpu().numpy()
+        a_t = torch.as_tensor(a[idx], dtype=s.dtype, device=s.device)
+        b_t = torch.as_tensor(b[idx], dtype=s.dtype, device=s.device)
+        z = numbers.to(device=s.device, dtype=s.dtype)
+        return z - 41.78214 * s2 * (a_t * torch.exp(-b_t * s2.unsqueeze(-1))).sum(-1)
+    raise InputError(f"unknown form-factor table {table!r}; choose one of {', '.join(FORM_FACTOR_TABLES)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _neutron_lengths() -> tuple[np.ndarray, np.ndarray]:
+    """``(available, b_c)``: coherent scattering lengths in fm for the natural isotope mixture."""
+    import periodictable
+
+    available = np.zeros(MAX_Z + 1, dtype=bool)
+    lengths = np.zeros(MAX_Z + 1)
+    for z in range(1, MAX_Z + 1):
+        try:
+            b = periodictable.elements[z].neutron.b_c
+        except (AttributeError, KeyError):
+            continue
+        if b is None or not np.isfinite(b):
+            continue
+        available[z] = True
+        lengths[z] = float(b)
+    return available, lengths
+
+
+def neutron_scattering_length(numbers: torch.Tensor, dtype: torch.dtype = torch.float64, overrides=None) -> torch.Tensor:
+    """Coherent neutron scattering length b_c in fm for each atomic number, shape like ``numbers``.
+
+    ``overrides`` maps element symbol → b_c (fm), e.g. for isotopically enriched samples.
+    """
+    available, lengths = _neutron_lengths()
+    available, lengths = available.copy(), lengths.copy()
+    for symbol, value in (overrides or {}).items():
+        z = chemical_symbols.index(symbol)
+        available[z] = True
+        lengths[z] = float(value)
+    _check_available(numbers, available, "neutron scattering length")
+    return torch.as_tensor(lengths[numbers.cpu().numpy()], dtype=dtype, device=numbers.device)
