@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from vesin.torch import NeighborList
+from vesin_torch import NeighborList
 
 from atomdiff.structure.batch import StructureBatch
 

@@ -1,0 +1,385 @@
+"""Powder diffraction (X-ray and constant-wavelength neutron), batched and differentiable.
+
+For each structure the reflections ``hkl`` inside the measured range are enumerated (one of each Friedel
+pair, counted twice), and for each
+
+    I(hkl) = 2 |F(hkl)|² · LP(θ),     F(hkl) = Σ_j f_j(s) exp(−B_j s²) exp(2πi h·x_j),     s = sinθ/λ = 1/(2d)
+
+with f_j the X-ray form factor or the neutron coherent scattering length b_j, B_j the isotropic
+displacement parameter (Å², ``B = 8π² U_iso``) and the Lorentz–polarisation factor
+``LP = (1 + K cos² 2θ) / (sin² θ cos θ)`` for X-rays (``K = 1`` unpolarised, ``K = 0`` for a beam polarised
+perpendicular to the scattering plane, as at most synchrotron powder lines), ``1/(sin² θ cos θ)`` for
+neutrons. Symmetry-equivalent and accidentally overlapping reflections are not merged for the pattern
+(each is drawn with its own profile, which is equivalent); :func:`peak_table` merges those at the same 2θ.
+
+The profile is a pseudo-Voigt with Caglioti width ``FWHM² = U tan²θ + V tanθ + W`` (degrees²) and a
+Lorentzian fraction ``eta``; the observed position is ``2θ + zero_shift``; an optional Chebyshev background
+is added. A Q axis (``Q = 4π sinθ/λ``, Å⁻¹) uses the primary wavelength to convert the measured angle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from atomdiff.errors import InputError
+from atomdiff.physics.base import ForwardModel, Pattern
+from atomdiff.physics.reflections import enumerate_hkl
+from atomdiff.physics.radiation import Wavelength, parse_wavelength
+from atomdiff.physics.scattering import neutron_scattering_length, xray_form_factor
+from atomdiff.structure.batch import StructureBatch
+from atomdiff.structure.structure import Structure
+
+_MAX_ELEMENTS_PER_CHUNK = 40_000_000
+_LN2 = math.log(2.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Pseudo-Voigt peak shape: Caglioti U, V, W in degrees² (2θ) and Lorentzian fraction ``eta``."""
+
+    u: float = 0.0
+    v: float = 0.0
+    w: float = 0.01
+    eta: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eta <= 1.0:
+            raise InputError(f"profile eta (Lorentzian fraction) must be within [0, 1], got {self.eta}")
+        if self.u * 0.5 + self.w <= 0 and self.u <= 0:
+            raise InputError("profile: Caglioti U, V, W give no positive peak width")
+
+    def fwhm(self, theta: torch.Tensor) -> torch.Tensor:
+        """Full width at half maximum in degrees 2θ at Bragg angle ``theta`` (radians)."""
+        t = torch.tan(theta)
+        h2 = self.u * t * t + self.v * t + self.w
+        return torch.sqrt(h2.clamp_min(1e-10))
+
+
+@dataclasses.dataclass
+class Reflections:
+    """Reflections of a batch, padded to the largest count.
+
+    Attributes:
+        hkl: ``(n_structures, n_refl, 3)`` Miller indices (one of each ±hkl pair).
+        mask: ``(n_structures, n_refl)`` which entries are real.
+        d: ``(n_structures, n_refl)`` d-spacing, Å.
+        two_theta: ``(n_structures, n_refl, n_wavelengths)`` Bragg angle 2θ in degrees (no zero shift).
+        intensity: ``(n_structures, n_refl, n_wavelengths)`` ``2 |F|² LP × weight``; zero where unreachable.
+        structure_factor_sq: ``(n_structures, n_refl)`` ``|F|²``.
+    """
+
+    hkl: torch.Tensor
+    mask: torch.Tensor
+    d: torch.Tensor
+    two_theta: torch.Tensor
+    intensity: torch.Tensor
+    structure_factor_sq: torch.Tensor
+
+
+class PowderDiffractionModel(ForwardModel):
+    """Powder pattern of each structure in a batch on a common 2θ (degrees) or Q (Å⁻¹) grid.
+
+    Args:
+        radiation: ``"xray"`` or ``"neutron"``.
+        wavelength: a name (``"CuKa1"``, ``"CuKa"`` for the Kα1+Kα2 doublet, ``"MoKa1"``), a value in Å,
+            or a :class:`Wavelength`.
+        x: the output grid (2θ in degrees or Q in Å⁻¹, strictly increasing).
+        axis: ``"two_theta"`` or ``"q"``.
+        profile: peak shape.
+        zero_shift: instrument zero error, degrees 2θ (added to every peak position).
+        background: Chebyshev coefficients over the grid mapped onto [−1, 1].
+        polarization: K in the Lorentz–polarisation factor (X-rays only).
+        b_iso: default isotropic displacement parameter B, Å², for every atom (per-atom values can be
+            passed to :meth:`forward`).
+        form_factors: ``"xraydb"`` (Waasmaier–Kirfel, default) or ``"pymatgen"``.
+        neutron_lengths: element symbol → coherent scattering length (fm), overriding the table.
+    """
+
+    def __init__(
+        self,
+        radiation: str = "xray",
+        wavelength: str | float | Wavelength = "CuKa1",
+        x: torch.Tensor | Sequence[float] | None = None,
+        axis: str = "two_theta",
+        profile: Profile | None = None,
+        zero_shift: float = 0.0,
+        background: Sequence[float] | None = None,
+        polarization: float = 1.0,
+        b_iso: float = 0.0,
+        form_factors: str = "xraydb",
+        neutron_lengths: dict[str, float] | None = None,
+    ):
+        super().__init__()
+        if radiation not in ("xray", "neutron"):
+            raise InputError(f"radiation must be 'xray' or 'neutron', got {radiation!r}")
+        if axis not in ("two_theta", "q"):
+            raise InputError(f"axis must be 'two_theta' or 'q', got {axis!r}")
+        self.radiation = radiation
+        self.wavelength = parse_wavelength(wavelength)
+        self.axis = axis
+        self.profile = profile or Profile()
+        self.zero_shift = float(zero_shift)
+        self.background = None if background is None else [float(c) for c in background]
+        self.polarization = float(polarization)
+        self.b_iso = float(b_iso)
+        self.form_factors = form_factors
+        self.neutron_lengths = neutron_lengths
+        if x is None:
+            x = torch.arange(10.0, 90.0 + 1e-9, 0.02, dtype=torch.float64) if axis == "two_theta" else None
+            if x is None:
+                raise InputError("a Q grid must be given for axis='q'")
+        x = torch.as_tensor(x, dtype=torch.float64)
+        check_grid(x, axis, self.wavelength)
+        self.register_buffer("x", x, persistent=False)
+
+    # --- reflections --------------------------------------------------------------------------------
+    def two_theta_limits(self, margin: float = 0.0) -> tuple[float, float]:
+        """The 2θ range (degrees) that the grid covers, widened by ``margin`` and clipped to (0, 180)."""
+        lo, hi = float(self.x[0]), float(self.x[-1])
+        if self.axis == "q":
+            lam = self.wavelength.primary
+            lo, hi = (2 * math.degrees(math.asin(min(1.0, q * lam / (4 * math.pi)))) for q in (lo, hi))
+        lo, hi = lo - self.zero_shift - margin, hi - self.zero_shift + margin
+        return max(lo, 1e-6), min(hi, 180.0 - 1e-9)
+
+    def reflections(
+        self,
+        batch: StructureBatch,
+        b_iso: torch.Tensor | None = None,
+        occupancy: torch.Tensor | None = None,
+        margin: float = 0.0,
+    ) -> Reflections:
+        """Reflections whose 2θ lies in the grid's range (± ``margin`` degrees) for any wavelength."""
+        lo, hi = self.two_theta_limits(margin)
+        lams = self.wavelength.values
+        g_min = 2 * math.sin(math.radians(lo / 2)) / max(lams)
+        g_max = 2 * math.sin(math.radians(hi / 2)) / min(lams)
+        hkl_np, mask_np = enumerate_hkl(batch.cell.detach().cpu().numpy(), g_min, g_max)
+        dtype, device = batch.frac.dtype, batch.frac.device
+        hkl = torch.as_tensor(hkl_np, device=device)
+        mask = torch.as_tensor(mask_np, device=device)
+        hklf = hkl.to(dtype)
+
+        recip = torch.linalg.inv(batch.cell).transpose(-1, -2)
+        g = torch.einsum("brk,bkj->brj", hklf, recip)
+        g_norm = torch.sqrt((g * g).sum(-1) + (~mask).to(dtype))  # padded entries get |g| = 1
+        s = 0.5 * g_norm  # sinθ/λ
+
+        fsq = self._structure_factor_sq(batch, hklf, s, b_iso, occupancy)
+
+        lam = torch.as_tensor(lams, dtype=dtype, device=device)
+        weights = torch.as_tensor(self.wavelength.weights, dtype=dtype, device=device)
+        sin_t = s.unsqueeze(-1) * lam  # (B, R, L)
+        reachable = (sin_t < 1.0) & mask.unsqueeze(-1)
+        theta = torch.asin(torch.where(reachable, sin_t, torch.full_like(sin_t, 0.5)))
+        two_theta = torch.rad2deg(2 * theta)
+        in_range = reachable & (two_theta >= lo) & (two_theta <= hi)
+        lp = self._lorentz_polarisation(theta)
+        intensity = torch.where(in_range, 2.0 * fsq.unsqueeze(-1) * lp * weights, torch.zeros_like(lp))
+        return Reflections(hkl, mask, 1.0 / g_norm, two_theta, intensity, fsq)
+
+    def _lorentz_polarisation(self, theta: torch.Tensor) -> torch.Tensor:
+        sin_t, cos_t = torch.sin(theta), torch.cos(theta)
+        lorentz = 1.0 / (sin_t * sin_t * cos_t)
+        if self.radiation == "neutron":
+            return lorentz
+        cos_2t = torch.cos(2 * theta)
+        return (1.0 + self.polarization * cos_2t * cos_2t) * lorentz
+
+    def _structure_factor_sq(
+        self,
+        batch: StructureBatch,
+        hklf: torch.Tensor,
+        s: torch.Tensor,
+        b_iso: torch.Tensor | None,
+        occupancy: torch.Tensor | None,
+    ) -> torch.Tensor:
+        dtype = batch.frac.dtype
+        slot, atom_mask = batch.dense_index()
+        frac = batch.to_dense(batch.frac)  # (B, A, 3)
+        species, inverse = torch.unique(batch.numbers, return_inverse=True)
+        kind = batch.to_dense(inverse)  # (B, A)
+        weight = atom_mask.to(dtype)
+        if occupancy is not None:
+            weight = weight * batch.to_dense(occupancy.to(dtype))
+        if self.radiation == "xray":
+            f_species = xray_form_factor(species, s, self.form_factors)  # (B, R, K)
+            n_refl = s.shape[1]
+            f_atom = torch.gather(f_species, 2, kind.unsqueeze(1).expand(-1, n_refl, -1))  # (B, R, A)
+        else:
+            b = neutron_scattering_length(species, dtype, self.neutron_lengths)
+            f_atom = b[kind].unsqueeze(1)  # (B, 1, A)
+        if b_iso is None and self.b_iso != 0.0:
+            b_iso = torch.full_like(batch.frac[:, 0], self.b_iso)
+        if b_iso is not None:
+            b_dense = batch.to_dense(b_iso.to(dtype))  # (B, A)
+            f_atom = f_atom * torch.exp(-b_dense.unsqueeze(1) * (s * s).unsqueeze(-1))
+        f_atom = f_atom * weight.unsqueeze(1)
+        phase = 2 * math.pi * torch.einsum("brk,bak->bra", hklf, frac)
+        real = (f_atom * torch.cos(phase)).sum(-1)
+        imag = (f_atom * torch.sin(phase)).sum(-1)
+        return real * real + imag * imag
+
+    # --- pattern ------------------------------------------------------------------------------------
+    def forward(
+        self,
+        batch: StructureBatch,
+        b_iso: torch.Tensor | None = None,
+        occupancy: torch.Tensor | None = None,
+        scale: torch.Tensor | float = 1.0,
+    ) -> Pattern:
+        """Pattern on the grid, shape ``(n_structures, n_points)``; ``b_iso`` and ``occupancy`` are per atom."""
+        x = self.x.to(batch.frac.dtype)
+        margin = 3.0 * float(self.profile.fwhm(torch.tensor(math.radians(89.0), dtype=torch.float64)))
+        refl = self.reflections(batch, b_iso, occupancy, margin=min(max(margin, 1.0), 20.0))
+        theta = torch.deg2rad(refl.two_theta / 2)
+        centre = refl.two_theta + self.zero_shift  # observed 2θ, degrees
+        width = self.profile.fwhm(theta)
+        if self.axis == "q":
+            lam = self.wavelength.primary
+            obs_theta = torch.deg2rad(centre / 2)
+            centre = 4 * math.pi * torch.sin(obs_theta) / lam
+            width = width * (2 * math.pi / lam) * torch.cos(obs_theta) * (math.pi / 180.0)
+        n_b, n_r, n_l = centre.shape
+        per_structure = n_r * n_l * x.shape[0]
+        chunk = max(1, _MAX_ELEMENTS_PER_CHUNK // max(per_structure, 1))
+        out = []
+        for start in range(0, n_b, chunk):
+            sl = slice(start, start + chunk)
+            out.append(
+                _pseudo_voigt_sum(x, centre[sl], width[sl], refl.intensity[sl], self.profile.eta)
+            )
+        y = torch.cat(out, 0)
+        y = y * (scale if not torch.is_tensor(scale) else scale.reshape(-1, 1))
+        if self.background is not None:
+            y = y + chebyshev_background(x, self.background)
+        return Pattern(x, y, self.axis, "intensity")
+
+
+def _pseudo_voigt_sum(
+    x: torch.Tensor, centre: torch.Tensor, fwhm: torch.Tensor, area: torch.Tensor, eta: float
+) -> torch.Tensor:
+    """Σ_peaks area · pV(x − centre; fwhm, eta), area-normalised; inputs ``(B, R, L)``, output ``(B, n)``."""
+    dx = x.view(1, 1, 1, -1) - centre.unsqueeze(-1)
+    h = fwhm.unsqueeze(-1)
+    z2 = (dx / h) ** 2
+    gauss = (2.0 / h) * math.sqrt(_LN2 / math.pi) * torch.exp(-4 * _LN2 * z2)
+    lorentz = (2.0 / (math.pi * h)) / (1.0 + 4.0 * z2)
+    shape = eta * lorentz + (1.0 - eta) * gauss
+    return (shape * area.unsqueeze(-1)).sum(dim=(1, 2))
+
+
+def chebyshev_background(x: torch.Tensor, coefficients: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """``Σ c_k T_k(x')`` with x mapped linearly onto [−1, 1]; shape ``(n_points,)``."""
+    c = torch.as_tensor(coefficients, dtype=x.dtype, device=x.device)
+    t = 2 * (x - x[0]) / (x[-1] - x[0]) - 1 if x.shape[0] > 1 else torch.zeros_like(x)
+    t_prev, t_cur = torch.ones_like(t), t
+    total = c[0] * t_prev if c.numel() else torch.zeros_like(x)
+    for k in range(1, c.numel()):
+        total = total + c[k] * t_cur
+        t_prev, t_cur = t_cur, 2 * t * t_cur - t_prev
+    return total
+
+
+def check_grid(x: torch.Tensor, axis: str, wavelength: Wavelength) -> None:
+    """Raise :class:`InputError` if a 2θ/Q grid is empty, not finite, not increasing or out of range."""
+    if x.ndim != 1 or x.numel() < 2:
+        raise InputError("the pattern grid needs at least 2 points")
+    if not torch.isfinite(x).all():
+        raise InputError("the pattern grid has NaN or infinite values")
+    if not (x[1:] > x[:-1]).all():
+        raise InputError("the pattern grid must be strictly increasing")
+    if axis == "two_theta" and (float(x[0]) <= 0.0 or float(x[-1]) >= 180.0):
+        raise InputError(f"2θ range must lie within (0, 180) degrees, got {float(x[0]):g} to {float(x[-1]):g}")
+    if axis == "q":
+        q_max = 4 * math.pi / wavelength.primary
+        if float(x[0]) <= 0.0 or float(x[-1]) >= q_max:
+            raise InputError(
+                f"Q range must lie within (0, {q_max:.4g}) Å⁻¹ for λ = {wavelength.primary:g} Å, "
+                f"got {float(x[0]):g} to {float(x[-1]):g}"
+            )
+
+
+def two_theta_grid(start: float, stop: float, step: float) -> torch.Tensor:
+    """``start, start+step, …, ≤ stop`` in degrees, checked for a sensible range."""
+    for name, value in (("start", start), ("stop", stop), ("step", step)):
+        if not math.isfinite(value):
+            raise InputError(f"2θ {name} must be a finite number, got {value}")
+    if step <= 0:
+        raise InputError(f"2θ step must be positive, got {step}")
+    if not 0.0 < start < stop < 180.0:
+        raise InputError(f"2θ range must satisfy 0 < start < stop < 180 degrees, got {start:g} to {stop:g}")
+    n = int(math.floor((stop - start) / step + 1e-9)) + 1
+    return start + step * torch.arange(n, dtype=torch.float64)
+
+
+# --- peak lists ------------------------------------------------------------------------------------------
+PEAK_COLUMNS = ("two_theta", "d_spacing", "h", "k", "l", "multiplicity", "intensity")
+
+
+def peak_table(
+    model: PowderDiffractionModel,
+    structure: Structure,
+    b_iso: np.ndarray | None = None,
+    tolerance: float = 1e-5,
+    min_intensity: float = 1e-3,
+) -> list[dict[str, float | int]]:
+    """Peaks at the primary wavelength inside the grid's range, reflections at the same 2θ merged.
+
+    Returns rows with :data:`PEAK_COLUMNS` (2θ without zero shift, degrees; d in Å; a representative hkl;
+    multiplicity counting +hkl and −hkl; intensity scaled so that the strongest peak is 100), sorted by 2θ.
+    Peaks weaker than ``min_intensity`` (on that scale) are dropped.
+    """
+    batch = StructureBatch.from_structures([structure])
+    single = PowderDiffractionModel(
+        model.radiation,
+        Wavelength((model.wavelength.primary,), (1.0,)),
+        model.x,
+        model.axis,
+        model.profile,
+        model.zero_shift,
+        None,
+        model.polarization,
+        model.b_iso,
+        model.form_factors,
+        model.neutron_lengths,
+    )
+    with torch.no_grad():
+        b = None if b_iso is None else torch.as_tensor(b_iso, dtype=torch.float64)
+        refl = single.reflections(batch, b)
+    keep = (refl.intensity[0, :, 0] > 0).numpy()
+    tth = refl.two_theta[0, :, 0].numpy()[keep]
+    inten = refl.intensity[0, :, 0].numpy()[keep]
+    d = refl.d[0].numpy()[keep]
+    hkl = refl.hkl[0].numpy()[keep]
+    if tth.size == 0:
+        return []
+    order = np.argsort(tth, kind="stable")
+    tth, inten, d, hkl = tth[order], inten[order], d[order], hkl[order]
+    groups = np.concatenate([[0], np.cumsum(np.diff(tth) > tolerance)])
+    rows = []
+    for gidx in range(int(groups[-1]) + 1):
+        members = np.nonzero(groups == gidx)[0]
+        family = [tuple(int(v) for v in hkl[m]) for m in members]
+        family += [tuple(-v for v in f) for f in family]
+        rep = max(family, key=lambda t: (min(t) >= 0, t))
+        rows.append(
+            {
+                "two_theta": float(tth[members].mean()),
+                "d_spacing": float(d[members].mean()),
+                "h": rep[0],
+                "k": rep[1],
+                "l": rep[2],
+                "multiplicity": 2 * len(members),
+                "intensity": float(inten[members].sum()),
+            }
+        )
+    top = max(r["intensity"] for r in rows)
+    for r in rows:
+        r["intensity"] = 100.0 * r["intensity"] / top
+    return [r for r in rows if r["intensity"] > min_intensity]

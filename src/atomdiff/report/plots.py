@@ -1,0 +1,117 @@
+"""Matplotlib figures written as PNG (Agg backend, no screen needed)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from atomdiff.files import atomic_path
+
+AXIS_LABELS = {
+    "two_theta": "2θ (degrees)",
+    "q": "Q (Å$^{-1}$)",
+    "r": "r (Å)",
+    "energy": "energy (eV)",
+}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pattern(
+    path: str | os.PathLike,
+    x: np.ndarray,
+    y: np.ndarray,
+    axis: str = "two_theta",
+    ylabel: str = "intensity (arb. units)",
+    title: str | None = None,
+    ticks: Sequence[float] | None = None,
+    tick_labels: Sequence[str] | None = None,
+) -> None:
+    """A single pattern with optional reflection ticks (and hkl labels for the strongest)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=120)
+    ax.plot(x, y, lw=1.0, color="C0")
+    if ticks is not None and len(ticks):
+        lo, hi = float(np.min(y)), float(np.max(y))
+        span = hi - lo if hi > lo else 1.0
+        ax.vlines(ticks, lo - 0.08 * span, lo - 0.02 * span, color="C3", lw=0.8, label="reflections")
+        ax.set_ylim(lo - 0.1 * span, hi + 0.12 * span)
+        if tick_labels is not None:
+            for t, label in zip(ticks, tick_labels, strict=False):
+                if label:
+                    ax.annotate(label, (t, lo - 0.02 * span), fontsize=6, rotation=90, va="bottom", ha="center")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xlabel(AXIS_LABELS.get(axis, axis))
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(float(x[0]), float(x[-1]))
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_fit(
+    path: str | os.PathLike,
+    x: np.ndarray,
+    y_obs: np.ndarray,
+    y_calc: np.ndarray,
+    axis: str = "two_theta",
+    ticks: Sequence[float] | None = None,
+    title: str | None = None,
+) -> None:
+    """Observed, calculated and difference curves with reflection ticks (the Rietveld plot)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    span = float(np.max(y_obs) - np.min(y_obs)) or 1.0
+    ax.plot(x, y_obs, ".", ms=2, color="k", label="observed")
+    ax.plot(x, y_calc, lw=1.0, color="C3", label="calculated")
+    offset = float(np.min(y_obs)) - 0.15 * span
+    ax.plot(x, y_obs - y_calc + offset, lw=0.8, color="C0", label="difference")
+    if ticks is not None and len(ticks):
+        ax.vlines(ticks, offset + 0.05 * span, offset + 0.1 * span, color="C2", lw=0.8)
+    ax.set_xlabel(AXIS_LABELS.get(axis, axis))
+    ax.set_ylabel("intensity")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_curves(
+    path: str | os.PathLike,
+    curves: Sequence[tuple[np.ndarray, np.ndarray, str]],
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    ncols: int = 1,
+) -> None:
+    """Several labelled curves (RDF, angle distribution, spectra) on one axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for x, y, label in curves:
+        ax.plot(x, y, lw=1.0, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if any(label for _, _, label in curves):
+        ax.legend(fontsize=8, ncols=ncols)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    plt = _pyplot()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
