@@ -18,8 +18,9 @@ exactly the round trip through ``F(Q) = ∫ G(r) sin(Qr) dr`` restricted to ``[q
     K(x) = (1/π) ∫_{qmin}^{qmax} M(Q) cos(Qx) dQ    (closed form; M = 1 or Lorch sin(πQ/qmax)/(πQ/qmax))
 
 evaluated by quadrature on an internal grid from 0 to ``max(r) + r_extension`` (step ``min(σ/3, π/4qmax)``);
-G(r) is tapered smoothly to zero over the second half of the extension, so values within ~one extension of
-``max(r)`` carry a small truncation error of the kernel's tail (largest without the Lorch window).
+G(r) is tapered smoothly to zero over the second half of the extension. The termination of an infinite
+crystal converges slowly with that range without a window (kernel tail ~1/x: ~1 % of G's amplitude at the
+default extension), fast with Lorch (~1/x²: ~1e−4). ``qdamp`` is applied before the termination.
 
 Structure factor (Faber–Ziman), from the pairs closer than ``r_max``::
 
@@ -215,7 +216,7 @@ class PDFForwardModel(ForwardModel):
         sigma: Gaussian width of each pair, Å; per-atom U_iso (Å²) passed to :meth:`forward` add to it.
         form_factor_table: X-ray table, ``"xraydb"`` or ``"pymatgen"``.
         r_extension: how far beyond ``max(r)`` G(r) is computed for the termination (Å); default
-            ``max(4, 20π/qmax)``.
+            ``max(4, 20π/qmax)`` with the Lorch window, ``max(10, 40π/qmax)`` without.
     """
 
     def __init__(
@@ -246,7 +247,10 @@ class PDFForwardModel(ForwardModel):
         grid = _as_grid(r, "r")
         self.register_buffer("r", grid, persistent=False)
         if self.qmax is not None:
-            ext = max(4.0, 20.0 * math.pi / self.qmax) if r_extension is None else float(r_extension)
+            ext = r_extension
+            if ext is None:  # the Lorch kernel decays as 1/x², the bare one only as 1/x
+                ext = max(4.0, 20.0 * math.pi / self.qmax) if lorch else max(10.0, 40.0 * math.pi / self.qmax)
+            ext = float(ext)
             step = min(self.sigma / 3.0, math.pi / (4.0 * self.qmax))
             n_fine = int(math.ceil((float(grid[-1]) + ext) / step)) + 1
             fine = np.arange(n_fine) * step
