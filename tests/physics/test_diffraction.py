@@ -91,7 +91,16 @@ def test_neutron_peaks_match_pymatgen(shared_data):
 
 
 def _rocksalt() -> Structure:
-    frac = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0], [0.5, 0.5, 0.5], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]]
+    frac = [
+        [0, 0, 0],
+        [0, 0.5, 0.5],
+        [0.5, 0, 0.5],
+        [0.5, 0.5, 0],
+        [0.5, 0.5, 0.5],
+        [0.5, 0, 0],
+        [0, 0.5, 0],
+        [0, 0, 0.5],
+    ]
     return Structure([11] * 4 + [17] * 4, frac, np.eye(3) * 5.64)
 
 
@@ -183,8 +192,9 @@ def test_doublet_adds_half_intensity_ka2_peak():
 def test_q_axis_matches_two_theta_positions():
     s = _rocksalt()
     lam = 0.4579
-    model = PowderDiffractionModel("xray", lam, torch.linspace(1.0, 6.0, 5001, dtype=torch.float64), axis="q",
-                                   profile=Profile(w=0.0004))
+    model = PowderDiffractionModel(
+        "xray", lam, torch.linspace(1.0, 6.0, 5001, dtype=torch.float64), axis="q", profile=Profile(w=0.0004)
+    )
     y = _pattern(model, s)
     for q_expected in (2 * math.pi * math.sqrt(3) / 5.64, 2 * math.pi * 2 / 5.64):  # 111 and 200
         window = (model.x - q_expected).abs() < 0.05

@@ -63,6 +63,7 @@ def test_shared_csv_datasets(shared_data, dataset):
         rows = [r for _, r in zip(range(10), csv.DictReader(fh), strict=False)]
     for s, row in zip(structures, rows, strict=True):
         ref = Structure.from_pymatgen(PmgStructure.from_str(row["cif"], fmt="cif"))
+
         # pymatgen may reorder sites; compare as sorted (Z, wrapped frac) rows
         def rows_of(x):
             w = x.wrapped().frac

@@ -22,7 +22,9 @@ def test_matches_ase_on_small_skewed_cells(cutoff):
         np.array([[3.0, 0.0, 0.0], [0.0, 3.2, 0.0], [0.0, 0.0, 2.9]]),
         np.array([[1.5, 0.0, 0.0], [-0.7, 1.4, 0.0], [0.2, 0.3, 1.7]]),  # one-atom-wide cell
     ]
-    structures = [Structure(rng.integers(1, 10, size=n), rng.random((n, 3)), c) for c, n in zip(cells, (4, 3, 1), strict=True)]
+    structures = [
+        Structure(rng.integers(1, 10, size=n), rng.random((n, 3)), c) for c, n in zip(cells, (4, 3, 1), strict=True)
+    ]
     batch = StructureBatch.from_structures(structures)
     nl = neighbor_list(batch, cutoff)
     d = nl.distances(batch).detach().numpy()

@@ -35,7 +35,9 @@ def test_pymatgen_round_trip_is_lossless():
 
 
 def test_derived_quantities():
-    diamond = Structure([6, 6], [[0, 0, 0], [0.25, 0.25, 0.25]], 3.567 / 2 * np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]]))
+    diamond = Structure(
+        [6, 6], [[0, 0, 0], [0.25, 0.25, 0.25]], 3.567 / 2 * np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]])
+    )
     assert diamond.density == pytest.approx(3.52, abs=0.01)
     assert diamond.volume == pytest.approx(3.567**3 / 4)
     assert diamond.formula == "C2"

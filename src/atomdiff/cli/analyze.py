@@ -24,10 +24,13 @@ def analyze(
     cutoff: Annotated[
         float | None, typer.Option(help="Bond cutoff in Å (default: 1.85 for C–C, else 1.2 × covalent radii).")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Unused (analysis is deterministic); accepted for uniformity.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Unused (analysis is deterministic); accepted for uniformity.")
+    ] = 0,
 ) -> None:
     """Density, shortest distance, coordination, sp/sp2/sp3 fractions (carbon), RDF and bond angles."""
     from atomdiff.tasks.analyze import analyze_structure
+
     if json_out is not None:
         check_output_suffix(json_out, (".json",), "--json")
     s = read_structure(structure)

@@ -19,6 +19,7 @@ def demo(
 ) -> None:
     """Simulate X-ray, neutron and PDF data of bundled kesterite Cu2ZnSnS4, with plots and descriptors."""
     from atomdiff.tasks.demo import run_demo
+
     summary = run_demo(output, seed=seed, log=console.print)
     console.print(f"[bold green]demo done[/]: {len(summary['files'])} files in {output}/")
     for name in summary["files"]:

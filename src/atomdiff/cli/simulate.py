@@ -101,8 +101,9 @@ def _diffraction(
         if axis == "q":
             ticks = [4 * math.pi * math.sin(math.radians(t / 2)) / lam.primary for t in ticks]
         labels = [f"{r['h']}{r['k']}{r['l']}" if r["intensity"] > 10 else "" for r in rows]
-        plot_pattern(plot, x, y, axis, title=f"{structure.formula} ({radiation}, λ = {lam})", ticks=ticks,
-                     tick_labels=labels)
+        plot_pattern(
+            plot, x, y, axis, title=f"{structure.formula} ({radiation}, λ = {lam})", ticks=ticks, tick_labels=labels
+        )
         console.print(f"wrote {plot}")
 
 
@@ -130,8 +131,29 @@ def xrd(
     seed: Seed = 0,
 ) -> None:
     """Powder X-ray diffraction pattern (and peak list) of a structure."""
-    _diffraction("xray", structure, output, wavelength, axis, start, stop, step, u, v, w, eta, zero_shift,
-                 b_iso, background, polarization, form_factors, peaks, plot, counts, seed)
+    _diffraction(
+        "xray",
+        structure,
+        output,
+        wavelength,
+        axis,
+        start,
+        stop,
+        step,
+        u,
+        v,
+        w,
+        eta,
+        zero_shift,
+        b_iso,
+        background,
+        polarization,
+        form_factors,
+        peaks,
+        plot,
+        counts,
+        seed,
+    )
 
 
 @app.command("neutron")
@@ -156,8 +178,29 @@ def neutron(
     seed: Seed = 0,
 ) -> None:
     """Constant-wavelength neutron powder diffraction pattern (coherent scattering lengths)."""
-    _diffraction("neutron", structure, output, wavelength, axis, start, stop, step, u, v, w, eta, zero_shift,
-                 b_iso, background, 1.0, "xraydb", peaks, plot, counts, seed)
+    _diffraction(
+        "neutron",
+        structure,
+        output,
+        wavelength,
+        axis,
+        start,
+        stop,
+        step,
+        u,
+        v,
+        w,
+        eta,
+        zero_shift,
+        b_iso,
+        background,
+        1.0,
+        "xraydb",
+        peaks,
+        plot,
+        counts,
+        seed,
+    )
 
 
 def _grid(start: float, stop: float, step: float, what: str) -> torch.Tensor:
@@ -225,8 +268,9 @@ def sq(
     _write_curve(output, plot, pattern.x.numpy(), pattern.y[0].numpy(), "q", quantity, s.formula, quantity)
 
 
-def _write_curve(output: Path, plot: Path | None, x: np.ndarray, y: np.ndarray, axis: str, ylabel: str,
-                 formula: str, quantity: str) -> None:
+def _write_curve(
+    output: Path, plot: Path | None, x: np.ndarray, y: np.ndarray, axis: str, ylabel: str, formula: str, quantity: str
+) -> None:
     if plot is not None:
         check_output_suffix(plot, (".png",), "--plot")
     write_pattern(output, x, y, axis=axis, header=f"{quantity} of {formula}")

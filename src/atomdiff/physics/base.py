@@ -37,7 +37,9 @@ class Pattern:
         return int(self.y.shape[0])
 
     def __getitem__(self, index: int) -> Pattern:
-        return Pattern(self.x, self.y[index : index + 1] if index >= 0 else self.y[index:][:1], self.axis, self.quantity)
+        return Pattern(
+            self.x, self.y[index : index + 1] if index >= 0 else self.y[index:][:1], self.axis, self.quantity
+        )
 
 
 class ForwardModel(nn.Module):

@@ -34,27 +34,32 @@ def enumerate_hkl(cells: np.ndarray, g_min: float, g_max: float) -> tuple[np.nda
         cells: ``(n_structures, 3, 3)`` lattice vectors as rows, Å.
 
     Returns:
-        ``hkl`` ``(n_structures, n_max, 3)`` int64 padded with zeros, and ``mask`` ``(n_structures, n_max)``.
+        ``hkl`` ``(n_reflections, 3)`` int64 and ``batch_idx`` ``(n_reflections,)``: the reflections of all
+        cells concatenated in cell order.
     """
     cells = np.asarray(cells, dtype=np.float64).reshape(-1, 3, 3)
-    n_struct = cells.shape[0]
     recip = reciprocal_cell(cells)
     # |h_i| = |g · a_i| ≤ g_max |a_i|
     bounds = np.floor(g_max * np.linalg.norm(cells, axis=2) + 1e-9).astype(np.int64)
     keys = (np.ceil(bounds / _BUCKET) * _BUCKET).astype(np.int64)
-    per_struct: list[np.ndarray | None] = [None] * n_struct
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (members, hkl (m, r, 3), mask (m, r))
     for key in np.unique(keys, axis=0):
         members = np.nonzero((keys == key).all(axis=1))[0]
         grid = _half_space_grid(tuple(int(v) for v in key))
         g = np.einsum("hk,bkj->bhj", grid.astype(np.float64), recip[members])
         g2 = np.einsum("bhj,bhj->bh", g, g)
         inside = (g2 <= g_max * g_max * (1 + 1e-12)) & (g2 >= g_min * g_min * (1 - 1e-12))
-        for row, b in enumerate(members):
-            per_struct[b] = grid[inside[row]]
-    n_max = max(1, max(len(p) for p in per_struct))
-    hkl = np.zeros((n_struct, n_max, 3), dtype=np.int64)
-    mask = np.zeros((n_struct, n_max), dtype=bool)
-    for b, p in enumerate(per_struct):
-        hkl[b, : len(p)] = p
-        mask[b, : len(p)] = True
-    return hkl, mask
+        counts = inside.sum(1)
+        width = int(counts.max()) if counts.size else 0
+        # move each row's hits to its front, keeping grid order
+        order = np.argsort(~inside, axis=1, kind="stable")[:, :width]
+        found.append((members, grid[order], np.arange(width)[None, :] < counts[:, None]))
+    hkl_parts = [np.zeros((0, 3), dtype=np.int64)]
+    idx_parts = [np.zeros(0, dtype=np.int64)]
+    for members, h, m in found:
+        hkl_parts.append(h[m])
+        idx_parts.append(np.broadcast_to(members[:, None], m.shape)[m])
+    hkl = np.concatenate(hkl_parts)
+    batch_idx = np.concatenate(idx_parts)
+    order = np.argsort(batch_idx, kind="stable")
+    return hkl[order], batch_idx[order]

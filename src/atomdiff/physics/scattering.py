@@ -21,7 +21,7 @@ from atomdiff.structure.elements import MAX_Z, chemical_symbols
 FORM_FACTOR_TABLES = ("xraydb", "pymatgen")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _waasmaier_kirfel() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(available, c, a, b)`` with ``f0(s) = c + Σ a_i exp(−b_i s²)``, ``s = sinθ/λ`` in Å⁻¹."""
     import sqlalchemy
@@ -44,7 +44,7 @@ def _waasmaier_kirfel() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     return available, c, a, b
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pymatgen_params() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(available, a, b)`` with ``f(s) = Z − 41.78214 s² Σ a_i exp(−b_i s²)`` (pymatgen's XRD table)."""
     import pymatgen.analysis.diffraction.xrd as pmg_xrd
@@ -76,13 +76,16 @@ def xray_form_factor(numbers: torch.Tensor, s: torch.Tensor, table: str = "xrayd
     """Atomic X-ray form factor f0 (electrons) for each element and each ``s = sinθ/λ`` (Å⁻¹).
 
     Args:
-        numbers: ``(k,)`` atomic numbers.
+        numbers: ``(k,)`` atomic numbers, or ``(b, k)`` with ``s`` of shape ``(b, m)`` (one set of atoms
+            per row, e.g. the padded atoms of each structure in a batch).
         s: ``(..., m)`` values of sinθ/λ; any leading shape.
         table: ``"xraydb"`` (Waasmaier–Kirfel) or ``"pymatgen"``.
 
     Returns:
         ``(..., m, k)`` form factors.
     """
+    if numbers.ndim == 2:  # per-row atoms: coefficients (b, 1, k, n) against s² (b, m, 1, 1)
+        numbers = numbers.unsqueeze(1)
     s2 = (s * s).unsqueeze(-1)
     if table == "xraydb":
         available, c, a, b = _waasmaier_kirfel()
@@ -103,7 +106,7 @@ def xray_form_factor(numbers: torch.Tensor, s: torch.Tensor, table: str = "xrayd
     raise InputError(f"unknown form-factor table {table!r}; choose one of {', '.join(FORM_FACTOR_TABLES)}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _neutron_lengths() -> tuple[np.ndarray, np.ndarray]:
     """``(available, b_c)``: coherent scattering lengths in fm for the natural isotope mixture."""
     import periodictable
@@ -122,7 +125,9 @@ def _neutron_lengths() -> tuple[np.ndarray, np.ndarray]:
     return available, lengths
 
 
-def neutron_scattering_length(numbers: torch.Tensor, dtype: torch.dtype = torch.float64, overrides=None) -> torch.Tensor:
+def neutron_scattering_length(
+    numbers: torch.Tensor, dtype: torch.dtype = torch.float64, overrides=None
+) -> torch.Tensor:
     """Coherent neutron scattering length b_c in fm for each atomic number, shape like ``numbers``.
 
     ``overrides`` maps element symbol → b_c (fm), e.g. for isotopically enriched samples.

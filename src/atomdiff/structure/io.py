@@ -14,8 +14,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
 from atomdiff.structure.structure import Structure
@@ -63,7 +61,9 @@ def read_structure(path: str | os.PathLike, format: str | None = None) -> Struct
     return read_structures(path, format, limit=1)[0]
 
 
-def write_structures(structures: Structure | list[Structure], path: str | os.PathLike, format: str | None = None) -> None:
+def write_structures(
+    structures: Structure | list[Structure], path: str | os.PathLike, format: str | None = None
+) -> None:
     """Write one or many structures; the file appears only once it is complete."""
     if isinstance(structures, Structure):
         structures = [structures]
@@ -230,5 +230,3 @@ def _scalar(value: str):
         return float(value) if any(c in value for c in ".eE") else int(value)
     except ValueError:
         return value
-
-

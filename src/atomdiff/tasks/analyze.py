@@ -10,7 +10,9 @@ from atomdiff.report.plots import plot_curves
 from atomdiff.structure.structure import Structure
 
 
-def analyze_structure(structure: Structure, cutoff: float | None = None, plot_dir: Path | None = None) -> dict[str, Any]:
+def analyze_structure(
+    structure: Structure, cutoff: float | None = None, plot_dir: Path | None = None
+) -> dict[str, Any]:
     """JSON-ready descriptors of ``structure``; RDF and angle plots go to ``plot_dir`` when given."""
     result = descriptors.describe(structure, cutoff=cutoff)
     if plot_dir is not None:
