@@ -89,8 +89,14 @@ def test_axis_argument_overrides_file(tmp_path):
 
 @pytest.mark.parametrize(
     ("header", "axis"),
-    [("2Theta (deg),Counts", "two_theta"), ("tth,y", "two_theta"), ("Q [1/A],intensity", "q"),
-     ("r,G(r)", "r"), ('"energy","counts"', "energy"), ("x,y", "two_theta")],
+    [
+        ("2Theta (deg),Counts", "two_theta"),
+        ("tth,y", "two_theta"),
+        ("Q [1/A],intensity", "q"),
+        ("r,G(r)", "r"),
+        ('"energy","counts"', "energy"),
+        ("x,y", "two_theta"),
+    ],
 )
 def test_csv_header_names(tmp_path, header, axis):
     got = read_pattern(_write(tmp_path, "h.csv", f"{header}\n1.5,10\n2.5,20\n"))
@@ -144,8 +150,10 @@ XRDML = """<?xml version="1.0" encoding="UTF-8"?>
   </xrdMeasurement>
 </xrdMeasurements>
 """
-START_END = '<positions axis="2Theta" unit="deg"><startPosition>10.00</startPosition>' \
-            "<endPosition>70.00</endPosition></positions>"
+START_END = (
+    '<positions axis="2Theta" unit="deg"><startPosition>10.00</startPosition>'
+    "<endPosition>70.00</endPosition></positions>"
+)
 LISTED = '<positions axis="2Theta" unit="deg"><listPositions>10 20.5 30 45 70</listPositions></positions>'
 
 
@@ -170,8 +178,10 @@ def test_xrdml_list_positions_and_counts(tmp_path):
 
 
 def test_xrdml_without_namespace_or_wavelength(tmp_path):
-    text = ('<xrdMeasurements><scan><dataPoints><positions axis="2Theta"><listPositions>1 2</listPositions>'
-            "</positions><intensities>3 4</intensities></dataPoints></scan></xrdMeasurements>")
+    text = (
+        '<xrdMeasurements><scan><dataPoints><positions axis="2Theta"><listPositions>1 2</listPositions>'
+        "</positions><intensities>3 4</intensities></dataPoints></scan></xrdMeasurements>"
+    )
     got = read_pattern(_write(tmp_path, "bare.xrdml", text))
     assert got.wavelength is None and "counting_time" not in got.meta
     np.testing.assert_array_equal(got.y, [3.0, 4.0])
@@ -248,8 +258,7 @@ def test_xrdml_count_mismatch(tmp_path):
 
 
 def test_xrdml_malformed(tmp_path):
-    _raises(_write(tmp_path, "xml.xrdml", "<xrdMeasurements>\n<scan>\n</xrdMeasurements>\n"), "invalid XML",
-            "line 3")
+    _raises(_write(tmp_path, "xml.xrdml", "<xrdMeasurements>\n<scan>\n</xrdMeasurements>\n"), "invalid XML", "line 3")
     _raises(_write(tmp_path, "txt.xrdml", _xrdml(values="1 2 x")), "not a number")
     _raises(_write(tmp_path, "pos.xrdml", _xrdml(positions="")), 'axis="2Theta"')
     _raises(_write(tmp_path, "rev.xrdml", _xrdml(START_END.replace("10.00", "80.00"))), "x decreases")

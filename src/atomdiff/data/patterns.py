@@ -27,8 +27,15 @@ SUFFIXES = (*TEXT_SUFFIXES, ".csv", ".xrdml")
 COMMENT_PREFIXES = ("#", "!", "%", ";", "//")
 
 #: column names (lower case, without spaces, "_", "-" or units) → axis
-_AXIS_NAMES = {"twotheta": "two_theta", "2theta": "two_theta", "tth": "two_theta", "2th": "two_theta",
-               "q": "q", "r": "r", "energy": "energy"}
+_AXIS_NAMES = {
+    "twotheta": "two_theta",
+    "2theta": "two_theta",
+    "tth": "two_theta",
+    "2th": "two_theta",
+    "q": "q",
+    "r": "r",
+    "energy": "energy",
+}
 _Y_NAMES = {"intensity", "intensities", "counts", "count", "y", "i", "int", "yobs", "iobs"}
 _SIGMA_NAMES = {"sigma", "esd", "err", "error", "errors", "yerr", "dy", "sig", "e", "uncertainty", "std"}
 
@@ -93,8 +100,7 @@ def read_pattern(path: str | os.PathLike, axis: str | None = None) -> MeasuredPa
     _check_axis(axis, where)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise InputError(f"unknown pattern format {path.suffix!r}; expected one of {', '.join(SUFFIXES)}",
-                         path=where)
+        raise InputError(f"unknown pattern format {path.suffix!r}; expected one of {', '.join(SUFFIXES)}", path=where)
     if not path.exists():
         raise InputError("file not found", path=where)
     if not path.is_file():
@@ -137,7 +143,7 @@ def _parse_text(text: str, where: str, axis: str | None, csv: bool) -> MeasuredP
             continue
         prefix = next((p for p in COMMENT_PREFIXES if s.startswith(p)), None)
         if prefix is not None:
-            last_comment = s[len(prefix):].strip()
+            last_comment = s[len(prefix) :].strip()
             comments.append(last_comment)
             continue
         tokens = _split(s, csv)
@@ -152,8 +158,9 @@ def _parse_text(text: str, where: str, axis: str | None, csv: bool) -> MeasuredP
         if not ncols:
             ncols = len(tokens)
             if names is None and ncols not in (2, 3):
-                raise InputError(f"expected 2 or 3 columns (x, y[, sigma]), found {ncols}: {s!r}",
-                                 path=where, line=lineno)
+                raise InputError(
+                    f"expected 2 or 3 columns (x, y[, sigma]), found {ncols}: {s!r}", path=where, line=lineno
+                )
         if len(tokens) != ncols:
             raise InputError(f"expected {ncols} columns, found {len(tokens)}: {s!r}", path=where, line=lineno)
         row = []
@@ -198,8 +205,9 @@ def _columns(names: Sequence[str] | None, ncols: int, where: str) -> tuple[int, 
     return xi, yi, si, _AXIS_NAMES.get(_norm(names[xi]))
 
 
-def _validate(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, where: str,
-              lines: Sequence[int] | None = None) -> None:
+def _validate(
+    x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, where: str, lines: Sequence[int] | None = None
+) -> None:
     """Check finiteness, length ≥ 2, strictly increasing ``x`` and non-negative ``sigma``."""
 
     def line(i: int) -> int | None:
@@ -276,8 +284,10 @@ def _parse_xrdml(text: str, where: str, axis: str | None) -> MeasuredPattern:
     else:
         start, end = _find(positions, "startPosition"), _find(positions, "endPosition")
         if start is None or end is None:
-            raise InputError("malformed XRDML: 2Theta positions need <startPosition> and <endPosition> "
-                             "or <listPositions>", path=where)
+            raise InputError(
+                "malformed XRDML: 2Theta positions need <startPosition> and <endPosition> or <listPositions>",
+                path=where,
+            )
         (x0,), (x1,) = _one(start, where), _one(end, where)
         x = np.linspace(x0, x1, y.size) if y.size > 1 else np.asarray([x0], dtype=np.float64)
     _validate(x, y, None, where)
@@ -310,9 +320,14 @@ def _format_row(values: Sequence[float], sep: str) -> str:
     return sep.join(repr(float(v)) for v in values) + "\n"
 
 
-def write_pattern(path: str | os.PathLike, x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
-                  sigma: Sequence[float] | np.ndarray | None = None, axis: str = "two_theta",
-                  header: str | None = None) -> None:
+def write_pattern(
+    path: str | os.PathLike,
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    sigma: Sequence[float] | np.ndarray | None = None,
+    axis: str = "two_theta",
+    header: str | None = None,
+) -> None:
     """Write a pattern as ``.xy``/``.xye``/``.dat``/``.txt`` (whitespace columns) or ``.csv``.
 
     ``x`` is in the unit of ``axis`` (2θ in degrees, Q in Å⁻¹, r in Å, energy in eV); ``y`` and ``sigma``
@@ -323,15 +338,18 @@ def write_pattern(path: str | os.PathLike, x: Sequence[float] | np.ndarray, y: S
     where = str(path)
     suffix = path.suffix.lower()
     if suffix not in (*TEXT_SUFFIXES, ".csv"):
-        raise InputError(f"cannot write pattern format {path.suffix!r}; expected one of "
-                         f"{', '.join((*TEXT_SUFFIXES, '.csv'))}", path=where)
+        raise InputError(
+            f"cannot write pattern format {path.suffix!r}; expected one of {', '.join((*TEXT_SUFFIXES, '.csv'))}",
+            path=where,
+        )
     _check_axis(axis, where)
     columns = [np.asarray(x), np.asarray(y)] + ([] if sigma is None else [np.asarray(sigma)])
     names = [axis, "intensity", "sigma"][: len(columns)]
     for name, values in zip(names, columns, strict=True):
         if values.ndim != 1 or len(values) != len(columns[0]):
-            raise InputError(f"{name} must be 1-D with {len(columns[0])} values like x, got shape "
-                             f"{values.shape}", path=where)
+            raise InputError(
+                f"{name} must be 1-D with {len(columns[0])} values like x, got shape {values.shape}", path=where
+            )
     csv = suffix == ".csv"
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as out:
         for comment in (header or "").splitlines():

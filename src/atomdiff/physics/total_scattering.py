@@ -58,7 +58,10 @@ GridLike = torch.Tensor | np.ndarray | Sequence[float]
 
 
 def _as_grid(x: GridLike, name: str) -> torch.Tensor:
-    grid = torch.as_tensor(np.asarray(x, dtype=np.float64) if not torch.is_tensor(x) else x).double().cpu()
+    if torch.is_tensor(x):
+        grid = x.detach().to(device="cpu", dtype=torch.float64).contiguous()
+    else:
+        grid = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64))
     if grid.ndim != 1 or grid.numel() == 0:
         raise InputError(f"{name} grid must be a non-empty 1-D array")
     if not torch.isfinite(grid).all() or (grid < 0).any():
@@ -92,9 +95,7 @@ def _element_weights(zs: torch.Tensor, radiation: str, table: str, s: torch.Tens
     return b.expand(s.shape[0], -1)
 
 
-def _chunked(
-    fn: Callable[..., torch.Tensor], n_items: int, n_cols: int, *tensors: torch.Tensor
-) -> torch.Tensor:
+def _chunked(fn: Callable[..., torch.Tensor], n_items: int, n_cols: int, *tensors: torch.Tensor) -> torch.Tensor:
     """Sum of ``fn`` over chunks of the leading dimension; chunks are checkpointed when autograd is on."""
     size = max(1, _CHUNK_ELEMENTS // max(n_cols, 1))
     if n_items <= size:
@@ -361,9 +362,7 @@ class ScatteringForwardModel(ForwardModel):
         return Pattern(q, y, axis="q", quantity=self.quantity)
 
 
-def partial_rdfs(
-    batch: StructureBatch, r: GridLike, sigma: float = 0.05
-) -> dict[tuple[int, int], torch.Tensor]:
+def partial_rdfs(batch: StructureBatch, r: GridLike, sigma: float = 0.05) -> dict[tuple[int, int], torch.Tensor]:
     """Partial radial distribution functions ``g_ab(r)`` for every element pair ``a <= b`` (atomic numbers).
 
     ``g_ab(r) = Σ_{i∈a} Σ_{j∈b} N(r − r_ij; σ) / (4πr² N c_a c_b ρ0)``, which tends to 1 at large r; each

@@ -20,7 +20,8 @@ def analyze_structure(
         plot_dir.mkdir(parents=True, exist_ok=True)
         r, g = descriptors.rdf(structure)
         plot_curves(plot_dir / "rdf.png", [(r, g, "g(r)")], "r (Å)", "g(r)", title=f"RDF of {structure.formula}")
-        bond = cutoff if cutoff is not None else descriptors.default_bond_cutoff(structure)
+        elements = sorted(set(structure.numbers.tolist()))
+        bond = cutoff if cutoff is not None else max(descriptors.bond_cutoff(a, b) for a in elements for b in elements)
         angles, density = descriptors.bond_angle_distribution(structure, cutoff=bond)
         plot_curves(
             plot_dir / "bond_angles.png",
