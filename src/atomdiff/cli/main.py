@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from atomdiff.cli import analyze, demo, simulate
+from atomdiff.cli import analyze, compare, demo, simulate
 from atomdiff.errors import AtomdiffError
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(simulate.app, name="simulate")
 app.command("analyze")(analyze.analyze)
+app.command("compare")(compare.compare)
 app.command("demo")(demo.demo)
 
 _stderr = Console(stderr=True)
@@ -37,7 +38,7 @@ def run(argv: list[str] | None = None) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except AtomdiffError as exc:
-        _stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        _stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     return 0
 

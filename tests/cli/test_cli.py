@@ -1,0 +1,200 @@
+"""The command line: help everywhere, agreement with pymatgen, seeds, and clean failures (exit 2)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from pymatgen.analysis.diffraction.xrd import XRDCalculator
+
+from atomdiff.cli.main import run
+from atomdiff.data.patterns import read_pattern
+from atomdiff.examples import example_path
+from atomdiff.structure import read_structures, write_structures
+
+KESTERITE = str(example_path("kesterite_Cu2ZnSnS4.cif"))
+COMMANDS = [
+    [],
+    ["simulate"],
+    ["simulate", "xrd"],
+    ["simulate", "neutron"],
+    ["simulate", "pdf"],
+    ["simulate", "sq"],
+    ["analyze"],
+    ["compare"],
+    ["demo"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "atomdiff")
+def test_help_on_every_command(command, capsys):
+    assert run([*command, "--help"]) == 0
+    assert "Usage" in capsys.readouterr().out
+
+
+def test_simulate_xrd_peaks_agree_with_pymatgen(shared_data, tmp_path):
+    s = read_structures(shared_data / "perov_5" / "test.csv", limit=1)[0]
+    cif = tmp_path / "perov.cif"
+    write_structures(s, cif)
+    out, peaks = tmp_path / "p.xy", tmp_path / "peaks.csv"
+    assert (
+        run(
+            [
+                "simulate",
+                "xrd",
+                str(cif),
+                "-o",
+                str(out),
+                "--peaks",
+                str(peaks),
+                "--form-factors",
+                "pymatgen",
+                "--start",
+                "5",
+                "--stop",
+                "90.5",
+            ]
+        )
+        == 0
+    )
+    with open(peaks, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["two_theta", "d_spacing", "h", "k", "l", "multiplicity", "intensity"]
+    assert max(float(r["intensity"]) for r in rows) == pytest.approx(100.0)
+    tth = np.array([float(r["two_theta"]) for r in rows])
+    inten = np.array([float(r["intensity"]) for r in rows])
+    ref = XRDCalculator("CuKa1").get_pattern(read_structures(cif)[0].to_pymatgen(), two_theta_range=(5, 90))
+    for x, y in zip(ref.x, ref.y, strict=True):
+        if y > 1:
+            near = np.abs(tth - x) < 0.005
+            assert near.any() and np.min(np.abs(inten[near] - y)) < 2
+    pattern = read_pattern(out)
+    assert pattern.x[0] == pytest.approx(5.0) and pattern.y.max() == pytest.approx(100.0)
+
+
+def test_simulate_all_kinds_with_plots(tmp_path):
+    for kind, extra in (
+        ("xrd", ["--axis", "q", "--wavelength", "0.4579"]),
+        ("neutron", []),
+        ("pdf", ["--qmax", "20"]),
+        ("sq", ["--quantity", "F(Q)"]),
+    ):
+        out, png = tmp_path / f"{kind}.csv", tmp_path / f"{kind}.png"
+        assert run(["simulate", kind, KESTERITE, "-o", str(out), "--plot", str(png), *extra]) == 0, kind
+        assert png.stat().st_size > 10_000
+        p = read_pattern(out)
+        assert np.isfinite(p.y).all() and len(p.x) > 100
+
+
+def test_same_seed_same_noise(tmp_path):
+    outs = []
+    for name, seed in (("a.xye", 3), ("b.xye", 3), ("c.xye", 4)):
+        assert (
+            run(["simulate", "xrd", KESTERITE, "-o", str(tmp_path / name), "--counts", "1000", "--seed", str(seed)])
+            == 0
+        )
+        outs.append(read_pattern(tmp_path / name).y)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert not np.array_equal(outs[0], outs[2])
+
+
+def test_analyze_writes_json_and_plots(tmp_path, capsys):
+    assert run(["analyze", KESTERITE, "--json", str(tmp_path / "d.json"), "--plots", str(tmp_path / "plots")]) == 0
+    assert "density_g_cm3" in (tmp_path / "d.json").read_text()
+    assert (tmp_path / "plots" / "rdf.png").exists() and (tmp_path / "plots" / "bond_angles.png").exists()
+
+
+def test_compare_recovers_the_right_structure(tmp_path, capsys):
+    measured = tmp_path / "m.xye"
+    assert run(["simulate", "xrd", KESTERITE, "-o", str(measured), "--counts", "5000", "--seed", "1"]) == 0
+    assert (
+        run(
+            ["compare", str(measured), KESTERITE, "--json", str(tmp_path / "c.json"), "--plot", str(tmp_path / "c.png")]
+        )
+        == 0
+    )
+    import json
+
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert result["chi2"] < 1.3 and result["cosine"] > 0.99
+
+
+def test_demo(tmp_path):
+    assert run(["demo", "-o", str(tmp_path / "demo")]) == 0
+    names = {p.name for p in (tmp_path / "demo").iterdir()}
+    assert {"kesterite_CuKa.xye", "kesterite_peaks.csv", "kesterite_CuKa.png", "kesterite_pdf.xy"} <= names
+
+
+# --- bad input: one clear line, exit code 2, no traceback, nothing left behind --------------------------
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def _truncated_cif(tmp_path):
+    text = example_path("kesterite_Cu2ZnSnS4.cif").read_text().rstrip("\n").splitlines()
+    return _write(tmp_path, "cut.cif", "\n".join(text[:-1] + [text[-1].split()[0]]) + "\n")
+
+
+BAD = {
+    "truncated cif": (lambda t: ["simulate", "xrd", _truncated_cif(t)], "cut.cif, line"),
+    "not a cif": (lambda t: ["simulate", "xrd", _write(t, "x.cif", "hello\n")], "x.cif"),
+    "unknown element": (
+        lambda t: [
+            "simulate",
+            "xrd",
+            _write(
+                t,
+                "u.cif",
+                example_path("kesterite_Cu2ZnSnS4.cif").read_text().replace(" Zn ", " Qq ").replace("Zn1", "Qq1"),
+            ),
+        ],
+        "u.cif",
+    ),
+    "wavelength <= 0": (lambda t: ["simulate", "xrd", KESTERITE, "--wavelength", "0"], "wavelength"),
+    "unknown wavelength": (lambda t: ["simulate", "xrd", KESTERITE, "--wavelength", "CuKq"], "unknown wavelength"),
+    "2theta above 180": (lambda t: ["simulate", "xrd", KESTERITE, "--stop", "185"], "< 180 degrees"),
+    "2theta below 0": (lambda t: ["simulate", "xrd", KESTERITE, "--start", "-5"], "start < stop"),
+    "bad background": (lambda t: ["simulate", "xrd", KESTERITE, "--background", "1,x"], "--background"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_bad_structure_or_parameter(case, tmp_path, capsys):
+    make, message = BAD[case]
+    out = tmp_path / "out.xy"
+    assert run([*make(tmp_path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+PATTERNS = {
+    "text in numbers": ("10 5\n10.1 6\n10.2 x7\n", "line 3"),
+    "nan": ("10 5\n10.1 nan\n10.2 7\n", "line 2"),
+    "infinite": ("10 5\n10.1 inf\n10.2 7\n", "line 2"),
+    "non-monotonic": ("10 5\n10.2 6\n10.1 7\n", "line 3"),
+    "empty": ("# nothing here\n", "bad.xy"),
+}
+
+
+@pytest.mark.parametrize("case", list(PATTERNS), ids=list(PATTERNS))
+def test_bad_pattern_files(case, tmp_path, capsys):
+    text, message = PATTERNS[case]
+    path = _write(tmp_path, "bad.xy", text)
+    keep = tmp_path / "fit.png"
+    keep.write_bytes(b"old")
+    assert run(["compare", path, KESTERITE, "--plot", str(keep)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.xy" in err and message in err and "Traceback" not in err
+    assert keep.read_bytes() == b"old"
+
+
+def test_failure_keeps_existing_output(tmp_path, capsys):
+    out = tmp_path / "out.xy"
+    out.write_text("previous result\n")
+    assert run(["simulate", "xrd", _truncated_cif(tmp_path), "-o", str(out)]) == 2
+    assert out.read_text() == "previous result\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.cif", "out.xy"]
