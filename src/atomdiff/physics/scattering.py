@@ -87,23 +87,36 @@ def xray_form_factor(numbers: torch.Tensor, s: torch.Tensor, table: str = "xrayd
     if numbers.ndim == 2:  # per-row atoms: coefficients (b, 1, k, n) against s² (b, m, 1, 1)
         numbers = numbers.unsqueeze(1)
     s2 = (s * s).unsqueeze(-1)
+    if table not in FORM_FACTOR_TABLES:
+        raise InputError(f"unknown form-factor table {table!r}; choose one of {', '.join(FORM_FACTOR_TABLES)}")
+    available, offset, a, b = _form_factor_tensors(table, s.dtype, s.device)
+    idx = numbers.to(s.device)
+    if not bool(available[idx].all()):
+        _check_available(numbers, available.cpu().numpy(), f"X-ray form factor ({table} table)")
+    gaussians = (a[idx] * torch.exp(-b[idx] * s2.unsqueeze(-1))).sum(-1)
     if table == "xraydb":
-        available, c, a, b = _waasmaier_kirfel()
-        _check_available(numbers, available, "X-ray form factor (Waasmaier-Kirfel)")
-        idx = numbers.cpu().numpy()
-        c_t = torch.as_tensor(c[idx], dtype=s.dtype, device=s.device)
-        a_t = torch.as_tensor(a[idx], dtype=s.dtype, device=s.device)
-        b_t = torch.as_tensor(b[idx], dtype=s.dtype, device=s.device)
-        return c_t + (a_t * torch.exp(-b_t * s2.unsqueeze(-1))).sum(-1)
-    if table == "pymatgen":
+        return offset[idx] + gaussians
+    return offset[idx] - 41.78214 * s2 * gaussians
+
+
+@functools.cache
+def _form_factor_tensors(
+    table: str, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(available, offset, a, b)`` indexed by Z; the offset is c (xraydb) or Z (pymatgen's form)."""
+    if table == "xraydb":
+        available, offset, a, b = _waasmaier_kirfel()
+    else:
         available, a, b = _pymatgen_params()
-        _check_available(numbers, available, "X-ray form factor (pymatgen table)")
-        idx = numbers.cpu().numpy()
-        a_t = torch.as_tensor(a[idx], dtype=s.dtype, device=s.device)
-        b_t = torch.as_tensor(b[idx], dtype=s.dtype, device=s.device)
-        z = numbers.to(device=s.device, dtype=s.dtype)
-        return z - 41.78214 * s2 * (a_t * torch.exp(-b_t * s2.unsqueeze(-1))).sum(-1)
-    raise InputError(f"unknown form-factor table {table!r}; choose one of {', '.join(FORM_FACTOR_TABLES)}")
+        offset = np.arange(MAX_Z + 1, dtype=np.float64)
+    return (
+        torch.as_tensor(available, device=device),
+        torch.as_tensor(offset, dtype=dtype, device=device),
+        torch.as_tensor(a, dtype=dtype, device=device),
+        torch.as_tensor(b, dtype=dtype, device=device),
+    )
+
+
 
 
 @functools.cache
