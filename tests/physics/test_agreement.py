@@ -25,7 +25,7 @@ def test_values_on_a_small_example():
 
 def test_perfect_fit_and_scale():
     yo = torch.rand(3, 50, dtype=torch.float64) * 100 + 1
-    assert torch.allclose(agreement.rwp(yo, yo), torch.zeros(3))
+    assert torch.allclose(agreement.rwp(yo, yo), torch.zeros(3, dtype=torch.float64))
     assert torch.allclose(agreement.cosine_similarity(yo, 2 * yo), torch.ones(3, dtype=torch.float64))
     torch.testing.assert_close(agreement.optimal_scale(yo, yo / 4), torch.full((3,), 4.0, dtype=torch.float64))
 
