@@ -48,8 +48,17 @@ def enumerate_hkl(cells: np.ndarray, g_min: float, g_max: float) -> tuple[np.nda
         grid = _half_space_grid(tuple(int(v) for v in key))
         # |g|² = hᵀ G* h with the reciprocal metric G*: one matrix product over the six monomials
         metric = recip[members] @ np.swapaxes(recip[members], -1, -2)
-        coeff = np.stack([metric[:, 0, 0], metric[:, 1, 1], metric[:, 2, 2],
-                          2 * metric[:, 0, 1], 2 * metric[:, 0, 2], 2 * metric[:, 1, 2]], axis=1)
+        coeff = np.stack(
+            [
+                metric[:, 0, 0],
+                metric[:, 1, 1],
+                metric[:, 2, 2],
+                2 * metric[:, 0, 1],
+                2 * metric[:, 0, 2],
+                2 * metric[:, 1, 2],
+            ],
+            axis=1,
+        )
         h, k, l = grid.T.astype(np.float64)
         g2 = coeff @ np.stack([h * h, k * k, l * l, h * k, h * l, k * l])
         inside = (g2 <= g_max * g_max * (1 + 1e-12)) & (g2 >= g_min * g_min * (1 - 1e-12))

@@ -117,8 +117,6 @@ def _form_factor_tensors(
     )
 
 
-
-
 @functools.cache
 def _neutron_lengths() -> tuple[np.ndarray, np.ndarray]:
     """``(available, b_c)``: coherent scattering lengths in fm for the natural isotope mixture."""

@@ -69,3 +69,18 @@ def neighbor_list(batch: StructureBatch, cutoff: float, *, self_images: bool = T
         torch.cat(out_s).to(device),
         torch.cat(out_b).to(device),
     )
+
+
+def all_pairs(batch_idx: torch.Tensor, n_structures: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every ordered pair ``(i, j)`` of atoms in the same structure, self-pairs included.
+
+    ``batch_idx`` must be sorted (atoms of each structure contiguous), as in :class:`StructureBatch`.
+    Returns ``(i, j)``, each ``(Σ n_b²,)``.
+    """
+    counts = torch.bincount(batch_idx, minlength=n_structures or 0)
+    offsets = torch.cumsum(counts, 0) - counts
+    per_atom = counts[batch_idx]
+    i = torch.repeat_interleave(torch.arange(batch_idx.shape[0], device=batch_idx.device), per_atom)
+    start = torch.cumsum(per_atom, 0) - per_atom
+    j = offsets[batch_idx[i]] + torch.arange(i.shape[0], device=batch_idx.device) - start[i]
+    return i, j

@@ -1,0 +1,1 @@
+"""Diffusion over periodic structures: noise processes, constraints, the crystal model and its samplers."""

@@ -1,0 +1,241 @@
+"""Joint diffusion of lattice, fractional coordinates and species, with training loss and samplers.
+
+:class:`CrystalDiffusion` bundles the score network with its three noise processes and the statistics of the
+data it was trained on; it is saved as ``model.safetensors`` plus ``config.json`` (no pickles).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from atomdiff.diffusion.constraints import CompositionConstraint
+from atomdiff.diffusion.noise import MASK, LatticeNoise, MaskedSpeciesNoise, WrappedNormalNoise
+from atomdiff.diffusion.noise.lattice import cell_to_log_gram
+from atomdiff.errors import InputError
+from atomdiff.files import atomic_path
+from atomdiff.models.crystal import CrystalNetConfig, CrystalScoreNet
+from atomdiff.structure.batch import StructureBatch
+from atomdiff.structure.structure import Structure
+
+
+@dataclasses.dataclass
+class DataStatistics:
+    """What the model learned from: lattice statistics, atom counts and elements."""
+
+    lattice_mean: list[float] = dataclasses.field(default_factory=lambda: [0.0] * 6)
+    lattice_std: list[float] = dataclasses.field(default_factory=lambda: [1.0] * 6)
+    atom_counts: dict[int, int] = dataclasses.field(default_factory=lambda: {1: 1})
+    elements: list[int] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def from_structures(cls, structures: Sequence[Structure]) -> DataStatistics:
+        batch = StructureBatch.from_structures(structures)
+        x = cell_to_log_gram(batch.cell, batch.n_atoms)
+        counts: dict[int, int] = {}
+        for s in structures:
+            counts[len(s)] = counts.get(len(s), 0) + 1
+        elements = sorted({int(z) for s in structures for z in s.numbers})
+        std = x.std(0).clamp_min(0.05) if len(structures) > 1 else torch.ones(6, dtype=x.dtype)
+        return cls(x.mean(0).tolist(), std.tolist(), dict(sorted(counts.items())), elements)
+
+    @property
+    def max_atoms(self) -> int:
+        return max(self.atom_counts)
+
+
+@dataclasses.dataclass
+class LossWeights:
+    frac: float = 1.0
+    lattice: float = 1.0
+    species: float = 1.0
+
+
+class CrystalDiffusion(nn.Module):
+    """Score network + noise processes + data statistics."""
+
+    def __init__(
+        self,
+        net_config: CrystalNetConfig | None = None,
+        stats: DataStatistics | None = None,
+        sigma_min: float = 0.005,
+        sigma_max: float = 0.5,
+    ):
+        super().__init__()
+        self.net = CrystalScoreNet(net_config)
+        self.stats = stats or DataStatistics()
+        self.frac_noise = WrappedNormalNoise(sigma_min, sigma_max)
+        self.lattice_noise = LatticeNoise(torch.tensor(self.stats.lattice_mean), torch.tensor(self.stats.lattice_std))
+        self.species_noise = MaskedSpeciesNoise(self.net.config.vocab)
+
+    # --- training --------------------------------------------------------------------------------------
+    def loss(
+        self,
+        batch: StructureBatch,
+        csp_fraction: float = 0.5,
+        weights: LossWeights | None = None,
+        generator: torch.Generator | None = None,
+        condition: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Denoising losses at random times. A ``csp_fraction`` of structures keep their species (crystal
+        structure prediction); the others have species masked as in de novo generation."""
+        w = weights or LossWeights()
+        n_struct = len(batch)
+        n_atoms = batch.n_atoms
+        t = torch.rand(n_struct, generator=generator, dtype=torch.float64) * (1 - 1e-3) + 1e-3
+        t_atom = t[batch.batch_idx]
+        sigma = self.frac_noise.sigma(t_atom).unsqueeze(-1)
+        frac_t, frac_target = self.frac_noise.sample_marginal(batch.frac.double(), sigma, generator)
+        x0 = self.lattice_noise.encode(batch.cell.double(), n_atoms)
+        x_t, eps = self.lattice_noise.sample_marginal(x0, t, generator)
+        csp = torch.rand(n_struct, generator=generator) < csp_fraction
+        tokens = self.species_noise.sample_marginal(
+            batch.numbers, torch.where(csp[batch.batch_idx], 0.0, t_atom), generator
+        )
+        gram = self.lattice_noise.gram(x_t, n_atoms)
+        frac_pred, eps_pred, logits = self.net(tokens, frac_t, x_t, gram, batch.batch_idx, t, condition)
+        loss_frac = ((frac_pred - frac_target.to(frac_pred)) ** 2).mean()
+        loss_lattice = ((eps_pred - eps.to(eps_pred)) ** 2).mean()
+        masked = tokens == MASK
+        if masked.any():
+            loss_species = nn.functional.cross_entropy(logits[masked], batch.numbers[masked])
+        else:
+            loss_species = logits.sum() * 0.0
+        total = w.frac * loss_frac + w.lattice * loss_lattice + w.species * loss_species
+        return {"loss": total, "frac": loss_frac, "lattice": loss_lattice, "species": loss_species}
+
+    # --- sampling --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        constraint: CompositionConstraint | None = None,
+        steps: int = 200,
+        sampler: str = "pc",
+        corrector_snr: float = 0.2,
+        seed: int = 0,
+        numbers: Sequence[np.ndarray] | None = None,
+        condition: torch.Tensor | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Structure]:
+        """Generate ``n`` structures.
+
+        Args:
+            constraint: composition constraint (with ``formula`` the species are fixed: structure prediction).
+            steps: number of denoising steps (the cost is proportional).
+            sampler: ``"pc"`` predictor–corrector (reverse SDE + one Langevin corrector step) or ``"ode"``
+                (probability-flow ODE for coordinates, deterministic DDIM for the lattice).
+            numbers: the exact atomic numbers of each cell (CSP), overriding ``constraint``.
+            progress: called with ``(step, steps)``.
+        """
+        if sampler not in ("pc", "ode"):
+            raise InputError(f"sampler must be 'pc' or 'ode', got {sampler!r}")
+        if steps < 1:
+            raise InputError(f"steps must be at least 1, got {steps}")
+        gen = torch.Generator().manual_seed(int(seed))
+        rng = np.random.default_rng(seed)
+        constraint = constraint or CompositionConstraint()
+        known = set(self.stats.elements) or set(range(1, self.net.config.vocab))
+        if numbers is None:
+            choices = constraint.atom_count_choices(known, self.stats.max_atoms)
+            prior = np.array([self.stats.atom_counts.get(c, 0) for c in choices], dtype=float)
+            prior = prior / prior.sum() if prior.sum() > 0 else np.full(len(choices), 1 / len(choices))
+            sizes = rng.choice(choices, size=n, p=prior)
+            if constraint.formula is not None:
+                numbers = [constraint.formula_numbers(int(k)) for k in sizes]
+        else:
+            sizes = np.array([len(z) for z in numbers])
+        fixed_species = numbers is not None
+        n_atoms = torch.as_tensor(sizes, dtype=torch.long)
+        batch_idx = torch.repeat_interleave(torch.arange(n), n_atoms)
+        if fixed_species:
+            tokens = torch.as_tensor(np.concatenate(numbers), dtype=torch.long)
+        else:
+            tokens = torch.zeros(int(n_atoms.sum()), dtype=torch.long)
+        frac = self.frac_noise.sample_prior(tokens.shape[0], gen)
+        x = self.lattice_noise.sample_prior(n, gen)
+        times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        for k in range(steps):
+            t, t_prev = float(times[k]), float(times[k + 1])
+            dt = t - t_prev
+            t_vec = torch.full((n,), t, dtype=torch.float64)
+            sigma = self.frac_noise.sigma(torch.tensor(t, dtype=torch.float64))
+            norm = self.frac_noise.score_norm(sigma)
+            if sampler == "pc":
+                frac_out, _, _ = self.net(
+                    tokens, frac, x, self.lattice_noise.gram(x, n_atoms), batch_idx, t_vec, condition
+                )
+                frac = self.frac_noise.langevin_step(frac, frac_out.double() * norm, t, corrector_snr, gen)
+            frac_out, eps, logits = self.net(
+                tokens, frac, x, self.lattice_noise.gram(x, n_atoms), batch_idx, t_vec, condition
+            )
+            frac = self.frac_noise.reverse_step(frac, frac_out.double() * norm, t, dt, gen, ode=sampler == "ode")
+            x = self.lattice_noise.reverse_step(x, eps.double(), t, t_prev, gen, ode=sampler == "ode")
+            if not fixed_species:
+                masked = tokens == MASK
+                p = self.species_noise.reveal_probability(t, t_prev)
+                reveal = masked & (torch.rand(tokens.shape, generator=gen, dtype=torch.float64) < p)
+                if reveal.any():
+                    tokens = constraint.reveal(logits.double(), tokens, batch_idx, reveal, known, gen)
+            if progress is not None:
+                progress(k + 1, steps)
+        cells = self.lattice_noise.decode(x, n_atoms)
+        out = []
+        for b in range(n):
+            sel = batch_idx == b
+            out.append(Structure(tokens[sel].numpy(), frac[sel].numpy(), cells[b].numpy()))
+        return out
+
+    # --- persistence -------------------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return {
+            "kind": "crystal_diffusion",
+            "format_version": 1,
+            "net": dataclasses.asdict(self.net.config),
+            "stats": {
+                **dataclasses.asdict(self.stats),
+                "atom_counts": {str(k): v for k, v in self.stats.atom_counts.items()},
+            },
+            "sigma_min": self.frac_noise.sigma_min,
+            "sigma_max": self.frac_noise.sigma_max,
+        }
+
+    def save(self, directory: str | os.PathLike, extra: dict | None = None) -> None:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
+        with atomic_path(directory / "model.safetensors") as tmp:
+            save_file(state, str(tmp))
+        with atomic_path(directory / "config.json") as tmp:
+            tmp.write_text(json.dumps({**self.config_dict(), **(extra or {})}, indent=2) + "\n")
+
+    @classmethod
+    def from_config(cls, config: dict) -> CrystalDiffusion:
+        if config.get("kind") != "crystal_diffusion":
+            raise InputError(f"not a crystal diffusion model (kind {config.get('kind')!r})")
+        stats = dict(config["stats"])
+        stats["atom_counts"] = {int(k): int(v) for k, v in stats["atom_counts"].items()}
+        return cls(CrystalNetConfig(**config["net"]), DataStatistics(**stats), config["sigma_min"], config["sigma_max"])
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> CrystalDiffusion:
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in ("config.json", "model.safetensors"):
+            if not (directory / name).is_file():
+                raise InputError(f"model folder lacks {name}", path=str(directory))
+        model = cls.from_config(json.loads((directory / "config.json").read_text()))
+        model.net.load_state_dict(load_file(str(directory / "model.safetensors")))
+        model.eval()
+        return model

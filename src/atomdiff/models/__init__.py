@@ -1,0 +1,1 @@
+"""Neural networks: score models, encoders and surrogates."""
