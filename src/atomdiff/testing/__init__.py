@@ -3,12 +3,12 @@
 from atomdiff.testing.symmetry import (
     Transform,
     assert_symmetric,
+    change_basis,
     permute,
     random_orthogonal,
     random_unimodular,
     rotate,
     shift,
-    change_basis,
 )
 
 __all__ = [

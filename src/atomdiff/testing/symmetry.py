@@ -98,8 +98,8 @@ def assert_symmetric(
 
     ``fn`` returns named arrays; ``kinds`` says how each transforms: ``"invariant"`` (unchanged),
     ``"atom_invariant"`` (per atom, permuted with the atoms), ``"atom_vector"`` (per-atom Cartesian vectors:
-    permuted and rotated) or ``"atom_frac"`` (per-atom fractional displacements: permuted, and mapped by ``δf M⁻¹`` under a
-    change of basis). Tolerances default to the output dtype (1e-9 float64, 1e-4 float32).
+    permuted and rotated) or ``"atom_frac"`` (per-atom fractional displacements: permuted, and mapped by
+    ``δf M⁻¹`` under a change of basis). Tolerances default to the output dtype (1e-9 float64, 1e-4 float32).
     """
     rng = np.random.default_rng(seed)
     ref = fn(structure)
