@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -20,6 +21,13 @@ def wrapped_normal_score(x: torch.Tensor, sigma: torch.Tensor, images: int = _IM
     return -(w * d).sum(-1) / s2.squeeze(-1)
 
 
+@functools.cache
+def _score_norm_table(sigma_min: float, sigma_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log σ grid, E|score|²)`` on 400 points spanning the schedule (computed once per schedule)."""
+    grid = np.exp(np.linspace(math.log(sigma_min) - 0.1, math.log(sigma_max) + 0.1, 400))
+    return torch.as_tensor(np.log(grid)), torch.as_tensor([WrappedNormalNoise._expected_score_sq(s) for s in grid])
+
+
 class WrappedNormalNoise:
     """``frac_t = frac_0 + σ(t) ε  (mod 1)`` with ``σ(t) = σ_min^(1−t) σ_max^t``; the prior is uniform.
 
@@ -30,9 +38,7 @@ class WrappedNormalNoise:
     def __init__(self, sigma_min: float = 0.005, sigma_max: float = 0.5):
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
-        grid = np.exp(np.linspace(math.log(sigma_min) - 0.1, math.log(sigma_max) + 0.1, 400))
-        self._log_sigma_grid = torch.as_tensor(np.log(grid))
-        self._score_norm = torch.as_tensor([self._expected_score_sq(s) for s in grid])
+        self._log_sigma_grid, self._score_norm = _score_norm_table(self.sigma_min, self.sigma_max)
 
     @staticmethod
     def _expected_score_sq(sigma: float) -> float:

@@ -1,0 +1,195 @@
+"""Evaluation metrics (matching, validity, fingerprints, coverage) and the ``atomdiff evaluate`` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from atomdiff.cli.main import run
+from atomdiff.diffusion.crystal import CrystalDiffusion, DataStatistics
+from atomdiff.models.crystal import CrystalNetConfig
+from atomdiff.structure import Structure, read_structures, write_structures
+from atomdiff.tasks.evaluate import (
+    composition_fingerprints,
+    composition_valid,
+    coverage,
+    match_scores,
+    structurally_valid,
+    structure_fingerprints,
+)
+
+CSP_KEYS = {
+    "match_rate",
+    "match_rate_top1",
+    "rmse",
+    "rmse_top1",
+    "structural_validity",
+    "composition_validity",
+    "n_structures",
+    "samples",
+    "steps",
+    "sampler",
+    "seed",
+    "wall_time_s",
+    "model",
+    "data",
+}
+DENOVO_KEYS = {
+    "structural_validity",
+    "composition_validity",
+    "validity",
+    "coverage_recall",
+    "coverage_precision",
+    "wdist_density",
+    "wdist_num_elements",
+    "n_generated",
+    "n_test",
+}
+
+
+def _perovskite(a: int, b: int, x: int, lattice: float) -> Structure:
+    frac = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    return Structure([a, b, x, x, x], frac, np.eye(3) * lattice)
+
+
+def _rocksalt(a: int, b: int, lattice: float) -> Structure:
+    fcc = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    return Structure([a] * 4 + [b] * 4, np.vstack([fcc, fcc + [0.5, 0, 0]]), np.eye(3) * lattice)
+
+
+def _diamond(lattice: float = 3.567) -> Structure:
+    fcc = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    return Structure([6] * 8, np.vstack([fcc, fcc + 0.25]), np.eye(3) * lattice)
+
+
+TESTS = [_perovskite(20, 22, 8, 3.9), _perovskite(38, 22, 8, 3.95), _rocksalt(11, 17, 5.64), _rocksalt(12, 8, 4.21)]
+
+
+def _scrambled(s: Structure, seed: int = 0) -> Structure:
+    """Same atoms and cell, random positions: not the same structure."""
+    return s.replace(frac=np.random.default_rng(seed).random((len(s), 3)))
+
+
+def _relabelled(s: Structure) -> Structure:
+    """The same crystal: atoms permuted, shifted rigidly and wrapped."""
+    order = np.random.default_rng(1).permutation(len(s))
+    return s.replace(numbers=s.numbers[order], frac=(s.frac[order] + [0.13, 0.71, 0.4]) % 1.0)
+
+
+def test_samples_equal_to_the_test_structures_match_perfectly():
+    scores = match_scores(TESTS + [_diamond()], [[t] for t in TESTS + [_diamond()]])
+    assert scores.match_rate == scores.match_rate_top1 == 1.0
+    assert scores.rmse == pytest.approx(0.0, abs=1e-6)
+    same = match_scores(TESTS, [[_relabelled(t)] for t in TESTS])
+    assert same.match_rate == 1.0 and same.rmse == pytest.approx(0.0, abs=1e-6)
+
+
+def test_perov5_test_structures_match_themselves(shared_data):
+    tests = read_structures(shared_data / "perov_5" / "test.csv", limit=20)
+    scores = match_scores(tests, [[t] for t in tests])
+    assert scores.match_rate == scores.match_rate_top1 == 1.0
+    assert scores.rmse == pytest.approx(0.0, abs=1e-6)
+
+
+def test_top_k_counts_any_sample_and_top_1_only_the_first():
+    scores = match_scores(TESTS[:2], [[_scrambled(t), t] for t in TESTS[:2]])
+    assert scores.match_rate == 1.0 and scores.match_rate_top1 == 0.0
+    assert scores.rmse == pytest.approx(0.0, abs=1e-6) and scores.rmse_top1 is None
+    half = match_scores(TESTS[:2], [[TESTS[0]], [_scrambled(TESTS[1])]])
+    assert half.match_rate == half.match_rate_top1 == 0.5
+
+
+def test_invalid_samples_never_match():
+    scores = match_scores(TESTS[:1], [[TESTS[0]]], valid=[[False]])
+    assert scores.match_rate == 0.0 and scores.rmse is None
+
+
+def test_validity_checks():
+    for symbols, ok in [
+        ([11, 17], True),  # NaCl
+        ([20, 22, 8, 8, 8], True),  # CaTiO3
+        ([6, 6], True),  # a pure element
+        ([29, 30], True),  # an alloy (metals only, as SMACT)
+        ([11, 17, 17], False),  # NaCl2
+        ([12, 17], False),  # MgCl
+    ]:
+        assert composition_valid(symbols) is ok, symbols
+    assert all(structurally_valid(t) for t in TESTS)
+    close = Structure([6, 6], [[0, 0, 0], [0.05, 0, 0]], np.eye(3) * 5.0)  # 0.25 Å apart
+    assert not structurally_valid(close)
+
+
+def test_fingerprints_are_invariant_to_supercells_and_permutations():
+    s = TESTS[2]
+    variants = [s, s.repeat((2, 1, 1)), _relabelled(s)]
+    struct = structure_fingerprints(variants)
+    comp = composition_fingerprints(variants)
+    assert struct.shape == (3, 60) and np.allclose(np.linalg.norm(struct, axis=1), 1.0)
+    assert np.allclose(struct, struct[0], atol=1e-9) and np.allclose(comp, comp[0])
+    assert comp[0, 10] == pytest.approx(0.5) and comp[0, 16] == pytest.approx(0.5)
+
+
+def test_coverage_of_a_set_by_itself_and_by_something_else():
+    assert coverage(TESTS, TESTS) == {"coverage_recall": 1.0, "coverage_precision": 1.0}
+    assert coverage([_diamond()], TESTS) == {"coverage_recall": 0.0, "coverage_precision": 0.0}
+    strained = [t.replace(cell=t.cell * 1.25) for t in TESTS]
+    assert coverage(strained, TESTS)["coverage_recall"] < 1.0
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> tuple[Path, Path]:
+    """(tiny untrained model folder, CSV of the test structures)."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("evaluate")
+    model = CrystalDiffusion(CrystalNetConfig(hidden=32, layers=1), DataStatistics.from_structures(TESTS))
+    model.save(folder / "model")
+    write_structures(TESTS, folder / "test.csv")
+    return folder / "model", folder / "test.csv"
+
+
+def test_evaluate_csp_writes_json(files, tmp_path):
+    model, data = files
+    out = tmp_path / "csp.json"
+    args = ["--model", str(model), "--data", str(data), "--limit", "3", "--samples", "2", "--steps", "3"]
+    assert run(["evaluate", "csp", *args, "--batch-size", "4", "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert CSP_KEYS <= set(result)
+    assert result["n_structures"] == 3 and result["samples"] == 2 and result["steps"] == 3
+    assert 0.0 <= result["match_rate_top1"] <= result["match_rate"] <= 1.0
+
+
+def test_evaluate_denovo_writes_json(files, tmp_path):
+    model, data = files
+    out = tmp_path / "denovo.json"
+    assert (
+        run(
+            [
+                "evaluate",
+                "denovo",
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "-n",
+                "4",
+                "--steps",
+                "3",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert DENOVO_KEYS <= set(result)
+    assert result["n_generated"] == 4 and result["n_test"] == len(TESTS)
+    assert 0.0 <= result["validity"] <= min(result["structural_validity"], result["composition_validity"])
+
+
+def test_evaluate_refuses_a_bad_output_name(files, tmp_path):
+    model, data = files
+    assert run(["evaluate", "csp", "--model", str(model), "--data", str(data), "-o", str(tmp_path / "r.txt")]) == 2
