@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from atomdiff.cli import analyze, compare, demo, simulate
+from atomdiff.cli import analyze, compare, demo, evaluate, generate, simulate, train
 from atomdiff.errors import AtomdiffError
 
 app = typer.Typer(
@@ -23,6 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(simulate.app, name="simulate")
+app.add_typer(train.app, name="train")
+app.add_typer(evaluate.app, name="evaluate")
+app.command("generate")(generate.generate)
 app.command("analyze")(analyze.analyze)
 app.command("compare")(compare.compare)
 app.command("demo")(demo.demo)

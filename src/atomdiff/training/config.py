@@ -1,0 +1,152 @@
+"""Every knob of a crystal-diffusion training run, as one JSON-serialisable dataclass.
+
+The command line (:mod:`atomdiff.cli.train`) reads config files and ``--set`` overrides into a
+:class:`TrainConfig`; the training code only ever sees the resolved object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from atomdiff.errors import InputError
+
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of ``atomdiff train crystal``.
+
+    Data:
+        data: training structure files (CSV of CIFs, extxyz, CIF ...).
+        val_data: validation files; when empty, ``val_fraction`` of ``data`` is held out instead.
+        limit: read at most this many structures from each data file (``None``: all).
+        val_fraction: fraction of ``data`` held out for validation (seeded split).
+    Model:
+        hidden, layers: width and depth of the score network.
+    Optimisation:
+        batch_size: structures per batch and device; lr, weight_decay: AdamW;
+        warmup_steps: linear warm-up; schedule: ``cosine`` (to zero at the last step) or ``constant``;
+        grad_clip: gradient-norm clipping (0: off); max_steps, max_epochs: stopping (-1: no limit);
+        ema_decay: decay of the exponential moving average of the weights that is exported;
+        csp_fraction: fraction of structures trained with known species (structure prediction);
+        weight_frac, weight_lattice, weight_species: weights of the three loss terms.
+    Bookkeeping:
+        ckpt_every: optimizer steps between checkpoints; val_every: steps between validations
+        (0: once per epoch); seed: seeds model initialisation, shuffling and noise.
+    Hardware:
+        accelerator (``auto``, ``cpu``, ``gpu``), devices per node, num_nodes, precision
+        (Lightning's ``32-true``, ``bf16-mixed`` ...), num_workers of the data loaders, progress_bar;
+        cpu_threads: torch threads per process (0: torch's default). Set 1 when several jobs share few
+        cores: spinning threads of an oversubscribed CPU can make small models 10-40x slower.
+    """
+
+    data: list[str] = dataclasses.field(default_factory=list)
+    val_data: list[str] = dataclasses.field(default_factory=list)
+    limit: int | None = None
+    val_fraction: float = 0.0
+    hidden: int = 256
+    layers: int = 4
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    grad_clip: float = 1.0
+    max_steps: int = 20_000
+    max_epochs: int = -1
+    ema_decay: float = 0.999
+    csp_fraction: float = 0.5
+    weight_frac: float = 1.0
+    weight_lattice: float = 1.0
+    weight_species: float = 1.0
+    ckpt_every: int = 500
+    val_every: int = 0
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "32-true"
+    num_workers: int = 0
+    cpu_threads: int = 0
+    progress_bar: bool = True
+
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        """Field name → type (``int``, ``float``, ``str``, ``bool``, ``list[str]``, ``int | None``)."""
+        return typing.get_type_hints(cls)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+        """``base`` (or the defaults) with ``values`` applied; unknown keys and wrong types are input errors."""
+        out = dataclasses.asdict(base) if base is not None else dataclasses.asdict(cls())
+        types = cls.field_types()
+        for key, value in values.items():
+            if key not in types:
+                raise InputError(f"unknown training setting {key!r}; known: {', '.join(types)}")
+            out[key] = _check_type(key, value, types[key])
+        return cls(**out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` for settings that cannot work."""
+        if not self.data:
+            raise InputError("no training data: pass --data FILE (or 'data' in the config file)")
+        positive = ("hidden", "layers", "batch_size", "ckpt_every", "num_nodes")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise InputError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.devices == 0 or self.devices < -1:
+            raise InputError(f"devices must be at least 1 (or -1 for all), got {self.devices}")
+        if self.max_steps < 1 and self.max_epochs < 1:
+            raise InputError("set max_steps or max_epochs (both are unlimited)")
+        if self.limit is not None and self.limit < 1:
+            raise InputError(f"limit must be at least 1, got {self.limit}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.csp_fraction <= 1.0:
+            raise InputError(f"csp_fraction must be in [0, 1], got {self.csp_fraction}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.lr <= 0:
+            raise InputError(f"lr must be positive, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        for key in ("warmup_steps", "val_every", "num_workers", "cpu_threads", "grad_clip", "weight_decay"):
+            if getattr(self, key) < 0:
+                raise InputError(f"{key} must not be negative, got {getattr(self, key)}")
+
+
+def _check_type(key: str, value: Any, kind: Any) -> Any:
+    """Return ``value`` as ``kind`` (ints are accepted for floats, a string for a list) or raise."""
+    if kind == list[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+    elif kind == int | None:
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+    elif kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    raise InputError(f"training setting {key!r} must be {_type_name(kind)}, got {value!r}")
+
+
+def _type_name(kind: Any) -> str:
+    return {list[str]: "a list of strings", int | None: "an integer or null"}.get(
+        kind, getattr(kind, "__name__", str(kind))
+    )

@@ -1,0 +1,177 @@
+"""One training run of a crystal diffusion model, from a resolved :class:`TrainConfig` to an exported model.
+
+Layout of a run directory::
+
+    RUN_DIR/config.json            the resolved settings
+    RUN_DIR/data_cache/*.npz       parsed structures (so a resumed run does not re-parse CSVs)
+    RUN_DIR/checkpoints/last.ckpt  latest checkpoint (plus step=N.ckpt), with the EMA state
+    RUN_DIR/logs/version_K/metrics.csv   per-step metrics, one version per (re)start
+    RUN_DIR/model/                 EMA weights: model.safetensors + config.json (CrystalDiffusion.load)
+
+Multi-device runs use DDP. Lightning's default launcher re-runs the same command line once per extra local
+rank (with ``LOCAL_RANK`` set), so everything before ``Trainer.fit`` runs in every rank: only rank zero
+checks and writes the run directory; the others read the data cache that rank zero wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from atomdiff.diffusion.crystal import CrystalDiffusion, DataStatistics
+from atomdiff.errors import InputError
+from atomdiff.files import atomic_path
+from atomdiff.models.crystal import CrystalNetConfig
+from atomdiff.training.config import TrainConfig
+from atomdiff.training.datamodules import StructureDataModule, load_structures, split_structures
+from atomdiff.training.export import export, hardware_info, read_checkpoint
+from atomdiff.training.lightning import CrystalDiffusionModule, FinalCheckpoint, StepDelay
+
+
+def is_launch_rank_zero() -> bool:
+    """Whether this process is global rank zero (judged from the launcher's environment variables)."""
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    node = int(env.get("NODE_RANK", env.get("GROUP_RANK", "0")))
+    if "LOCAL_RANK" in env:
+        return int(env["LOCAL_RANK"]) == 0 and node == 0
+    if "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"]) == 0
+    return node == 0
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse to start over a run with checkpoints, or to resume one without."""
+    ckpt_dir = run_dir / "checkpoints"
+    if resume:
+        if not (ckpt_dir / "last.ckpt").is_file():
+            raise InputError("nothing to resume: no checkpoints/last.ckpt in the run folder", path=str(run_dir))
+    elif ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")):
+        raise InputError(
+            "run folder already holds checkpoints; pass --resume to continue it or choose another --out",
+            path=str(run_dir),
+        )
+
+
+def build_trainer(config: TrainConfig, run_dir: Path, has_val: bool) -> L.Trainer:
+    """A Trainer with CSV metrics, periodic + last checkpoints, gradient clipping and DDP when needed."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="{step}",
+            save_last=True,
+            save_top_k=1,
+            every_n_train_steps=config.ckpt_every,
+            enable_version_counter=False,
+        ),
+        FinalCheckpoint(ckpt_dir / "last.ckpt", config.ckpt_every),
+    ]
+    delay = StepDelay.from_env()
+    if delay is not None:
+        callbacks.append(delay)
+    multi = config.devices == -1 or config.devices * config.num_nodes > 1
+    val_kwargs = {"limit_val_batches": 0} if not has_val else {}
+    if has_val and config.val_every > 0:
+        val_kwargs = {"val_check_interval": config.val_every, "check_val_every_n_epoch": None}
+    return L.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy="ddp" if multi else "auto",
+        precision=config.precision,
+        max_steps=config.max_steps,
+        max_epochs=config.max_epochs,
+        gradient_clip_val=config.grad_clip or None,
+        logger=CSVLogger(save_dir=run_dir, name="logs", flush_logs_every_n_steps=1),
+        callbacks=callbacks,
+        log_every_n_steps=1,
+        enable_progress_bar=config.progress_bar,
+        num_sanity_val_steps=0,
+        default_root_dir=run_dir,
+        **val_kwargs,
+    )
+
+
+def _build_model(config: TrainConfig, train_structures: list, resume_from: Path | None) -> CrystalDiffusion:
+    if resume_from is None:
+        net = CrystalNetConfig(hidden=config.hidden, layers=config.layers)
+        return CrystalDiffusion(net, DataStatistics.from_structures(train_structures))
+    model_config = read_checkpoint(resume_from)["atomdiff"]["model_config"]
+    for key in ("hidden", "layers"):
+        if model_config["net"][key] != getattr(config, key):
+            raise InputError(
+                f"cannot change {key} when resuming (checkpoint has {model_config['net'][key]}, "
+                f"settings say {getattr(config, key)})",
+                path=str(resume_from),
+            )
+    return CrystalDiffusion.from_config(model_config)
+
+
+def train_crystal(
+    config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, command: str = ""
+) -> Path | None:
+    """Train (or, with ``resume``, continue) a crystal diffusion model in ``run_dir``.
+
+    Returns the exported model folder ``RUN_DIR/model`` on global rank zero, ``None`` on other ranks.
+    """
+    config.validate()
+    run_dir = Path(run_dir).resolve()
+    rank_zero = is_launch_rank_zero()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if rank_zero or resume:
+        check_run_dir(run_dir, resume)
+    if rank_zero:
+        with atomic_path(run_dir / "config.json") as tmp:
+            tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    if config.cpu_threads > 0:  # also for DDP ranks launched from here (Lightning respects OMP_NUM_THREADS)
+        os.environ["OMP_NUM_THREADS"] = str(config.cpu_threads)
+        torch.set_num_threads(config.cpu_threads)
+    cache = run_dir / "data_cache"
+    structures = load_structures(config.data, cache, config.limit, write_cache=rank_zero)
+    if config.val_data:
+        train, val = structures, load_structures(config.val_data, cache, config.limit, write_cache=rank_zero)
+    else:
+        train, val = split_structures(structures, config.val_fraction, config.seed)
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model = _build_model(config, train, last if resume else None)
+    module = CrystalDiffusionModule(
+        model,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        cosine=config.schedule == "cosine",
+        csp_fraction=config.csp_fraction,
+        ema_decay=config.ema_decay,
+        weight_frac=config.weight_frac,
+        weight_lattice=config.weight_lattice,
+        weight_species=config.weight_species,
+        seed=config.seed,
+    )
+    data = StructureDataModule(train, val, config.batch_size, config.num_workers, config.seed)
+    trainer = build_trainer(config, run_dir, has_val=bool(val))
+    accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+    module.training_info = {
+        "command": command,
+        "config": config.to_dict(),
+        "n_train": len(train),
+        "n_val": len(val),
+        "hardware": hardware_info(accelerator, trainer.num_devices, trainer.num_nodes, trainer.world_size),
+    }
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
+    if not trainer.is_global_zero:
+        return None
+    return export(last, run_dir / "model", template=module.model)
