@@ -89,13 +89,14 @@ class CrystalDiffusion(nn.Module):
         w = weights or LossWeights()
         n_struct = len(batch)
         n_atoms = batch.n_atoms
-        t = torch.rand(n_struct, generator=generator, dtype=torch.float64) * (1 - 1e-3) + 1e-3
+        device = batch.frac.device  # random numbers are drawn on the CPU generator, then moved
+        t = (torch.rand(n_struct, generator=generator, dtype=torch.float64) * (1 - 1e-3) + 1e-3).to(device)
         t_atom = t[batch.batch_idx]
         sigma = self.frac_noise.sigma(t_atom).unsqueeze(-1)
         frac_t, frac_target = self.frac_noise.sample_marginal(batch.frac.double(), sigma, generator)
         x0 = self.lattice_noise.encode(batch.cell.double(), n_atoms)
         x_t, eps = self.lattice_noise.sample_marginal(x0, t, generator)
-        csp = torch.rand(n_struct, generator=generator) < csp_fraction
+        csp = (torch.rand(n_struct, generator=generator) < csp_fraction).to(device)
         tokens = self.species_noise.sample_marginal(
             batch.numbers, torch.where(csp[batch.batch_idx], 0.0, t_atom), generator
         )

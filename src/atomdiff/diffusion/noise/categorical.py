@@ -17,7 +17,7 @@ class MaskedSpeciesNoise:
         self.vocab = int(vocab)
 
     def sample_marginal(self, numbers: torch.Tensor, t_atom: torch.Tensor, generator=None) -> torch.Tensor:
-        u = torch.rand(numbers.shape, generator=generator, dtype=torch.float64)
+        u = torch.rand(numbers.shape, generator=generator, dtype=torch.float64).to(numbers.device)
         return torch.where(u < t_atom.double(), torch.full_like(numbers, MASK), numbers)
 
     def reveal_probability(self, t: float, t_prev: float) -> float:

@@ -84,7 +84,7 @@ class LatticeNoise:
         return torch.randn(n, 6, generator=generator, dtype=dtype)
 
     def sample_marginal(self, x0: torch.Tensor, t: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         ab = self.alpha_bar(t).view(-1, 1).to(x0)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * eps, eps
 

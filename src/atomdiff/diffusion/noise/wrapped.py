@@ -55,10 +55,12 @@ class WrappedNormalNoise:
 
     def score_norm(self, sigma: torch.Tensor) -> torch.Tensor:
         """``sqrt(E|score|²)`` at ``sigma`` (interpolated in log σ)."""
-        ls = torch.log(sigma).double().clamp(self._log_sigma_grid[0], self._log_sigma_grid[-1])
-        idx = torch.searchsorted(self._log_sigma_grid, ls).clamp(1, len(self._log_sigma_grid) - 1)
-        x0, x1 = self._log_sigma_grid[idx - 1], self._log_sigma_grid[idx]
-        y0, y1 = self._score_norm[idx - 1], self._score_norm[idx]
+        grid = self._log_sigma_grid.to(sigma.device)
+        table = self._score_norm.to(sigma.device)
+        ls = torch.log(sigma).double().clamp(grid[0], grid[-1])
+        idx = torch.searchsorted(grid, ls).clamp(1, len(grid) - 1)
+        x0, x1 = grid[idx - 1], grid[idx]
+        y0, y1 = table[idx - 1], table[idx]
         val = y0 + (y1 - y0) * (ls - x0) / (x1 - x0)
         return torch.sqrt(val).to(sigma.dtype)
 
@@ -69,7 +71,7 @@ class WrappedNormalNoise:
         self, frac0: torch.Tensor, sigma_atom: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(frac_t, normalised target score)``; ``sigma_atom`` is ``(n_atoms, 1)``."""
-        eps = torch.randn(frac0.shape, generator=generator, dtype=frac0.dtype)
+        eps = torch.randn(frac0.shape, generator=generator, dtype=frac0.dtype).to(frac0.device)
         disp = sigma_atom * eps
         frac_t = torch.remainder(frac0 + disp, 1.0)
         target = wrapped_normal_score(disp, sigma_atom) / self.score_norm(sigma_atom)
