@@ -30,7 +30,7 @@ PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Also write a PNG p
 
 def _diffraction(
     radiation: str,
-    structure_path: Path,
+    structure: Path,
     output: Path,
     wavelength: str,
     axis: str,
@@ -68,7 +68,7 @@ def _diffraction(
         grid = torch.arange(q_start, q_stop + 1e-12, q_step, dtype=torch.float64)
     else:
         raise InputError(f"--axis must be 'two_theta' or 'q', got {axis!r}")
-    structure = read_structure(structure_path)
+    crystal = read_structure(structure)
     model = PowderDiffractionModel(
         radiation,
         lam,
@@ -81,30 +81,45 @@ def _diffraction(
         b_iso=b_iso,
         form_factors=form_factors,
     )
-    pattern = simulate(model, structure)
+    pattern = simulate(model, crystal)
     x = pattern.x.numpy()
     y = normalise_to(pattern.y[0].numpy())
     sigma = None
     if counts is not None:
         y, sigma = add_counting_noise(y, counts, seed=seed)
-    rows = write_peak_table(model, structure, peaks) if peaks is not None else None
-    write_pattern(output, x, y, sigma, axis=axis, header=f"{radiation} pattern of {structure.formula}, λ = {lam}")
-    console.print(f"wrote {output} ({len(x)} points, {structure.formula}, λ = {lam})")
+    rows = write_peak_table(model, crystal, peaks) if peaks is not None else None
+    write_pattern(output, x, y, sigma, axis=axis, header=f"{radiation} pattern of {crystal.formula}, λ = {lam}")
+    console.print(f"wrote {output} ({len(x)} points, {crystal.formula}, λ = {lam})")
     if rows is not None:
         console.print(f"wrote {peaks} ({len(rows)} peaks)")
     if plot is not None:
         if rows is None:
             from atomdiff.physics.diffraction import peak_table
 
-            rows = peak_table(model, structure)
+            rows = peak_table(model, crystal)
         ticks = [r["two_theta"] + zero_shift for r in rows]
         if axis == "q":
             ticks = [4 * math.pi * math.sin(math.radians(t / 2)) / lam.primary for t in ticks]
         labels = [f"{r['h']}{r['k']}{r['l']}" if r["intensity"] > 10 else "" for r in rows]
         plot_pattern(
-            plot, x, y, axis, title=f"{structure.formula} ({radiation}, λ = {lam})", ticks=ticks, tick_labels=labels
+            plot, x, y, axis, title=f"{crystal.formula} ({radiation}, λ = {lam})", ticks=ticks, tick_labels=labels
         )
         console.print(f"wrote {plot}")
+
+
+Axis = Annotated[str, typer.Option(help="Grid axis: two_theta (degrees) or q (Å⁻¹).")]
+Start = Annotated[float | None, typer.Option(help="First grid point (default 5° or 0.5 Å⁻¹).")]
+Stop = Annotated[float | None, typer.Option(help="Last grid point (default 90° or 8 Å⁻¹).")]
+Step = Annotated[float | None, typer.Option(help="Grid step (default 0.02° or 0.002 Å⁻¹).")]
+CagliotiU = Annotated[float, typer.Option("--u", help="Caglioti U (deg²).")]
+CagliotiV = Annotated[float, typer.Option("--v", help="Caglioti V (deg²).")]
+CagliotiW = Annotated[float, typer.Option("--w", help="Caglioti W (deg²); FWHM = sqrt(W) at low angle.")]
+Eta = Annotated[float, typer.Option(help="Pseudo-Voigt Lorentzian fraction.")]
+ZeroShift = Annotated[float, typer.Option(help="Zero shift, degrees 2θ.")]
+Biso = Annotated[float, typer.Option("--biso", help="Isotropic displacement B for all atoms, Å².")]
+Background = Annotated[str | None, typer.Option(help="Chebyshev background coefficients, e.g. '5,1'.")]
+Peaks = Annotated[Path | None, typer.Option(help="Write the peak list CSV here.")]
+Counts = Annotated[float | None, typer.Option(help="Add Poisson noise for this many counts at the top.")]
 
 
 @app.command("xrd")
@@ -112,48 +127,26 @@ def xrd(
     structure: StructurePath,
     output: Output,
     wavelength: Annotated[str, typer.Option(help="Line name (CuKa1, CuKa = Kα1+Kα2, MoKa1, ...) or Å.")] = "CuKa1",
-    axis: Annotated[str, typer.Option(help="Grid axis: two_theta (degrees) or q (Å⁻¹).")] = "two_theta",
-    start: Annotated[float | None, typer.Option(help="First grid point (default 5° or 0.5 Å⁻¹).")] = None,
-    stop: Annotated[float | None, typer.Option(help="Last grid point (default 90° or 8 Å⁻¹).")] = None,
-    step: Annotated[float | None, typer.Option(help="Grid step (default 0.02° or 0.002 Å⁻¹).")] = None,
-    u: Annotated[float, typer.Option("--u", help="Caglioti U (deg²).")] = 0.0,
-    v: Annotated[float, typer.Option("--v", help="Caglioti V (deg²).")] = 0.0,
-    w: Annotated[float, typer.Option("--w", help="Caglioti W (deg²); FWHM = sqrt(W) at low angle.")] = 0.01,
-    eta: Annotated[float, typer.Option(help="Pseudo-Voigt Lorentzian fraction.")] = 0.5,
-    zero_shift: Annotated[float, typer.Option(help="Zero shift, degrees 2θ.")] = 0.0,
-    b_iso: Annotated[float, typer.Option("--biso", help="Isotropic displacement B for all atoms, Å².")] = 0.0,
-    background: Annotated[str | None, typer.Option(help="Chebyshev background coefficients, e.g. '5,1'.")] = None,
+    axis: Axis = "two_theta",
+    start: Start = None,
+    stop: Stop = None,
+    step: Step = None,
+    u: CagliotiU = 0.0,
+    v: CagliotiV = 0.0,
+    w: CagliotiW = 0.01,
+    eta: Eta = 0.5,
+    zero_shift: ZeroShift = 0.0,
+    b_iso: Biso = 0.0,
+    background: Background = None,
     polarization: Annotated[float, typer.Option(help="K in (1 + K cos²2θ); 1 lab, 0 synchrotron.")] = 1.0,
     form_factors: Annotated[str, typer.Option(help="xraydb (Waasmaier–Kirfel) or pymatgen.")] = "xraydb",
-    peaks: Annotated[Path | None, typer.Option(help="Write the peak list CSV here.")] = None,
+    peaks: Peaks = None,
     plot: PlotOpt = None,
-    counts: Annotated[float | None, typer.Option(help="Add Poisson noise for this many counts at the top.")] = None,
+    counts: Counts = None,
     seed: Seed = 0,
 ) -> None:
     """Powder X-ray diffraction pattern (and peak list) of a structure."""
-    _diffraction(
-        "xray",
-        structure,
-        output,
-        wavelength,
-        axis,
-        start,
-        stop,
-        step,
-        u,
-        v,
-        w,
-        eta,
-        zero_shift,
-        b_iso,
-        background,
-        polarization,
-        form_factors,
-        peaks,
-        plot,
-        counts,
-        seed,
-    )
+    _diffraction("xray", **locals())
 
 
 @app.command("neutron")
@@ -161,46 +154,24 @@ def neutron(
     structure: StructurePath,
     output: Output,
     wavelength: Annotated[str, typer.Option(help="Neutron wavelength in Å.")] = "1.54",
-    axis: Annotated[str, typer.Option(help="Grid axis: two_theta (degrees) or q (Å⁻¹).")] = "two_theta",
-    start: Annotated[float | None, typer.Option(help="First grid point (default 5° or 0.5 Å⁻¹).")] = None,
-    stop: Annotated[float | None, typer.Option(help="Last grid point (default 90° or 8 Å⁻¹).")] = None,
-    step: Annotated[float | None, typer.Option(help="Grid step (default 0.02° or 0.002 Å⁻¹).")] = None,
-    u: Annotated[float, typer.Option("--u", help="Caglioti U (deg²).")] = 0.0,
-    v: Annotated[float, typer.Option("--v", help="Caglioti V (deg²).")] = 0.0,
-    w: Annotated[float, typer.Option("--w", help="Caglioti W (deg²).")] = 0.01,
-    eta: Annotated[float, typer.Option(help="Pseudo-Voigt Lorentzian fraction.")] = 0.5,
-    zero_shift: Annotated[float, typer.Option(help="Zero shift, degrees 2θ.")] = 0.0,
-    b_iso: Annotated[float, typer.Option("--biso", help="Isotropic displacement B for all atoms, Å².")] = 0.0,
-    background: Annotated[str | None, typer.Option(help="Chebyshev background coefficients.")] = None,
-    peaks: Annotated[Path | None, typer.Option(help="Write the peak list CSV here.")] = None,
+    axis: Axis = "two_theta",
+    start: Start = None,
+    stop: Stop = None,
+    step: Step = None,
+    u: CagliotiU = 0.0,
+    v: CagliotiV = 0.0,
+    w: CagliotiW = 0.01,
+    eta: Eta = 0.5,
+    zero_shift: ZeroShift = 0.0,
+    b_iso: Biso = 0.0,
+    background: Background = None,
+    peaks: Peaks = None,
     plot: PlotOpt = None,
-    counts: Annotated[float | None, typer.Option(help="Add Poisson noise for this many counts at the top.")] = None,
+    counts: Counts = None,
     seed: Seed = 0,
 ) -> None:
     """Constant-wavelength neutron powder diffraction pattern (coherent scattering lengths)."""
-    _diffraction(
-        "neutron",
-        structure,
-        output,
-        wavelength,
-        axis,
-        start,
-        stop,
-        step,
-        u,
-        v,
-        w,
-        eta,
-        zero_shift,
-        b_iso,
-        background,
-        1.0,
-        "xraydb",
-        peaks,
-        plot,
-        counts,
-        seed,
-    )
+    _diffraction("neutron", polarization=1.0, form_factors="xraydb", **locals())
 
 
 def _grid(start: float, stop: float, step: float, what: str) -> torch.Tensor:
