@@ -71,8 +71,11 @@ def csp(
         f"CSP on {len(tests)} structures, {samples} samples each, {steps} {sampler} steps",
         result,
         [
-            ("match_rate", f"match rate (top-{samples})", True),
-            ("rmse", f"RMSE (top-{samples})", False),
+            *(
+                [("match_rate", f"match rate (top-{samples})", True), ("rmse", f"RMSE (top-{samples})", False)]
+                if samples > 1
+                else []
+            ),
             ("match_rate_top1", "match rate (top-1)", True),
             ("rmse_top1", "RMSE (top-1)", False),
             ("structural_validity", "structural validity", True),
