@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 from ase.data import atomic_masses, atomic_numbers, chemical_symbols
 
 from atomdiff.errors import InputError
 
 MAX_Z = 118
+
+__all__ = ["MAX_Z", "atomic_masses", "atomic_number", "chemical_symbols", "parse_element_list"]
 
 
 def atomic_number(symbol: str | int, *, what: str = "element") -> int:
@@ -26,19 +26,6 @@ def atomic_number(symbol: str | int, *, what: str = "element") -> int:
     if z is None or z == 0:
         raise InputError(f"unknown {what} '{symbol}': not an element symbol")
     return z
-
-
-def atomic_numbers_of(symbols: Iterable[str | int]) -> np.ndarray:
-    return np.array([atomic_number(s) for s in symbols], dtype=np.int64)
-
-
-def symbol(z: int) -> str:
-    return chemical_symbols[atomic_number(int(z))]
-
-
-def mass(z: int) -> float:
-    """Standard atomic mass in g/mol (u)."""
-    return float(atomic_masses[atomic_number(int(z))])
 
 
 def parse_element_list(text: str, *, what: str = "element") -> list[int]:
