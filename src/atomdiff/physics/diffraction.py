@@ -28,41 +28,12 @@ import torch
 
 from atomdiff.errors import InputError
 from atomdiff.physics.base import ForwardModel, Pattern
+from atomdiff.physics.profile import Instrument, Profile, chebyshev_background, pseudo_voigt_sum
 from atomdiff.physics.radiation import Wavelength, parse_wavelength
 from atomdiff.physics.reflections import enumerate_hkl
 from atomdiff.physics.scattering import neutron_scattering_length, xray_form_factor
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.structure import Structure
-
-_MAX_ELEMENTS_PER_CHUNK = 40_000_000
-_LN2 = math.log(2.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class Profile:
-    """Pseudo-Voigt peak shape: Caglioti U, V, W in degrees² (2θ) and Lorentzian fraction ``eta``.
-
-    On a uniform grid each peak is evaluated within ± ``cutoff`` FWHM of its centre (as Rietveld programs
-    do); the Lorentzian area beyond ±40 FWHM is 0.8 % of it. ``cutoff=None`` evaluates every point.
-    """
-
-    u: float = 0.0
-    v: float = 0.0
-    w: float = 0.01
-    eta: float = 0.5
-    cutoff: float | None = 40.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.eta <= 1.0:
-            raise InputError(f"profile eta (Lorentzian fraction) must be within [0, 1], got {self.eta}")
-        if self.u * 0.5 + self.w <= 0 and self.u <= 0:
-            raise InputError("profile: Caglioti U, V, W give no positive peak width")
-
-    def fwhm(self, theta: torch.Tensor) -> torch.Tensor:
-        """Full width at half maximum in degrees 2θ at Bragg angle ``theta`` (radians)."""
-        t = torch.tan(theta)
-        h2 = self.u * t * t + self.v * t + self.w
-        return torch.sqrt(h2.clamp_min(1e-10))
 
 
 @dataclasses.dataclass
@@ -103,6 +74,8 @@ class PowderDiffractionModel(ForwardModel):
             passed to :meth:`forward`).
         form_factors: ``"xraydb"`` (Waasmaier–Kirfel, default) or ``"pymatgen"``.
         neutron_lengths: element symbol → coherent scattering length (fm), overriding the table.
+        po_ratio, po_direction: March–Dollase preferred orientation (ratio r, reciprocal-lattice direction hkl);
+            ``po_ratio=1`` (default) is a random powder.
     """
 
     def __init__(
@@ -118,8 +91,16 @@ class PowderDiffractionModel(ForwardModel):
         b_iso: float = 0.0,
         form_factors: str = "xraydb",
         neutron_lengths: dict[str, float] | None = None,
+        po_ratio: float = 1.0,
+        po_direction: Sequence[float] = (0.0, 0.0, 1.0),
     ):
         super().__init__()
+        if not po_ratio > 0:
+            raise InputError(f"preferred-orientation ratio must be positive, got {po_ratio}")
+        if not any(float(v) != 0 for v in po_direction) or len(po_direction) != 3:
+            raise InputError(f"preferred-orientation direction must be three indices, not all 0: {po_direction}")
+        self.po_ratio = float(po_ratio)
+        self.po_direction = tuple(float(v) for v in po_direction)
         if radiation not in ("xray", "neutron"):
             raise InputError(f"radiation must be 'xray' or 'neutron', got {radiation!r}")
         if axis not in ("two_theta", "q"):
@@ -148,13 +129,25 @@ class PowderDiffractionModel(ForwardModel):
         )
 
     # --- reflections --------------------------------------------------------------------------------
-    def two_theta_limits(self, margin: float = 0.0) -> tuple[float, float]:
+    def instrument(self, n: int, dtype=torch.float64, device=None) -> Instrument:
+        """The model's own profile, zero shift and texture as an :class:`Instrument` for ``n`` structures."""
+        inst = Instrument.from_profile(self.profile, n, self.zero_shift, dtype, device)
+        if self.po_ratio != 1.0:
+            inst.po_ratio = torch.full((n,), self.po_ratio, dtype=dtype, device=device)
+            inst.po_direction = torch.tensor(self.po_direction, dtype=dtype, device=device).expand(n, 3)
+        return inst
+
+    def two_theta_limits(self, margin: float = 0.0, instrument: Instrument | None = None) -> tuple[float, float]:
         """The 2θ range (degrees) that the grid covers, widened by ``margin`` and clipped to (0, 180)."""
         lo, hi = float(self.x[0]), float(self.x[-1])
         if self.axis == "q":
             lam = self.wavelength.primary
             lo, hi = (2 * math.degrees(math.asin(min(1.0, q * lam / (4 * math.pi)))) for q in (lo, hi))
-        lo, hi = lo - self.zero_shift - margin, hi - self.zero_shift + margin
+        if instrument is None:
+            zero_lo = zero_hi = self.zero_shift
+        else:
+            zero_lo, zero_hi = float(instrument.zero_shift.max()), float(instrument.zero_shift.min())
+        lo, hi = lo - zero_lo - margin, hi - zero_hi + margin
         return max(lo, 1e-6), min(hi, 180.0 - 1e-9)
 
     def reflections(
@@ -163,9 +156,14 @@ class PowderDiffractionModel(ForwardModel):
         b_iso: torch.Tensor | None = None,
         occupancy: torch.Tensor | None = None,
         margin: float = 0.0,
+        instrument: Instrument | None = None,
     ) -> Reflections:
-        """Reflections whose 2θ lies in the grid's range (± ``margin`` degrees) for any wavelength."""
-        lo, hi = self.two_theta_limits(margin)
+        """Reflections whose 2θ lies in the grid's range (± ``margin`` degrees) for any wavelength.
+
+        Intensities include the texture factor of ``instrument`` (or of the model's own preferred orientation).
+        """
+        instrument = instrument or self.instrument(len(batch), batch.frac.dtype, batch.frac.device)
+        lo, hi = self.two_theta_limits(margin, instrument)
         lams = self.wavelength.values
         g_min = 2 * math.sin(math.radians(lo / 2)) / max(lams)
         g_max = 2 * math.sin(math.radians(hi / 2)) / min(lams)
@@ -181,6 +179,7 @@ class PowderDiffractionModel(ForwardModel):
         s = 0.5 * g_norm  # sinθ/λ
 
         fsq = self._structure_factor_sq(batch, hklf, refl_batch, s, b_iso, occupancy)
+        texture = instrument.texture(g, recip, refl_batch)
 
         lam = torch.as_tensor(lams, dtype=dtype, device=device)
         weights = torch.as_tensor(self.wavelength.weights, dtype=dtype, device=device)
@@ -190,7 +189,8 @@ class PowderDiffractionModel(ForwardModel):
         two_theta = torch.rad2deg(2 * theta)
         in_range = reachable & (two_theta >= lo) & (two_theta <= hi)
         lp = self._lorentz_polarisation(theta)
-        intensity = torch.where(in_range, 2.0 * fsq.unsqueeze(-1) * lp * weights, torch.zeros_like(lp))
+        power = fsq if texture is None else fsq * texture
+        intensity = torch.where(in_range, 2.0 * power.unsqueeze(-1) * lp * weights, torch.zeros_like(lp))
         return Reflections(hkl, refl_batch, 1.0 / g_norm, two_theta, intensity, fsq)
 
     def _lorentz_polarisation(self, theta: torch.Tensor) -> torch.Tensor:
@@ -264,21 +264,38 @@ class PowderDiffractionModel(ForwardModel):
         b_iso: torch.Tensor | None = None,
         occupancy: torch.Tensor | None = None,
         scale: torch.Tensor | float = 1.0,
+        instrument: Instrument | None = None,
     ) -> Pattern:
-        """Pattern on the grid, shape ``(n_structures, n_points)``; ``b_iso`` and ``occupancy`` are per atom."""
-        x = self.x.to(batch.frac.dtype)
-        margin = 3.0 * float(self.profile.fwhm(torch.tensor(math.radians(89.0), dtype=torch.float64)))
-        refl = self.reflections(batch, b_iso, occupancy, margin=min(max(margin, 1.0), 20.0))
+        """Pattern on the grid, shape ``(n_structures, n_points)``; ``b_iso`` and ``occupancy`` are per atom.
+
+        ``instrument`` gives per-structure (differentiable) profile, zero shift and texture in place of the
+        model's own.
+        """
+        dtype, device = batch.frac.dtype, batch.frac.device
+        x = self.x.to(dtype)
+        instrument = instrument or self.instrument(len(batch), dtype, device)
+        theta_hi = torch.full((len(batch),), math.radians(89.0), dtype=dtype, device=device)
+        widest = float(instrument.fwhm(theta_hi.unsqueeze(-1), torch.arange(len(batch), device=device)).max())
+        margin = min(max(3.0 * widest, 1.0), 20.0)
+        refl = self.reflections(batch, b_iso, occupancy, margin=margin, instrument=instrument)
         theta = torch.deg2rad(refl.two_theta / 2)
-        centre = refl.two_theta + self.zero_shift  # observed 2θ, degrees
-        width = self.profile.fwhm(theta)
+        centre = refl.two_theta + instrument.zero_shift[refl.batch_idx].unsqueeze(-1)  # observed 2θ, degrees
+        width = instrument.fwhm(theta, refl.batch_idx)
         if self.axis == "q":
             lam = self.wavelength.primary
             obs_theta = torch.deg2rad(centre / 2)
             centre = 4 * math.pi * torch.sin(obs_theta) / lam
             width = width * (2 * math.pi / lam) * torch.cos(obs_theta) * (math.pi / 180.0)
-        y = _pseudo_voigt_sum(
-            x, centre, width, refl.intensity, refl.batch_idx, len(batch), self.profile, self.uniform_step
+        y = pseudo_voigt_sum(
+            x,
+            centre,
+            width,
+            refl.intensity,
+            refl.batch_idx,
+            instrument.eta.to(dtype),
+            len(batch),
+            self.profile.cutoff,
+            self.uniform_step,
         )
         y = y * (scale if not torch.is_tensor(scale) else scale.reshape(-1, 1))
         if self.background is not None:
@@ -290,77 +307,6 @@ def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For ``counts`` (n,): the owner of each of the ``sum(counts)`` items, and each owner's first item."""
     owner = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts)
     return owner, torch.cumsum(counts, 0) - counts
-
-
-def _pseudo_voigt(dx: torch.Tensor, h: torch.Tensor, eta: float) -> torch.Tensor:
-    """Area-normalised pseudo-Voigt at offsets ``dx`` for FWHM ``h`` (same unit)."""
-    z2 = (dx / h) ** 2
-    gauss = (2.0 / h) * math.sqrt(_LN2 / math.pi) * torch.exp(-4 * _LN2 * z2)
-    lorentz = (2.0 / (math.pi * h)) / (1.0 + 4.0 * z2)
-    return eta * lorentz + (1.0 - eta) * gauss
-
-
-def _pseudo_voigt_sum(
-    x: torch.Tensor,
-    centre: torch.Tensor,
-    fwhm: torch.Tensor,
-    area: torch.Tensor,
-    batch_idx: torch.Tensor,
-    n_structures: int,
-    profile: Profile,
-    step: float | None,
-) -> torch.Tensor:
-    """Σ_peaks area · pV(x − centre) per structure; peak inputs ``(M, L)``, output ``(n_structures, n)``.
-
-    On a uniform grid (``step`` given) only the points within ± ``profile.cutoff`` FWHM of each peak are
-    evaluated.
-    """
-    n = x.shape[0]
-    out = torch.zeros(n_structures * n, dtype=x.dtype, device=x.device)
-    half = None
-    if step is not None and profile.cutoff is not None and centre.numel():
-        half = int(math.ceil(profile.cutoff * float(fwhm.detach().max()) / step))
-        if 2 * half + 1 >= n:
-            half = None
-    owner = batch_idx.unsqueeze(-1).expand_as(centre)
-    centre, fwhm, area, owner = centre.reshape(-1), fwhm.reshape(-1), area.reshape(-1), owner.reshape(-1)
-    keep = area != 0
-    centre, fwhm, area, owner = centre[keep], fwhm[keep], area[keep], owner[keep]
-    if half is None:
-        chunk = max(1, _MAX_ELEMENTS_PER_CHUNK // n)
-        for start in range(0, centre.shape[0], chunk):
-            sl = slice(start, start + chunk)
-            shape = _pseudo_voigt(x.unsqueeze(0) - centre[sl].unsqueeze(-1), fwhm[sl].unsqueeze(-1), profile.eta)
-            flat = owner[sl].unsqueeze(-1) * n + torch.arange(n, device=x.device)
-            out = out.index_add(0, flat.reshape(-1), (shape * area[sl].unsqueeze(-1)).reshape(-1))
-        return out.view(n_structures, n)
-    offsets = torch.arange(-half, half + 1, device=x.device)
-    chunk = max(1, _MAX_ELEMENTS_PER_CHUNK // offsets.shape[0])
-    for start in range(0, centre.shape[0], chunk):
-        sl = slice(start, start + chunk)
-        c = centre[sl]
-        nearest = torch.round((c.detach() - x[0]) / step).long()
-        idx = nearest.unsqueeze(-1) + offsets  # (m, w)
-        valid = (idx >= 0) & (idx < n)
-        dx = x[0] + idx.to(x.dtype) * step - c.unsqueeze(-1)
-        h = fwhm[sl].unsqueeze(-1)
-        valid = valid & (dx.detach().abs() <= profile.cutoff * h.detach())
-        shape = _pseudo_voigt(dx, h, profile.eta) * area[sl].unsqueeze(-1)
-        flat = owner[sl].unsqueeze(-1) * n + idx.clamp(0, n - 1)
-        out = out.index_add(0, flat[valid], shape[valid])
-    return out.view(n_structures, n)
-
-
-def chebyshev_background(x: torch.Tensor, coefficients: Sequence[float] | torch.Tensor) -> torch.Tensor:
-    """``Σ c_k T_k(x')`` with x mapped linearly onto [−1, 1]; shape ``(n_points,)``."""
-    c = torch.as_tensor(coefficients, dtype=x.dtype, device=x.device)
-    t = 2 * (x - x[0]) / (x[-1] - x[0]) - 1 if x.shape[0] > 1 else torch.zeros_like(x)
-    t_prev, t_cur = torch.ones_like(t), t
-    total = c[0] * t_prev if c.numel() else torch.zeros_like(x)
-    for k in range(1, c.numel()):
-        total = total + c[k] * t_cur
-        t_prev, t_cur = t_cur, 2 * t * t_cur - t_prev
-    return total
 
 
 def check_grid(x: torch.Tensor, axis: str, wavelength: Wavelength) -> None:
@@ -425,6 +371,8 @@ def peak_table(
         model.b_iso,
         model.form_factors,
         model.neutron_lengths,
+        model.po_ratio,
+        model.po_direction,
     )
     with torch.no_grad():
         b = None if b_iso is None else torch.as_tensor(b_iso, dtype=torch.float64)
