@@ -35,7 +35,7 @@ class Profile:
     def __post_init__(self) -> None:
         if not 0.0 <= self.eta <= 1.0:
             raise InputError(f"profile eta (Lorentzian fraction) must be within [0, 1], got {self.eta}")
-        if self.u * 0.5 + self.w <= 0 and self.u <= 0:
+        if all(self.u * t * t + self.v * t + self.w <= 0 for t in (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)):
             raise InputError("profile: Caglioti U, V, W give no positive peak width")
 
     def fwhm(self, theta: torch.Tensor) -> torch.Tensor:
@@ -126,11 +126,14 @@ def merge_coincident(
     """
     if centre.numel() == 0:
         return centre, fwhm, area, owner, eta
-    key = torch.stack([owner, torch.round(centre.detach() / tol).long()], -1)
-    uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
+    pos = torch.round(centre.detach() / tol).long()
+    pos = pos - pos.min()
+    key = owner * (int(pos.max()) + 1) + pos
+    uniq, inverse = torch.unique(key, return_inverse=True)
     m = uniq.shape[0]
     if m == centre.shape[0]:
         return centre, fwhm, area, owner, eta
+    new_owner = torch.zeros(m, dtype=owner.dtype, device=owner.device).scatter_(0, inverse, owner)
 
     def total(values: torch.Tensor) -> torch.Tensor:
         return torch.zeros(m, dtype=values.dtype, device=values.device).index_add(0, inverse, values)
@@ -140,7 +143,7 @@ def merge_coincident(
     c = total(area * centre) / safe
     h = total(area * fwhm) / safe
     e = total(area * eta) / safe
-    return c, h, a, uniq[:, 0], e
+    return c, h, a, new_owner, e
 
 
 def pseudo_voigt_sum(
@@ -168,12 +171,7 @@ def pseudo_voigt_sum(
     peak_eta = eta[owner]
     if step is not None:
         centre, fwhm, area, owner, peak_eta = merge_coincident(centre, fwhm, area, owner, peak_eta, 1e-3 * step)
-    half = None
-    if step is not None and cutoff is not None and centre.numel():
-        half = int(math.ceil(cutoff * float(fwhm.detach().max()) / step))
-        if 2 * half + 1 >= n:
-            half = None
-    if half is None:
+    if step is None or cutoff is None or not centre.numel():
         chunk = max(1, _MAX_ELEMENTS_PER_CHUNK // n)
         for start in range(0, centre.shape[0], chunk):
             sl = slice(start, start + chunk)
@@ -183,20 +181,26 @@ def pseudo_voigt_sum(
             flat = owner[sl].unsqueeze(-1) * n + torch.arange(n, device=x.device)
             out = out.index_add(0, flat.reshape(-1), (shape * area[sl].unsqueeze(-1)).reshape(-1))
         return out.view(n_structures, n)
-    offsets = torch.arange(-half, half + 1, device=x.device)
-    chunk = max(1, _MAX_ELEMENTS_PER_CHUNK // offsets.shape[0])
-    for start in range(0, centre.shape[0], chunk):
-        sl = slice(start, start + chunk)
-        c = centre[sl]
-        nearest = torch.round((c.detach() - x[0]) / step).long()
-        idx = nearest.unsqueeze(-1) + offsets  # (m, w)
-        valid = (idx >= 0) & (idx < n)
-        dx = x[0] + idx.to(x.dtype) * step - c.unsqueeze(-1)
-        h = fwhm[sl].unsqueeze(-1)
-        valid = valid & (dx.detach().abs() <= cutoff * h.detach())
-        shape = pseudo_voigt(dx, h, peak_eta[sl].unsqueeze(-1)) * area[sl].unsqueeze(-1)
-        flat = owner[sl].unsqueeze(-1) * n + idx.clamp(0, n - 1)
-        out = out.index_add(0, flat[valid], shape[valid])
+    # peaks are grouped by width (windows of 2^k points), so a few broad peaks do not widen every window
+    half_need = torch.ceil(cutoff * fwhm.detach() / step).clamp(1, n)
+    bucket = torch.ceil(torch.log2(half_need)).long()
+    for b in torch.unique(bucket).tolist():
+        sel = torch.nonzero(bucket == b).squeeze(-1)
+        half = min(2**b, n)
+        offsets = torch.arange(-half, half + 1, device=x.device)
+        chunk = max(1, _MAX_ELEMENTS_PER_CHUNK // offsets.shape[0])
+        for start in range(0, sel.shape[0], chunk):
+            part = sel[start : start + chunk]
+            c = centre[part]
+            nearest = torch.round((c.detach() - x[0]) / step).long()
+            idx = nearest.unsqueeze(-1) + offsets  # (m, w)
+            valid = (idx >= 0) & (idx < n)
+            dx = x[0] + idx.to(x.dtype) * step - c.unsqueeze(-1)
+            h = fwhm[part].unsqueeze(-1)
+            valid = valid & (dx.detach().abs() <= cutoff * h.detach())
+            shape = pseudo_voigt(dx, h, peak_eta[part].unsqueeze(-1)) * area[part].unsqueeze(-1)
+            flat = owner[part].unsqueeze(-1) * n + idx.clamp(0, n - 1)
+            out = out.index_add(0, flat[valid], shape[valid])
     return out.view(n_structures, n)
 
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from atomdiff.errors import InputError
+
 _BUCKET = 4  # cells whose index bounds round up to the same multiple of this share one hkl grid
+_MAX_GRID = 20_000_000  # candidate hkl of one cell; more means a cell of ~10⁵ Å³ or more at this resolution
 
 
 def reciprocal_cell(cell: np.ndarray) -> np.ndarray:
@@ -44,6 +47,11 @@ def enumerate_hkl(cells: np.ndarray, g_min: float, g_max: float) -> tuple[np.nda
     keys = (np.ceil(bounds / _BUCKET) * _BUCKET).astype(np.int64)
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (members, hkl (m, r, 3), mask (m, r))
     for key in np.unique(keys, axis=0):
+        if (key[0] + 1) * (2 * key[1] + 1) * (2 * key[2] + 1) > _MAX_GRID:
+            raise InputError(
+                f"a cell with lattice vectors of {np.linalg.norm(cells, axis=2).max():.4g} Å has too many "
+                f"reflections up to 1/d = {g_max:.4g} Å⁻¹ (index bounds {tuple(int(v) for v in key)})"
+            )
         members = np.nonzero((keys == key).all(axis=1))[0]
         grid = _half_space_grid(tuple(int(v) for v in key))
         # |g|² = hᵀ G* h with the reciprocal metric G*: one matrix product over the six monomials

@@ -1,0 +1,125 @@
+"""A measured powder pattern together with the forward model that explains it: one definition of "agrees".
+
+:class:`PatternTarget` is used for physics guidance during sampling, for Rietveld refinement and for
+ranking. The scale factors and the Chebyshev background enter the calculated pattern linearly, so for any
+structure(s) they are solved exactly by weighted linear least squares (variable projection) — the misfit is
+then a function of the structural and instrument parameters only, and stays differentiable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from atomdiff.errors import InputError
+from atomdiff.physics.agreement import counting_weights
+from atomdiff.physics.diffraction import PowderDiffractionModel
+from atomdiff.physics.profile import Instrument, chebyshev_basis
+from atomdiff.structure.batch import StructureBatch
+
+
+@dataclasses.dataclass
+class PatternFit:
+    """Calculated pattern(s) with their linear parameters.
+
+    Shapes: ``n_fits`` is the number of structures (independent explanations) or 1 (a mixture of phases).
+
+    Attributes:
+        y_calc: ``(n_fits, n_points)`` total calculated pattern.
+        y_phases: ``(n_structures, n_points)`` scaled contribution of each structure (no background).
+        background: ``(n_fits, n_points)``.
+        scale: ``(n_structures,)`` scale factor of each structure's unscaled pattern.
+        rwp: ``(n_fits,)`` weighted-profile R factor.
+        wss: ``(n_fits,)`` weighted sum of squared residuals ``Σ w (yo − yc)²``.
+    """
+
+    y_calc: torch.Tensor
+    y_phases: torch.Tensor
+    background: torch.Tensor
+    scale: torch.Tensor
+    rwp: torch.Tensor
+    wss: torch.Tensor
+
+
+class PatternTarget:
+    """Observed pattern + forward model + weights.
+
+    Args:
+        model: a :class:`PowderDiffractionModel` whose grid is the observed grid.
+        y_obs: ``(n_points,)`` observed intensities.
+        weights: ``1/σ²`` per point (default: counting statistics ``1/max(y_obs, 1)``).
+        background_order: number of Chebyshev terms of the background (0 for none).
+    """
+
+    def __init__(
+        self,
+        model: PowderDiffractionModel,
+        y_obs: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        background_order: int = 6,
+    ):
+        y_obs = torch.as_tensor(y_obs, dtype=torch.float64)
+        if y_obs.shape != model.x.shape:
+            raise InputError(f"observed pattern has {y_obs.shape[0]} points but the model grid {model.x.shape[0]}")
+        if background_order < 0:
+            raise InputError(f"background order must be ≥ 0, got {background_order}")
+        self.model = model
+        self.y_obs = y_obs
+        self.weights = counting_weights(y_obs) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        self.background_order = int(background_order)
+        self._basis = chebyshev_basis(model.x.to(torch.float64), self.background_order)
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.model.x
+
+    def fit(
+        self,
+        batch: StructureBatch,
+        instrument: Instrument | None = None,
+        b_iso: torch.Tensor | None = None,
+        mixture: bool = False,
+        ridge: float = 1e-10,
+    ) -> PatternFit:
+        """Best scale(s) and background for the structures of ``batch``.
+
+        With ``mixture=False`` each structure is an alternative explanation of the whole pattern (its own
+        scale and background); with ``mixture=True`` the structures are the phases of one sample (one scale
+        each, one common background).
+        """
+        y_struct = self.model(batch, b_iso=b_iso, instrument=instrument).y  # (B, n)
+        dtype = y_struct.dtype
+        yo, w = self.y_obs.to(dtype), self.weights.to(dtype)
+        basis = self._basis.to(dtype)
+        if mixture:
+            design = torch.cat([y_struct, basis], 0).T.unsqueeze(0)  # (1, n, B + K)
+        else:
+            cols = [y_struct.unsqueeze(-1)]
+            if self.background_order:
+                cols.append(basis.T.unsqueeze(0).expand(len(batch), -1, -1))
+            design = torch.cat(cols, -1)  # (B, n, 1 + K)
+        coef = _weighted_lstsq(design, yo, w, ridge)
+        y_calc = (design @ coef.unsqueeze(-1)).squeeze(-1)
+        n_struct = y_struct.shape[0]
+        if mixture:
+            scale = coef[0, :n_struct]
+            background = (coef[:, n_struct:] @ basis) if self.background_order else torch.zeros_like(y_calc)
+        else:
+            scale = coef[:, 0]
+            background = (coef[:, 1:] @ basis) if self.background_order else torch.zeros_like(y_calc)
+        resid = yo - y_calc
+        wss = (w * resid * resid).sum(-1)
+        rwp = torch.sqrt(wss / (w * yo * yo).sum())
+        return PatternFit(y_calc, y_struct * scale.unsqueeze(-1), background, scale, rwp, wss)
+
+
+def _weighted_lstsq(design: torch.Tensor, y: torch.Tensor, w: torch.Tensor, ridge: float) -> torch.Tensor:
+    """``argmin_c Σ w (y − A c)²`` for each of a batch of designs ``(B, n, p)``; columns are normalised first
+    (with a tiny ridge) so that an all-zero column (a structure with no reflection in range) gives 0."""
+    norms = torch.sqrt((w.unsqueeze(-1) * design * design).sum(-2)).clamp_min(1e-30)  # (B, p)
+    a = design / norms.unsqueeze(-2)
+    aw = a * w.unsqueeze(-1)
+    lhs = aw.transpose(-1, -2) @ a + ridge * torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    rhs = aw.transpose(-1, -2) @ y.unsqueeze(-1)
+    return torch.linalg.solve(lhs, rhs).squeeze(-1) / norms
