@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from atomdiff.diffusion.constraints import CompositionConstraint
+from atomdiff.diffusion.guidance import PhysicsGuidance
 from atomdiff.diffusion.noise import MASK, LatticeNoise, MaskedSpeciesNoise, WrappedNormalNoise
-from atomdiff.diffusion.noise.lattice import cell_to_log_gram
+from atomdiff.diffusion.noise.lattice import cell_to_log_gram, unvech
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
 from atomdiff.models.crystal import CrystalNetConfig, CrystalScoreNet
@@ -125,6 +126,7 @@ class CrystalDiffusion(nn.Module):
         numbers: Sequence[np.ndarray] | None = None,
         condition: torch.Tensor | None = None,
         progress: Callable[[int, int], None] | None = None,
+        guidance: PhysicsGuidance | None = None,
     ) -> list[Structure]:
         """Generate ``n`` structures.
 
@@ -135,6 +137,7 @@ class CrystalDiffusion(nn.Module):
                 (probability-flow ODE for coordinates, deterministic DDIM for the lattice).
             numbers: the exact atomic numbers of each cell (CSP), overriding ``constraint``.
             progress: called with ``(step, steps)``.
+            guidance: steers every step by a measured pattern (see :mod:`atomdiff.diffusion.guidance`).
         """
         if sampler not in ("pc", "ode"):
             raise InputError(f"sampler must be 'pc' or 'ode', got {sampler!r}")
@@ -177,8 +180,11 @@ class CrystalDiffusion(nn.Module):
             frac_out, eps, logits = self.net(
                 tokens, frac, x, self.lattice_noise.gram(x, n_atoms), batch_idx, t_vec, condition
             )
-            frac = self.frac_noise.reverse_step(frac, frac_out.double() * norm, t, dt, gen, ode=sampler == "ode")
-            x = self.lattice_noise.reverse_step(x, eps.double(), t, t_prev, gen, ode=sampler == "ode")
+            score, eps = frac_out.double() * norm, eps.double()
+            if guidance is not None and guidance.active(t):
+                score, eps = self._guide(guidance, tokens, logits, frac, x, score, eps, sigma, norm, batch_idx, t)
+            frac = self.frac_noise.reverse_step(frac, score, t, dt, gen, ode=sampler == "ode")
+            x = self.lattice_noise.reverse_step(x, eps, t, t_prev, gen, ode=sampler == "ode")
             if not fixed_species:
                 masked = tokens == MASK
                 p = self.species_noise.reveal_probability(t, t_prev)
@@ -193,6 +199,24 @@ class CrystalDiffusion(nn.Module):
             sel = batch_idx == b
             out.append(Structure(tokens[sel].numpy(), frac[sel].numpy(), cells[b].numpy()))
         return out
+
+    def _guide(self, guidance, tokens, logits, frac, x, score, eps, sigma, norm, batch_idx, t):
+        """Add the physics-guidance directions at the denoised estimate to the scores (see its module)."""
+        n_atoms = torch.bincount(batch_idx, minlength=x.shape[0])
+        ab = self.lattice_noise.alpha_bar(torch.tensor(t, dtype=torch.float64))
+        species = torch.where(tokens == MASK, logits[:, 1:].argmax(-1) + 1, tokens)
+        with torch.enable_grad():
+            frac0 = torch.remainder(frac + sigma * sigma * score, 1.0).detach().requires_grad_()
+            x0 = ((x - torch.sqrt(1 - ab) * eps) / torch.sqrt(ab)).clamp(-6, 6).detach().requires_grad_()
+            # the symmetric square root of G by a matrix exponential: differentiable also for cubic cells,
+            # where the eigenvector derivatives used by decode() are undefined
+            log_g = unvech(x0 * self.lattice_noise.std + self.lattice_noise.mean)
+            cell0 = torch.linalg.matrix_exp(0.5 * log_g) * n_atoms.double().pow(1.0 / 3.0).view(-1, 1, 1)
+            pbc = torch.ones(x.shape[0], 3, dtype=torch.bool)
+            d_frac, d_x = guidance.gradients(StructureBatch(species, frac0, cell0, batch_idx, pbc), x0, t)
+        score = score - guidance.strength * norm * d_frac
+        eps = eps + guidance.strength * d_x
+        return score, eps
 
     # --- persistence -------------------------------------------------------------------------------------
     def config_dict(self) -> dict:

@@ -30,6 +30,9 @@ from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.elements import chemical_symbols
 from atomdiff.structure.structure import Structure
 
+#: largest change of a parameter in one iteration (strain, fractional shift, degrees, degrees², Å², ratio)
+_MAX_STEP = {"strain": 0.01, "dfrac": 0.01, "zero": 0.05, "uvw": 0.01, "eta": 0.1, "b": 0.5, "po": 0.1}
+
 #: parameter groups that can be refined
 GROUPS = ("lattice", "zero_shift", "width", "profile", "b_iso", "positions", "texture")
 
@@ -45,8 +48,8 @@ class RefinementStage:
 
 #: the default schedule: coarse lattice and zero with broadened peaks, then everything
 DEFAULT_STAGES = (
-    RefinementStage(("lattice", "zero_shift", "width"), extra_fwhm=0.4, iterations=8),
-    RefinementStage(("lattice", "zero_shift", "width"), extra_fwhm=0.12, iterations=8),
+    RefinementStage(("lattice", "zero_shift"), extra_fwhm=0.4, iterations=6),
+    RefinementStage(("lattice", "zero_shift"), extra_fwhm=0.12, iterations=6),
     RefinementStage(("lattice", "zero_shift", "profile"), extra_fwhm=0.0, iterations=8),
     RefinementStage(("lattice", "zero_shift", "profile", "b_iso", "positions"), extra_fwhm=0.0, iterations=15),
 )
@@ -93,7 +96,7 @@ class _State:
         n = len(structures)
         self.n = n
         self.strain = torch.zeros(n, 6, dtype=torch.float64)
-        self.dfrac = torch.zeros_like(self.batch.frac)
+        self.dfrac = torch.zeros(self.batch.frac.shape, dtype=torch.float64)
         self.zero = torch.full((n,), float(zero_shift), dtype=torch.float64)
         self.uvw = torch.tensor([[profile.u, profile.v, profile.w]], dtype=torch.float64).repeat(n, 1)
         self.eta = torch.full((n,), float(profile.eta), dtype=torch.float64)
@@ -135,13 +138,13 @@ class _State:
     def clamp(self) -> None:
         """Keep parameters physical and steps bounded (a candidate far from the data must not run away)."""
         self.strain.clamp_(-0.15, 0.15)
-        self.dfrac.clamp_(-0.2, 0.2)
+        self.dfrac.clamp_(-0.1, 0.1)
         self.zero.clamp_(-1.0, 1.0)
         # Caglioti U ≥ 0, W > 0 and FWHM below ~1° over 2θ < 160°: sharper than any real powder line is
         # not physical, broader lets a wrong structure smear its peaks into the background (and costs time)
         self.uvw[:, 0].clamp_(0.0, 0.03)
         self.uvw[:, 1].clamp_(-0.1, 0.1)
-        self.uvw[:, 2].clamp_(1e-6, 0.5)
+        self.uvw[:, 2].clamp_(1e-4, 0.5)
         self.eta.clamp_(0.0, 1.0)
         self.b.clamp_(0.0, 8.0)
         self.po.clamp_(0.3, 3.0)
@@ -316,17 +319,29 @@ class RietveldRefiner:
         lam = torch.full((state.n,), 1e-2, dtype=torch.float64)
         with torch.no_grad():
             wss = self._fit(state, state.values(), stage.extra_fwhm).wss
+        max_step = None
         for _ in range(stage.iterations):
             resid, jac, local, counts = self._jacobian(state, blocks, stage.extra_fwhm)
             p_max = jac.shape[-1]
+            if max_step is None:
+                max_step = torch.full((state.n, p_max), float("inf"), dtype=torch.float64)
+                offset = 0
+                for attr, index, owner in blocks:
+                    size = index.shape[0]
+                    max_step[owner, local[offset : offset + size]] = _MAX_STEP[attr]
+                    offset += size
             jtj = jac.transpose(1, 2) @ jac
             jtr = (jac.transpose(1, 2) @ resid.unsqueeze(-1)).squeeze(-1)
             diag = torch.diagonal(jtj, dim1=1, dim2=2)
             unused = torch.arange(p_max).unsqueeze(0) >= counts.unsqueeze(-1)
-            damp = lam.unsqueeze(-1) * (diag + 1e-12 * diag.amax(-1, keepdim=True).clamp_min(1e-30))
+            # Marquardt scaling, with a floor so that a direction of (nearly) zero curvature — a shear of a
+            # cubic cell, an atom on an inversion centre — cannot take a step beyond its trust limit
+            floor = jtr.abs() / max_step
+            damp = lam.unsqueeze(-1) * torch.maximum(diag, floor).clamp_min(1e-30)
             lhs = jtj + torch.diag_embed(torch.where(unused, torch.ones_like(diag), damp))
             delta = -torch.linalg.solve(lhs, jtr.unsqueeze(-1)).squeeze(-1)  # step for θ: r(θ+δ) ≈ r + Jδ
             delta = torch.where(unused, torch.zeros_like(delta), delta)
+            delta = torch.maximum(torch.minimum(delta, max_step), -max_step)
             saved = state.copy()
             offset = 0
             for attr, index, owner in blocks:
@@ -404,7 +419,7 @@ class RietveldRefiner:
                     rwp=float(fit.rwp[i]),
                     scale=float(fit.scale[i]),
                     zero_shift=float(state.zero[i]),
-                    profile=Profile(u, v, max(w, 1e-6), min(max(float(state.eta[i]), 0.0), 1.0)),
+                    profile=Profile(u, v, max(w, 1e-4), min(max(float(state.eta[i]), 0.0), 1.0)),
                     b_iso=b_iso,
                     texture_ratio=float(state.po[i]) if self.texture is not None else None,
                     y_calc=fit.y_calc[i].numpy().copy(),

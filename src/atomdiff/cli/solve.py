@@ -1,0 +1,103 @@
+"""``atomdiff solve``: from a powder pattern and chemical knowledge to ranked, refined crystal structures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from atomdiff.cli.generate import SamplerOpt, Steps, check_sampler, parse_atoms
+from atomdiff.cli.options import Seed
+from atomdiff.cli.progress import stage_bars
+from atomdiff.errors import InputError
+
+console = Console()
+
+
+def solve(
+    pattern: Annotated[Path, typer.Argument(help="Measured pattern (.xy, .xye, .dat, .csv, .xrdml).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output folder (CIFs, candidates.csv, plots, report).")
+    ],
+    elements: Annotated[str | None, typer.Option(help="Elements that must appear, e.g. Cu,Zn,Sn,S.")] = None,
+    exclude: Annotated[str | None, typer.Option(help="Elements that must not appear, e.g. O,H.")] = None,
+    formula: Annotated[str | None, typer.Option(help="Exact formula unit, e.g. Cu2ZnSnS4.")] = None,
+    atoms: Annotated[str | None, typer.Option(help="Atoms per cell: 8-16 or 8.")] = None,
+    neutron: Annotated[bool, typer.Option("--neutron/--xray", help="Radiation (default X-rays).")] = False,
+    wavelength: Annotated[
+        str, typer.Option(help="Wavelength: a name (CuKa1, CuKa, MoKa1, ...) or a value in Å.")
+    ] = "CuKa1",
+    axis: Annotated[str | None, typer.Option(help="two_theta or q (default: from the file, else two_theta).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Crystal model folder or shipped name (default: chosen by elements)."),
+    ] = None,
+    candidates: Annotated[int, typer.Option(min=1, help="Candidates to generate and refine.")] = 20,
+    top: Annotated[int, typer.Option(min=1, help="Candidates written as CIF with a fit plot.")] = 5,
+    guidance: Annotated[float, typer.Option(min=0.0, help="Physics-guidance strength (0 = off).")] = 0.5,
+    refine_keep: Annotated[int, typer.Option(min=1, help="Candidates refined through positions and B.")] = 8,
+    steps: Steps = 200,
+    sampler: SamplerOpt = "pc",
+    seed: Seed = 0,
+) -> None:
+    """Solve a powder pattern: generate candidates for the chemistry, steer them by the pattern, refine, rank."""
+    from atomdiff.data.patterns import read_pattern
+    from atomdiff.diffusion.constraints import CompositionConstraint, parse_formula
+    from atomdiff.structure.elements import parse_element_list
+    from atomdiff.tasks.solve import SolveSettings
+    from atomdiff.tasks.solve import solve as run_solve
+    from atomdiff.weights import choose_crystal_model, load_crystal_model
+
+    check_sampler(sampler)
+    if top > candidates:
+        raise InputError(f"--top ({top}) cannot exceed --candidates ({candidates})")
+    constraint = CompositionConstraint(
+        formula=parse_formula(formula) if formula else None,
+        required=frozenset(parse_element_list(elements)) if elements else frozenset(),
+        excluded=frozenset(parse_element_list(exclude)) if exclude else frozenset(),
+        atoms=parse_atoms(atoms),
+    )
+    if constraint.formula is None and not constraint.required:
+        raise InputError("say what the sample contains: --elements and/or --formula")
+    measured = read_pattern(pattern, axis)
+    name = model or choose_crystal_model(set(constraint.formula or constraint.required), constraint.formula is not None)
+    diffusion = load_crystal_model(name)
+    settings = SolveSettings(
+        candidates=candidates,
+        top=top,
+        steps=steps,
+        sampler=sampler,
+        guidance=guidance,
+        refine_keep=refine_keep,
+        seed=seed,
+    )
+    console.print(f"model [bold]{name}[/bold]; {candidates} candidates, guidance {guidance:g}, seed {seed}")
+    with stage_bars(("generate", "refine")) as update:
+        result = run_solve(
+            diffusion,
+            measured,
+            constraint,
+            output,
+            radiation="neutron" if neutron else "xray",
+            wavelength=measured.wavelength if measured.wavelength and wavelength == "CuKa1" else wavelength,
+            settings=settings,
+            progress=update,
+        )
+    table = Table(title=f"best candidates for {pattern.name}")
+    for col in ("rank", "formula", "space group", "Rwp %", "a, b, c (Å)", "file"):
+        table.add_column(col)
+    for c in result.ranked[:top]:
+        a, b, cc, *_ = c.refinement.structure.lattice_parameters
+        table.add_row(
+            str(c.rank),
+            c.refinement.structure.formula,
+            c.space_group,
+            f"{100 * c.refinement.rwp:.2f}",
+            f"{a:.4f}, {b:.4f}, {cc:.4f}",
+            c.file,
+        )
+    console.print(table)
+    console.print(f"report: {output / 'report.html'}")

@@ -1,0 +1,351 @@
+"""Solve a powder pattern: generate candidate structures for the stated chemistry, steer them by the
+pattern, refine each against it (Rietveld), remove impossible ones and rank by Rwp.
+
+Output folder (written as results become available, each file atomically, so an interrupted run keeps
+what it had written):
+
+- ``generated.extxyz``: every raw candidate as sampled (written first);
+- ``01_<formula>_<space group>.cif`` … the ranked, distinct, refined candidates (symmetrised CIF with the
+  space group; name order is rank order);
+- ``candidates.csv``: rank, formula, space group, Rwp, lattice, shortest distance, file (all refined
+  candidates; rejected ones have an empty rank and the reason);
+- ``01_fit.png`` …: observed, calculated and difference curves with reflection ticks;
+- ``report.html``: the fits, an interactive 3D view of each structure (works offline) and the table.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atomdiff.data.patterns import MeasuredPattern
+from atomdiff.diffusion.constraints import CompositionConstraint
+from atomdiff.diffusion.crystal import CrystalDiffusion
+from atomdiff.diffusion.guidance import PhysicsGuidance
+from atomdiff.errors import InputError
+from atomdiff.files import atomic_path
+from atomdiff.physics.descriptors import min_distance
+from atomdiff.physics.diffraction import PowderDiffractionModel, peak_table
+from atomdiff.physics.profile import Profile
+from atomdiff.physics.target import PatternTarget
+from atomdiff.refine import Refinement, RietveldRefiner
+from atomdiff.structure.batch import StructureBatch
+from atomdiff.structure.io import write_structures
+from atomdiff.structure.structure import Structure
+from atomdiff.tasks.generate import chunk_seed
+
+CANDIDATE_COLUMNS = (
+    "rank",
+    "formula",
+    "space_group",
+    "rwp",
+    "a",
+    "b",
+    "c",
+    "alpha",
+    "beta",
+    "gamma",
+    "volume",
+    "density",
+    "min_distance",
+    "zero_shift",
+    "file",
+    "sample",
+    "rejected",
+)
+MIN_POINTS = 50
+MIN_DISTANCE = 0.5  # Å: closer atoms make a structure physically impossible
+
+Progress = Callable[[str, float, float], None]
+
+
+@dataclasses.dataclass
+class SolveSettings:
+    """How to solve. ``guidance=0`` switches physics guidance off; ``refine_keep`` candidates (best after the
+    lattice stages) get the full refinement of positions and displacement parameters."""
+
+    candidates: int = 20
+    top: int = 5
+    steps: int = 200
+    sampler: str = "pc"
+    guidance: float = 0.5
+    refine_keep: int = 8
+    seed: int = 0
+    profile: Profile = dataclasses.field(default_factory=lambda: Profile(u=0.0, v=0.0, w=0.01, eta=0.5, cutoff=20.0))
+    background_order: int = 6
+    symprec: float = 0.1
+
+
+@dataclasses.dataclass
+class Candidate:
+    index: int
+    sample: Structure
+    refinement: Refinement
+    min_distance: float
+    rejected: str = ""
+    rank: int | None = None
+    space_group: str = ""
+    file: str = ""
+
+
+def build_target(
+    pattern: MeasuredPattern,
+    radiation: str,
+    wavelength: str | float,
+    profile: Profile,
+    background_order: int = 6,
+) -> PatternTarget:
+    """The pattern with its forward model, after checks a pattern must pass to be solvable."""
+    if pattern.axis not in ("two_theta", "q"):
+        raise InputError(f"a powder pattern must be on a 2θ or Q axis, not {pattern.axis!r}", path=pattern.source)
+    if len(pattern.x) < MIN_POINTS:
+        raise InputError(
+            f"the pattern has {len(pattern.x)} points; at least {MIN_POINTS} are needed to refine a structure",
+            path=pattern.source,
+        )
+    if not np.any(pattern.y > 0):
+        raise InputError("the pattern has no positive intensity", path=pattern.source)
+    model = PowderDiffractionModel(radiation, wavelength, torch.as_tensor(pattern.x), pattern.axis, profile=profile)
+    sigma = None if pattern.sigma is None else torch.as_tensor(pattern.sigma)
+    weights = None if sigma is None else 1.0 / sigma.clamp_min(1e-12) ** 2
+    return PatternTarget(model, torch.as_tensor(pattern.y, dtype=torch.float64), weights, background_order)
+
+
+def symmetry_of(structure: Structure, symprec: float) -> tuple[str, Structure]:
+    """Space group symbol (number) and the symmetrised conventional cell (spglib through pymatgen)."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        sga = SpacegroupAnalyzer(structure.to_pymatgen(), symprec=symprec)
+        refined = sga.get_refined_structure()
+        return f"{sga.get_space_group_symbol()} ({sga.get_space_group_number()})", Structure.from_pymatgen(refined)
+    except Exception:  # spglib gives up on some distorted cells: keep P1
+        return "P1 (1)", structure
+
+
+def symmetrised_cif(structure: Structure, symprec: float) -> str:
+    from pymatgen.io.cif import CifWriter
+
+    try:
+        return str(CifWriter(structure.to_pymatgen(), symprec=symprec))
+    except Exception:
+        return str(CifWriter(structure.to_pymatgen()))
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-")
+
+
+class Solver:
+    """Generate → guide → refine → rank for one pattern."""
+
+    def __init__(
+        self,
+        model: CrystalDiffusion,
+        target: PatternTarget,
+        constraint: CompositionConstraint,
+        settings: SolveSettings | None = None,
+    ):
+        self.model = model
+        self.target = target
+        self.constraint = constraint
+        self.settings = settings or SolveSettings()
+        s = self.settings
+        if s.candidates < 1 or s.top < 1 or s.refine_keep < 1:
+            raise InputError("--candidates, --top and --refine-keep must be positive")
+        if s.guidance < 0:
+            raise InputError(f"--guidance must be ≥ 0, got {s.guidance}")
+
+    def generate(self, progress: Progress | None = None) -> list[Structure]:
+        s = self.settings
+        guidance = PhysicsGuidance(self.target, s.guidance) if s.guidance > 0 else None
+
+        def tick(step: int, total: int) -> None:
+            if progress is not None:
+                progress("generate", step, total)
+
+        return self.model.sample(
+            s.candidates,
+            self.constraint,
+            steps=s.steps,
+            sampler=s.sampler,
+            seed=chunk_seed(s.seed, 0),
+            guidance=guidance,
+            progress=tick,
+        )
+
+    def refine(self, structures: Sequence[Structure], progress: Progress | None = None) -> list[Candidate]:
+        s = self.settings
+        with torch.no_grad():
+            peaks = self.target.model(StructureBatch.from_structures(list(structures))).y
+        if not bool((peaks.abs().sum(-1) > 0).any()):
+            lo, hi = float(self.target.x[0]), float(self.target.x[-1])
+            raise InputError(
+                f"no candidate has a reflection in the measured range {lo:g}–{hi:g} "
+                f"({'2θ, degrees' if self.target.model.axis == 'two_theta' else 'Q, Å⁻¹'}): is the axis or the "
+                "wavelength right?"
+            )
+        refiner = RietveldRefiner(self.target, s.profile, keep=min(s.refine_keep, len(structures)))
+
+        def tick(done: int, total: int) -> None:
+            if progress is not None:
+                progress("refine", done, total)
+
+        results = refiner.refine(structures, progress=tick)
+        out = []
+        for i, (sample, r) in enumerate(zip(structures, results, strict=True)):
+            dmin = min_distance(r.structure)
+            reason = ""
+            if not math.isfinite(r.rwp):
+                reason = "refinement failed"
+            elif dmin < MIN_DISTANCE:
+                reason = f"atoms {dmin:.2f} Å apart"
+            out.append(Candidate(i, sample, r, dmin, reason))
+        return out
+
+    def rank(self, candidates: list[Candidate]) -> list[Candidate]:
+        """Order by Rwp (fully refined first), drop duplicates of a better candidate, number the distinct."""
+        from atomdiff.tasks.evaluate import make_matcher
+
+        matcher = make_matcher()
+        ok = [c for c in candidates if not c.rejected]
+        ok.sort(key=lambda c: (not c.refinement.complete, c.refinement.rwp))
+        kept: list[Candidate] = []
+        for c in ok:
+            pm = c.refinement.structure.to_pymatgen()
+            dup = next((k for k in kept if _fits(matcher, k.refinement.structure.to_pymatgen(), pm)), None)
+            if dup is not None:
+                c.rejected = f"same structure as rank {dup.rank}"
+                continue
+            c.rank = len(kept) + 1
+            kept.append(c)
+        for c in candidates:
+            if c.rank is not None or c.rejected.startswith("same"):
+                c.space_group = symmetry_of(c.refinement.structure, self.settings.symprec)[0]
+        return kept
+
+
+def _fits(matcher, a, b) -> bool:
+    try:
+        return bool(matcher.fit(a, b))
+    except Exception:
+        return False
+
+
+# --- output --------------------------------------------------------------------------------------------
+def candidate_row(c: Candidate) -> dict[str, object]:
+    s = c.refinement.structure
+    a, b, cc, al, be, ga = s.lattice_parameters
+    return {
+        "rank": c.rank if c.rank is not None else "",
+        "formula": s.formula,
+        "space_group": c.space_group,
+        "rwp": round(c.refinement.rwp, 6),
+        "a": round(a, 5),
+        "b": round(b, 5),
+        "c": round(cc, 5),
+        "alpha": round(al, 3),
+        "beta": round(be, 3),
+        "gamma": round(ga, 3),
+        "volume": round(s.volume, 4),
+        "density": round(s.density, 5),
+        "min_distance": round(c.min_distance, 4) if math.isfinite(c.min_distance) else "",
+        "zero_shift": round(c.refinement.zero_shift, 5),
+        "file": c.file,
+        "sample": c.index,
+        "rejected": c.rejected,
+    }
+
+
+def write_candidates_csv(candidates: Sequence[Candidate], path: Path) -> None:
+    rows = sorted(candidates, key=lambda c: (c.rank is None, c.rank or 0, c.refinement.rwp))
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CANDIDATE_COLUMNS)
+            writer.writeheader()
+            writer.writerows(candidate_row(c) for c in rows)
+
+
+def write_ranked(
+    ranked: Sequence[Candidate],
+    target: PatternTarget,
+    pattern: MeasuredPattern,
+    folder: Path,
+    settings: SolveSettings,
+) -> list[Path]:
+    """CIF and fit plot of each of the top candidates; returns the paths of the plots."""
+    from atomdiff.report.plots import plot_fit
+
+    width = max(2, len(str(len(ranked))))
+    plots = []
+    for c in ranked[: settings.top]:
+        r = c.refinement
+        name = f"{c.rank:0{width}d}_{r.structure.formula}_{_safe(c.space_group.split(' ')[0]) or 'P1'}"
+        c.file = f"{name}.cif"
+        with atomic_path(folder / c.file) as tmp:
+            tmp.write_text(symmetrised_cif(r.structure, settings.symprec))
+        model = PowderDiffractionModel(
+            target.model.radiation, target.model.wavelength, target.model.x, target.model.axis, r.profile, r.zero_shift
+        )
+        ticks = [row["two_theta"] + r.zero_shift for row in peak_table(model, r.structure)]
+        if target.model.axis == "q":
+            lam = target.model.wavelength.primary
+            ticks = [4 * math.pi * math.sin(math.radians(t / 2)) / lam for t in ticks]
+        plot = folder / f"{c.rank:0{width}d}_fit.png"
+        plot_fit(
+            plot,
+            pattern.x,
+            pattern.y,
+            r.y_calc,
+            axis=target.model.axis,
+            ticks=ticks,
+            title=f"#{c.rank} {r.structure.formula} {c.space_group}  Rwp = {100 * r.rwp:.2f} %",
+        )
+        plots.append(plot)
+    return plots
+
+
+@dataclasses.dataclass
+class SolveResult:
+    ranked: list[Candidate]
+    candidates: list[Candidate]
+    folder: Path
+
+
+def solve(
+    model: CrystalDiffusion,
+    pattern: MeasuredPattern,
+    constraint: CompositionConstraint,
+    folder: str | os.PathLike,
+    *,
+    radiation: str = "xray",
+    wavelength: str | float = "CuKa1",
+    settings: SolveSettings | None = None,
+    progress: Progress | None = None,
+) -> SolveResult:
+    """Run the whole pipeline and write the output folder (see the module docstring)."""
+    from atomdiff.report.html import write_solve_report
+
+    settings = settings or SolveSettings()
+    target = build_target(pattern, radiation, wavelength, settings.profile, settings.background_order)
+    solver = Solver(model, target, constraint, settings)
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError("output must be a folder, and this is a file", path=str(folder))
+    samples = solver.generate(progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_structures(samples, folder / "generated.extxyz")
+    candidates = solver.refine(samples, progress)
+    ranked = solver.rank(candidates)
+    write_candidates_csv(candidates, folder / "candidates.csv")
+    plots = write_ranked(ranked, target, pattern, folder, settings)
+    write_candidates_csv(candidates, folder / "candidates.csv")
+    write_solve_report(folder / "report.html", pattern, ranked[: settings.top], plots, candidates, settings)
+    return SolveResult(ranked, candidates, folder)
