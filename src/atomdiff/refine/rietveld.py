@@ -48,10 +48,10 @@ class RefinementStage:
 
 #: the default schedule: coarse lattice and zero with broadened peaks, then everything
 DEFAULT_STAGES = (
-    RefinementStage(("lattice", "zero_shift"), extra_fwhm=0.4, iterations=6),
-    RefinementStage(("lattice", "zero_shift"), extra_fwhm=0.12, iterations=6),
-    RefinementStage(("lattice", "zero_shift", "profile"), extra_fwhm=0.0, iterations=8),
-    RefinementStage(("lattice", "zero_shift", "profile", "b_iso", "positions"), extra_fwhm=0.0, iterations=15),
+    RefinementStage(("lattice", "zero_shift"), extra_fwhm=0.4, iterations=4),
+    RefinementStage(("lattice", "zero_shift"), extra_fwhm=0.12, iterations=4),
+    RefinementStage(("lattice", "zero_shift", "profile"), extra_fwhm=0.0, iterations=5),
+    RefinementStage(("lattice", "zero_shift", "profile", "b_iso", "positions"), extra_fwhm=0.0, iterations=6),
 )
 
 
@@ -330,18 +330,23 @@ class RietveldRefiner:
                     size = index.shape[0]
                     max_step[owner, local[offset : offset + size]] = _MAX_STEP[attr]
                     offset += size
+            # work in units of each parameter's trust step, so that one damping floor fits all parameters
+            scale = torch.where(torch.isfinite(max_step), max_step, torch.ones_like(max_step))
+            jac = jac * scale.unsqueeze(1)
             jtj = jac.transpose(1, 2) @ jac
             jtr = (jac.transpose(1, 2) @ resid.unsqueeze(-1)).squeeze(-1)
             diag = torch.diagonal(jtj, dim1=1, dim2=2)
             unused = torch.arange(p_max).unsqueeze(0) >= counts.unsqueeze(-1)
-            # Marquardt scaling, with a floor so that a direction of (nearly) zero curvature — a shear of a
-            # cubic cell, an atom on an inversion centre — cannot take a step beyond its trust limit
-            floor = jtr.abs() / max_step
-            damp = lam.unsqueeze(-1) * torch.maximum(diag, floor).clamp_min(1e-30)
+            # Marquardt scaling with a floor: a direction of (nearly) zero curvature — a shear of a cubic cell,
+            # an atom on an inversion centre — gets damped like the others instead of taking a huge step
+            floor = 1e-4 * diag.amax(-1, keepdim=True).clamp_min(1e-30)
+            damp = lam.unsqueeze(-1) * torch.maximum(diag, floor)
             lhs = jtj + torch.diag_embed(torch.where(unused, torch.ones_like(diag), damp))
-            delta = -torch.linalg.solve(lhs, jtr.unsqueeze(-1)).squeeze(-1)  # step for θ: r(θ+δ) ≈ r + Jδ
+            delta = -torch.linalg.solve(lhs, jtr.unsqueeze(-1)).squeeze(-1)  # r(θ+δ) ≈ r + Jδ
             delta = torch.where(unused, torch.zeros_like(delta), delta)
-            delta = torch.maximum(torch.minimum(delta, max_step), -max_step)
+            # trust region: no parameter moves more than its step limit (the direction is kept)
+            delta = delta / delta.abs().amax(-1, keepdim=True).clamp_min(1.0)
+            delta = delta * scale
             saved = state.copy()
             offset = 0
             for attr, index, owner in blocks:

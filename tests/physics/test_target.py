@@ -1,0 +1,59 @@
+"""PatternTarget: exact linear scale and background, single structures and mixtures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from atomdiff.errors import InputError
+from atomdiff.physics.diffraction import PowderDiffractionModel, Profile, two_theta_grid
+from atomdiff.physics.profile import chebyshev_background
+from atomdiff.physics.target import PatternTarget
+from atomdiff.structure import Structure
+from atomdiff.structure.batch import StructureBatch
+
+
+def _nacl() -> Structure:
+    fcc = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    return Structure([11] * 4 + [17] * 4, np.vstack([fcc, fcc + [0.5, 0, 0]]), np.eye(3) * 5.64)
+
+
+def _si() -> Structure:
+    d = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    return Structure([14] * 8, np.vstack([d, d + 0.25]), np.eye(3) * 5.431)
+
+
+@pytest.fixture
+def model():
+    return PowderDiffractionModel("xray", "CuKa1", two_theta_grid(20, 90, 0.02), profile=Profile(0, 0, 0.01, 0.5))
+
+
+def test_scale_and_background_are_recovered_exactly(model):
+    batch = StructureBatch.from_structures([_nacl()])
+    y = model(batch).y[0]
+    bg = chebyshev_background(model.x, [50.0, -10.0, 4.0])
+    target = PatternTarget(model, 3.5 * y + bg, weights=torch.ones_like(y), background_order=4)
+    fit = target.fit(batch)
+    assert float(fit.rwp[0]) < 1e-9
+    assert float(fit.scale[0]) == pytest.approx(3.5, rel=1e-9)
+    assert torch.allclose(fit.background[0], bg, atol=1e-6)
+
+
+def test_mixture_recovers_both_scales_and_wrong_structure_fits_worse(model):
+    batch = StructureBatch.from_structures([_nacl(), _si()])
+    y = model(batch).y
+    obs = 2.0 * y[0] + 0.5 * y[1] + 20.0
+    target = PatternTarget(model, obs, weights=torch.ones_like(obs), background_order=1)
+    fit = target.fit(batch, mixture=True)
+    assert fit.y_calc.shape == (1, obs.shape[0])
+    assert torch.allclose(fit.scale, torch.tensor([2.0, 0.5], dtype=torch.float64), rtol=1e-8)
+    alone = target.fit(batch)
+    assert float(fit.rwp[0]) < 1e-9 < float(alone.rwp.min())
+
+
+def test_bad_targets_are_refused(model):
+    with pytest.raises(InputError, match="points"):
+        PatternTarget(model, torch.ones(10))
+    with pytest.raises(InputError, match="background order"):
+        PatternTarget(model, torch.ones_like(model.x), background_order=-1)

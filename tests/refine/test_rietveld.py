@@ -1,0 +1,72 @@
+"""Rietveld refinement recovers lattice, zero shift and profile of a known structure from its pattern."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from atomdiff.errors import InputError
+from atomdiff.physics.diffraction import PowderDiffractionModel, Profile, two_theta_grid
+from atomdiff.physics.target import PatternTarget
+from atomdiff.refine import RefinementStage, RietveldRefiner
+from atomdiff.structure import Structure
+from atomdiff.structure.batch import StructureBatch
+
+
+def _perovskite(a: float) -> Structure:
+    frac = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    return Structure([38, 22, 8, 8, 8], frac, np.eye(3) * a)
+
+
+def _target(structure: Structure, noise: bool = True) -> PatternTarget:
+    x = two_theta_grid(15, 90, 0.03)
+    truth = PowderDiffractionModel(
+        "xray", "CuKa1", x, profile=Profile(0.01, -0.004, 0.008, 0.4, cutoff=20), zero_shift=0.04, b_iso=0.5
+    )
+    y = truth(StructureBatch.from_structures([structure])).y[0]
+    y = y / y.max() * 2e4 + 150
+    if noise:
+        y = torch.as_tensor(np.random.default_rng(0).poisson(y.numpy()).astype(float))
+    return PatternTarget(PowderDiffractionModel("xray", "CuKa1", x, profile=Profile(cutoff=20)), y)
+
+
+def test_refinement_recovers_a_perturbed_structure_and_ranks_it_first():
+    truth = _perovskite(3.905)
+    target = _target(truth)
+    start = truth.replace(cell=truth.cell * 1.02)
+    wrong = Structure(
+        [38, 22, 8, 8, 8], [[0, 0, 0], [0.5, 0.5, 0.5], [0.2, 0.5, 0], [0.5, 0, 0.3], [0, 0.5, 0.5]], np.eye(3) * 3.98
+    )
+    stages = (
+        RefinementStage(("lattice", "zero_shift"), 0.3, 4),
+        RefinementStage(("lattice", "zero_shift", "profile"), 0.0, 6),
+        RefinementStage(("lattice", "zero_shift", "profile", "b_iso", "positions"), 0.0, 6),
+    )
+    refiner = RietveldRefiner(target, Profile(0, 0, 0.01, 0.5, cutoff=20), stages=stages)
+    good, bad = refiner.refine([start, wrong])
+    a, b, c, *_ = good.structure.lattice_parameters
+    assert max(abs(a - 3.905), abs(b - 3.905), abs(c - 3.905)) < 2e-3
+    assert good.zero_shift == pytest.approx(0.04, abs=0.01)
+    # counting statistics bound: Rwp close to the expected R of the data
+    w = target.weights
+    r_exp = float(torch.sqrt(target.y_obs.shape[0] / (w * target.y_obs**2).sum()))
+    assert good.rwp < 1.3 * r_exp
+    assert good.start_rwp > 3 * good.rwp
+    assert bad.rwp > 1.3 * good.rwp
+    assert good.complete and good.n_parameters > 20
+
+
+def test_keep_refines_only_the_best_through_the_last_stage():
+    truth = _perovskite(3.905)
+    target = _target(truth, noise=False)
+    stages = (RefinementStage(("lattice", "zero_shift"), 0.2, 3), RefinementStage(("lattice", "positions"), 0.0, 2))
+    results = RietveldRefiner(target, stages=stages, keep=1, volume_scan=None).refine(
+        [truth, truth.replace(cell=truth.cell * 1.05)]
+    )
+    assert [r.complete for r in results] == [True, False]
+
+
+def test_unknown_group_is_refused():
+    with pytest.raises(InputError, match="unknown refinement group"):
+        RietveldRefiner(_target(_perovskite(3.9)), stages=(RefinementStage(("occupancy",)),))
