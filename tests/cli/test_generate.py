@@ -143,3 +143,45 @@ def test_load_crystal_model_by_folder_and_unknown_name(model_dir):
     assert isinstance(model, CrystalDiffusion) and not model.training
     with pytest.raises(InputError, match="shipped"):
         load_crystal_model("no-such-model")
+
+
+# --- atomdiff solve: bad input is refused with exit code 2 --------------------------------------------
+@pytest.fixture
+def pattern_file(tmp_path: Path) -> Path:
+    from atomdiff.data.patterns import write_pattern
+    from atomdiff.physics.diffraction import PowderDiffractionModel, two_theta_grid
+    from atomdiff.structure.batch import StructureBatch
+
+    x = two_theta_grid(15, 80, 0.05)
+    y = PowderDiffractionModel("xray", "CuKa1", x)(StructureBatch.from_structures([_perovskite(CA, TI, O, 3.9)])).y[0]
+    path = tmp_path / "p.xy"
+    write_pattern(path, x.numpy(), (y / y.max() * 1e4 + 50).numpy())
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--elements", "Ca,Xx"], "Xx"),
+        (["--elements", "Ca,Ti", "--exclude", "Ti"], "both required and excluded"),
+        (["--formula", "CaTiO3", "--exclude", "O"], "excluded"),
+        (["--formula", "CaTiO3", "--elements", "Sr"], "lacks required"),
+        ([], "--elements and/or --formula"),
+        (["--formula", "CaTiO3", "--top", "30"], "--top"),
+    ],
+)
+def test_solve_refuses_contradicting_or_missing_chemistry(pattern_file, tmp_path, capsys, args, message):
+    code = run(["solve", str(pattern_file), "-o", str(tmp_path / "out"), *args])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_solve_refuses_a_pattern_with_too_few_points(tmp_path, capsys, model_dir):
+    from atomdiff.data.patterns import write_pattern
+
+    path = tmp_path / "short.xy"
+    write_pattern(path, np.linspace(20, 30, 20), np.ones(20))
+    code = run(["solve", str(path), "-o", str(tmp_path / "out"), "--formula", "CaTiO3", "-m", str(model_dir)])
+    assert code == 2
+    assert "short.xy" in capsys.readouterr().err

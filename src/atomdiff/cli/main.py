@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from atomdiff.cli import analyze, compare, demo, evaluate, generate, simulate, solve, train
+from atomdiff.cli import analyze, compare, demo, evaluate, generate, phases, simulate, solve, train
 from atomdiff.errors import AtomdiffError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(evaluate.app, name="evaluate")
 app.command("generate")(generate.generate)
 app.command("solve")(solve.solve)
+app.command("phases")(phases.phases)
 app.command("analyze")(analyze.analyze)
 app.command("compare")(compare.compare)
 app.command("demo")(demo.demo)

@@ -225,6 +225,8 @@ class RietveldRefiner:
         texture: a March–Dollase direction (hkl) to refine a texture ratio along, or ``None``.
         keep: refine only this many candidates (the best by Rwp so far) through the last stage; the others
             are returned as they were after the previous stage (``complete=False``).
+        mixture: the structures are the phases of one sample, refined jointly (one scale each, one background,
+            one zero shift); every result then carries the joint Rwp and fit.
     """
 
     def __init__(
@@ -236,9 +238,11 @@ class RietveldRefiner:
         volume_scan: tuple[float, float, int] | None = (0.94, 1.06, 25),
         texture: Sequence[float] | None = None,
         keep: int | None = None,
+        mixture: bool = False,
     ):
         self.target = target
         self.keep = keep
+        self.mixture = mixture
         self.profile = profile or Profile(u=0.0, v=0.0, w=0.01, eta=0.5)
         self.zero_shift = float(zero_shift)
         self.stages = tuple(stages)
@@ -252,7 +256,7 @@ class RietveldRefiner:
     # ---------------------------------------------------------------------------------------------------
     def _fit(self, state: _State, values: dict[str, torch.Tensor], extra: float) -> PatternFit:
         batch, inst, b_atom = state.structures_and_instrument(values, extra, self.texture is not None)
-        return self.target.fit(batch, inst, b_atom)
+        return self.target.fit(batch, inst, b_atom, mixture=self.mixture)
 
     def _scan_volume(self, state: _State) -> None:
         lo, hi, k = self.volume_scan
@@ -282,15 +286,26 @@ class RietveldRefiner:
         independent), so ``p_max`` passes give every column. (Stacking the passes into one batch of copies
         was measured slower on the CPU: the dual tensors are memory-bound.)
         """
-        n = state.n
+        n = 1 if self.mixture else state.n
         owners = torch.cat([owner for _, _, owner in blocks])
-        counts = torch.bincount(owners, minlength=n)
+        if self.mixture:
+            # one problem: every parameter of every phase; the zero shift is the instrument's, shared
+            local = torch.arange(owners.shape[0])
+            offset = 0
+            for attr, index, _owner in blocks:
+                if attr == "zero":
+                    local[offset : offset + index.shape[0]] = offset
+                offset += index.shape[0]
+            local = torch.unique(local, return_inverse=True)[1]
+            counts = torch.tensor([int(local.max()) + 1])
+        else:
+            counts = torch.bincount(owners, minlength=n)
+            # local index of every free scalar within its candidate's parameter vector
+            order = torch.argsort(owners, stable=True)
+            start = torch.cumsum(counts, 0) - counts
+            local = torch.empty_like(owners)
+            local[order] = torch.arange(owners.shape[0]) - start[owners[order]]
         p_max = int(counts.max())
-        # local index of every free scalar within its candidate's parameter vector
-        order = torch.argsort(owners, stable=True)
-        start = torch.cumsum(counts, 0) - counts
-        local = torch.empty_like(owners)
-        local[order] = torch.arange(owners.shape[0]) - start[owners[order]]
         sqrt_w = self.target.weights.sqrt()
         yo = self.target.y_obs
         base = {k: v.detach() for k, v in state.values().items()}
@@ -316,7 +331,10 @@ class RietveldRefiner:
 
     def _lm_stage(self, state: _State, stage: RefinementStage, progress: Callable[[], None] | None) -> torch.Tensor:
         blocks = state.blocks(stage.groups)
-        lam = torch.full((state.n,), 1e-2, dtype=torch.float64)
+        if self.mixture:  # all phases form one least-squares problem
+            blocks = [(attr, index, torch.zeros_like(owner)) for attr, index, owner in blocks]
+        n_problems = 1 if self.mixture else state.n
+        lam = torch.full((n_problems,), 1e-2, dtype=torch.float64)
         with torch.no_grad():
             wss = self._fit(state, state.values(), stage.extra_fwhm).wss
         max_step = None
@@ -324,7 +342,7 @@ class RietveldRefiner:
             resid, jac, local, counts = self._jacobian(state, blocks, stage.extra_fwhm)
             p_max = jac.shape[-1]
             if max_step is None:
-                max_step = torch.full((state.n, p_max), float("inf"), dtype=torch.float64)
+                max_step = torch.full((n_problems, p_max), float("inf"), dtype=torch.float64)
                 offset = 0
                 for attr, index, owner in blocks:
                     size = index.shape[0]
@@ -359,7 +377,7 @@ class RietveldRefiner:
             with torch.no_grad():
                 new_wss = self._fit(state, state.values(), stage.extra_fwhm).wss
             better = torch.isfinite(new_wss) & (new_wss < wss)
-            state.restore(saved, ~better)
+            state.restore(saved, (~better).expand(state.n) if self.mixture else ~better)
             wss = torch.where(better, new_wss, wss)
             lam = torch.where(better, (lam / 3).clamp_min(1e-7), (lam * 4).clamp_max(1e7))
             if progress is not None:
@@ -375,7 +393,7 @@ class RietveldRefiner:
         state = _State(structures, self.profile, self.zero_shift, self.texture or (0, 0, 1))
         with torch.no_grad():
             start = self._fit(state, state.values(), 0.0).rwp
-        if self.volume_scan is not None:
+        if self.volume_scan is not None and not self.mixture:
             self._scan_volume(state)
         stages = list(self.stages)
         if self.texture is not None:
@@ -394,13 +412,14 @@ class RietveldRefiner:
             self._lm_stage(state, stage, tick)
         results = self._results(state, stages[-2].groups if len(stages) > 1 else (), start, complete=False)
         keep = torch.arange(state.n)
-        if self.keep is not None and self.keep < state.n:
+        if self.keep is not None and self.keep < state.n and not self.mixture:
             with torch.no_grad():
                 wss = self._fit(state, state.values(), stages[-1].extra_fwhm).wss
             keep = torch.argsort(wss)[: self.keep].sort().values
             state = state.subset(keep, self.profile, self.zero_shift, self.texture or (0, 0, 1))
         self._lm_stage(state, stages[-1], tick)
-        for i, r in zip(keep.tolist(), self._results(state, stages[-1].groups, start[keep], True), strict=True):
+        final = self._results(state, stages[-1].groups, start if self.mixture else start[keep], True)
+        for i, r in zip(keep.tolist(), final, strict=True):
             results[i] = r
         return results
 
@@ -413,6 +432,7 @@ class RietveldRefiner:
         n_params = torch.bincount(owners, minlength=state.n) + 1 + self.target.background_order
         out = []
         for i, s in enumerate(batch.to_structures()):
+            j = 0 if self.mixture else i
             b_sel = state.b_owner == i
             b_iso = {
                 chemical_symbols[int(z)]: float(v) for z, v in zip(state.b_element[b_sel], state.b[b_sel], strict=True)
@@ -421,16 +441,16 @@ class RietveldRefiner:
             out.append(
                 Refinement(
                     structure=s.wrapped(),
-                    rwp=float(fit.rwp[i]),
+                    rwp=float(fit.rwp[j]),
                     scale=float(fit.scale[i]),
                     zero_shift=float(state.zero[i]),
                     profile=Profile(u, v, max(w, 1e-4), min(max(float(state.eta[i]), 0.0), 1.0)),
                     b_iso=b_iso,
                     texture_ratio=float(state.po[i]) if self.texture is not None else None,
-                    y_calc=fit.y_calc[i].numpy().copy(),
-                    background=fit.background[i].numpy().copy(),
+                    y_calc=fit.y_calc[j].numpy().copy(),
+                    background=fit.background[j].numpy().copy(),
                     n_parameters=int(n_params[i]),
-                    start_rwp=float(start[i]),
+                    start_rwp=float(start[j]),
                     complete=complete,
                 )
             )

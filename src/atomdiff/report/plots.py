@@ -87,6 +87,38 @@ def plot_fit(
     _save(fig, path)
 
 
+def plot_phases(
+    path: str | os.PathLike,
+    x: np.ndarray,
+    y_obs: np.ndarray,
+    y_calc: np.ndarray,
+    phases: Sequence[tuple[str, np.ndarray]],
+    ticks: Sequence[tuple[str, Sequence[float]]],
+    axis: str = "two_theta",
+    title: str | None = None,
+) -> None:
+    """Multi-phase Rietveld plot: observed, total, each phase (with background), difference, a tick row per phase."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    span = float(np.max(y_obs) - np.min(y_obs)) or 1.0
+    ax.plot(x, y_obs, ".", ms=2, color="k", label="observed")
+    ax.plot(x, y_calc, lw=1.0, color="C3", label="calculated")
+    for k, (name, y) in enumerate(phases):
+        ax.plot(x, y, lw=0.8, color=f"C{4 + k}", alpha=0.8, label=name)
+    offset = float(np.min(y_obs)) - 0.15 * span
+    for k, (_name, t) in enumerate(ticks):
+        base = offset + (0.06 + 0.05 * k) * span
+        ax.vlines(t, base, base + 0.035 * span, color=f"C{4 + k}", lw=0.8)
+    ax.plot(x, y_obs - y_calc + offset - 0.05 * span * len(ticks), lw=0.8, color="C0", label="difference")
+    ax.set_xlabel(AXIS_LABELS.get(axis, axis))
+    ax.set_ylabel("intensity")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def plot_curves(
     path: str | os.PathLike,
     curves: Sequence[tuple[np.ndarray, np.ndarray, str]],

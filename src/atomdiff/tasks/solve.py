@@ -35,7 +35,7 @@ from atomdiff.physics.descriptors import min_distance
 from atomdiff.physics.diffraction import PowderDiffractionModel, peak_table
 from atomdiff.physics.profile import Profile
 from atomdiff.physics.target import PatternTarget
-from atomdiff.refine import Refinement, RietveldRefiner
+from atomdiff.refine import DEFAULT_STAGES, Refinement, RefinementStage, RietveldRefiner
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.io import write_structures
 from atomdiff.structure.structure import Structure
@@ -81,6 +81,7 @@ class SolveSettings:
     profile: Profile = dataclasses.field(default_factory=lambda: Profile(u=0.0, v=0.0, w=0.01, eta=0.5, cutoff=20.0))
     background_order: int = 6
     symprec: float = 0.1
+    stages: tuple[RefinementStage, ...] = DEFAULT_STAGES
 
 
 @dataclasses.dataclass
@@ -192,7 +193,7 @@ class Solver:
                 f"({'2θ, degrees' if self.target.model.axis == 'two_theta' else 'Q, Å⁻¹'}): is the axis or the "
                 "wavelength right?"
             )
-        refiner = RietveldRefiner(self.target, s.profile, keep=min(s.refine_keep, len(structures)))
+        refiner = RietveldRefiner(self.target, s.profile, stages=s.stages, keep=min(s.refine_keep, len(structures)))
 
         def tick(done: int, total: int) -> None:
             if progress is not None:

@@ -1,0 +1,97 @@
+"""Quantitative phase analysis: a 5 wt% secondary phase is found within ±2 wt%; an absent phase is dropped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from atomdiff.cli.main import run
+from atomdiff.data.patterns import MeasuredPattern, write_pattern
+from atomdiff.physics.diffraction import PowderDiffractionModel, Profile, two_theta_grid
+from atomdiff.refine import RefinementStage
+from atomdiff.structure import Structure, write_structures
+from atomdiff.structure.batch import StructureBatch
+from atomdiff.tasks.phases import analyse_phases, cell_mass, hill_howard
+
+FCC = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def nacl() -> Structure:
+    return Structure([11] * 4 + [17] * 4, np.vstack([FCC, FCC + [0.5, 0, 0]]), np.eye(3) * 5.64)
+
+
+def silicon() -> Structure:
+    return Structure([14] * 8, np.vstack([FCC, FCC + 0.25]), np.eye(3) * 5.431)
+
+
+def periclase() -> Structure:
+    return Structure([12] * 4 + [8] * 4, np.vstack([FCC, FCC + [0.5, 0, 0]]), np.eye(3) * 4.212)
+
+
+def mixture(weights: dict[str, float], seed: int = 0, step: float = 0.03, stop: float = 90) -> MeasuredPattern:
+    """Pattern of a mixture with the given weight fractions (scales S_p = w_p / (ZMV)_p), with Poisson noise."""
+    x = two_theta_grid(20, stop, step)
+    model = PowderDiffractionModel(
+        "xray", "CuKa1", x, profile=Profile(0.008, -0.004, 0.01, 0.4, cutoff=20), zero_shift=0.02, b_iso=0.5
+    )
+    phases = {"NaCl": nacl(), "Si": silicon(), "MgO": periclase()}
+    y = torch.zeros_like(x)
+    for name, w in weights.items():
+        s = phases[name]
+        y = y + w / (cell_mass(s) * s.volume) * model(StructureBatch.from_structures([s])).y[0]
+    y = y / y.max() * 5e4 + 200
+    y = np.random.default_rng(seed).poisson(y.numpy()).astype(float)
+    return MeasuredPattern(x.numpy(), y, None, "two_theta", "mixture.xy")
+
+
+def test_hill_howard_of_equal_scales_weights_by_cell_mass_and_volume():
+    w, sigma = hill_howard(np.array([1.0, 1.0]), np.zeros((2, 2)), [nacl(), silicon()])
+    c = np.array([cell_mass(nacl()) * nacl().volume, cell_mass(silicon()) * silicon().volume])
+    assert np.allclose(w, c / c.sum()) and np.allclose(sigma, 0)
+
+
+def test_secondary_phase_at_5_wt_percent_is_found_and_an_absent_phase_dropped():
+    pattern = mixture({"NaCl": 0.95, "Si": 0.05})
+    stages = (
+        RefinementStage(("lattice", "zero_shift"), extra_fwhm=0.1, iterations=2),
+        RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), extra_fwhm=0.0, iterations=4),
+    )
+    candidates = [("NaCl", nacl()), ("Si", silicon()), ("MgO", periclase())]
+    analysis = analyse_phases(pattern, candidates, stages=stages)
+    found = {p.name: p for p in analysis.phases}
+    assert set(found) == {"NaCl", "Si"}
+    assert [name for name, _ in analysis.dropped] == ["MgO"]
+    assert abs(found["Si"].weight_fraction - 0.05) < 0.02
+    assert 0 < found["Si"].sigma < 0.02
+    assert analysis.rwp < 0.07
+
+
+def test_phases_cli_writes_table_plot_and_report(tmp_path: Path):
+    pattern = mixture({"NaCl": 0.7, "Si": 0.3}, seed=1, step=0.05, stop=60)
+    path = tmp_path / "mix.xy"
+    write_pattern(path, pattern.x, pattern.y)
+    known = tmp_path / "known"
+    known.mkdir()
+    write_structures(nacl(), known / "halite.cif")
+    write_structures(silicon(), known / "silicon.cif")
+    out = tmp_path / "out"
+    assert run(["phases", str(path), "--elements", "Na,Cl,Si", "--known", str(known), "-o", str(out)]) == 0
+    table = (out / "phases.csv").read_text().splitlines()
+    assert table[0].startswith("phase,formula,space_group,weight_percent,sigma_percent")
+    rows = {line.split(",")[0]: float(line.split(",")[3]) for line in table[1:]}
+    assert rows["halite"] == pytest.approx(70, abs=2) and rows["silicon"] == pytest.approx(30, abs=2)
+    assert (out / "fit.png").is_file() and "<canvas" in (out / "report.html").read_text()
+
+
+def test_phases_cli_refuses_a_known_phase_outside_the_elements(tmp_path: Path, capsys):
+    pattern = mixture({"NaCl": 1.0}, step=0.1)
+    path = tmp_path / "p.xy"
+    write_pattern(path, pattern.x, pattern.y)
+    known = tmp_path / "known"
+    known.mkdir()
+    write_structures(periclase(), known / "mgo.cif")
+    assert run(["phases", str(path), "--elements", "Na,Cl", "--known", str(known), "-o", str(tmp_path / "o")]) == 2
+    assert "mgo.cif" in capsys.readouterr().err

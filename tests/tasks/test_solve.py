@@ -1,0 +1,75 @@
+"""The solve pipeline end to end on a tiny model: files, rank order, report; bad patterns refused."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from atomdiff.data.patterns import MeasuredPattern
+from atomdiff.diffusion.constraints import CompositionConstraint
+from atomdiff.diffusion.crystal import CrystalDiffusion, DataStatistics
+from atomdiff.errors import InputError
+from atomdiff.models.crystal import CrystalNetConfig
+from atomdiff.physics.diffraction import PowderDiffractionModel, Profile, two_theta_grid
+from atomdiff.refine import RefinementStage
+from atomdiff.structure import Structure, read_structures
+from atomdiff.structure.batch import StructureBatch
+from atomdiff.tasks.solve import CANDIDATE_COLUMNS, SolveSettings, solve
+
+
+def _perovskite(a: float = 3.9) -> Structure:
+    frac = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    return Structure([20, 22, 8, 8, 8], frac, np.eye(3) * a)
+
+
+def measured(structure: Structure, x: torch.Tensor) -> MeasuredPattern:
+    model = PowderDiffractionModel("xray", "CuKa1", x, profile=Profile(0, 0, 0.02, 0.5))
+    y = model(StructureBatch.from_structures([structure])).y[0].numpy()
+    return MeasuredPattern(x.numpy(), y / y.max() * 1e4 + 50, None, "two_theta", "sim.xy")
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> CrystalDiffusion:
+    torch.manual_seed(0)
+    stats = DataStatistics.from_structures([_perovskite(), _perovskite(4.0), _perovskite(3.8)])
+    return CrystalDiffusion(CrystalNetConfig(hidden=16, layers=1), stats).eval()
+
+
+def test_solve_writes_ranked_cifs_table_plots_and_report(tiny_model, tmp_path: Path):
+    pattern = measured(_perovskite(), two_theta_grid(15, 80, 0.04))
+    fast = (RefinementStage(("lattice", "zero_shift"), 0.3, 2), RefinementStage(("lattice", "positions"), 0.0, 2))
+    settings = SolveSettings(
+        candidates=3, top=2, steps=5, refine_keep=2, guidance=0.5, profile=Profile(cutoff=20), stages=fast
+    )
+    constraint = CompositionConstraint(formula={20: 1, 22: 1, 8: 3})
+    result = solve(tiny_model, pattern, constraint, tmp_path, settings=settings)
+    assert len(read_structures(tmp_path / "generated.extxyz")) == 3
+    cifs = sorted(tmp_path.glob("*.cif"))
+    assert 1 <= len(cifs) <= 2 and cifs[0].name.startswith("01_CaO3Ti")
+    for cif in cifs:
+        assert read_structures(cif)[0].formula == "CaO3Ti"
+    rows = list(csv.DictReader(open(tmp_path / "candidates.csv")))
+    assert tuple(rows[0]) == CANDIDATE_COLUMNS and len(rows) == 3
+    ranked = [r for r in rows if r["rank"]]
+    assert [int(r["rank"]) for r in ranked] == list(range(1, len(ranked) + 1))
+    assert [float(r["rwp"]) for r in ranked] == sorted(float(r["rwp"]) for r in ranked)
+    assert (tmp_path / "01_fit.png").stat().st_size > 1000
+    page = (tmp_path / "report.html").read_text()
+    assert "<canvas" in page and "data:image/png;base64," in page and "http" not in page.split("<body>")[1]
+    assert result.ranked[0].rank == 1
+
+
+def test_patterns_that_cannot_be_solved_are_refused(tiny_model, tmp_path: Path):
+    constraint = CompositionConstraint(formula={20: 1, 22: 1, 8: 3})
+    settings = SolveSettings(candidates=2, steps=2, guidance=0.0)
+    short = measured(_perovskite(), two_theta_grid(20, 21, 0.05))
+    with pytest.raises(InputError, match="at least 50 are needed"):
+        solve(tiny_model, short, constraint, tmp_path / "a", settings=settings)
+    x = two_theta_grid(1.0, 8.0, 0.05).numpy()
+    empty = MeasuredPattern(x, np.full_like(x, 10.0), None, "two_theta", "flat.xy")
+    with pytest.raises(InputError, match="no candidate has a reflection"):
+        solve(tiny_model, empty, constraint, tmp_path / "b", settings=settings)
