@@ -121,7 +121,7 @@ def test_compare_recovers_the_right_structure(tmp_path, capsys):
 
 
 def test_demo(tmp_path):
-    assert run(["demo", "-o", str(tmp_path / "demo")]) == 0
+    assert run(["demo", "--quick", "-o", str(tmp_path / "demo")]) == 0
     names = {p.name for p in (tmp_path / "demo").iterdir()}
     assert {"kesterite_CuKa.xye", "kesterite_peaks.csv", "kesterite_CuKa.png", "kesterite_pdf.xy"} <= names
 

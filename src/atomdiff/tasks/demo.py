@@ -1,5 +1,8 @@
 """The demo: simulate what a kesterite Cu2ZnSnS4 sample would give on a lab diffractometer, a neutron
-powder line and a total-scattering beamline, with plots, peak list and descriptors."""
+powder line and a total-scattering beamline, with plots, peak list and descriptors; analyse the phases of a
+kesterite sample with 5 wt% SnS; and solve the structure of a perovskite from its pattern and formula.
+
+Every measured pattern here is simulated (with Poisson noise) from structures built in code or bundled."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atomdiff.data.patterns import write_pattern
+from atomdiff.data.patterns import MeasuredPattern, write_pattern
 from atomdiff.examples import example_path
 from atomdiff.files import atomic_path
 from atomdiff.physics.agreement import rwp
@@ -17,14 +20,82 @@ from atomdiff.physics.diffraction import PowderDiffractionModel, Profile, peak_t
 from atomdiff.physics.total_scattering import PDFForwardModel
 from atomdiff.report.plots import plot_fit, plot_pattern
 from atomdiff.structure.io import read_structure
+from atomdiff.structure.structure import Structure
 from atomdiff.tasks.analyze import analyze_structure
+from atomdiff.tasks.phases import analyse_phases, cell_mass, write_phase_outputs
 from atomdiff.tasks.simulate import add_counting_noise, normalise_to, simulate, write_peak_table
 
 LAB_PROFILE = Profile(u=0.004, v=-0.002, w=0.003, eta=0.45)
 
 
-def run_demo(out_dir: Path, seed: int = 0, log=print) -> dict[str, object]:
-    """Write the demo files into ``out_dir`` and return a summary."""
+def tin_sulfide() -> Structure:
+    """Herzenbergite SnS, Pnma, a, b, c = 11.20, 3.99, 4.33 Å (Sn 4c 0.1194 ¼ 0.1198; S 4c 0.8508 ¼ 0.4793)."""
+    from pymatgen.core import Lattice
+    from pymatgen.core import Structure as PymatgenStructure
+
+    lattice = Lattice.orthorhombic(11.20, 3.99, 4.33)
+    coords = [[0.1194, 0.25, 0.1198], [0.8508, 0.25, 0.4793]]
+    return Structure.from_pymatgen(PymatgenStructure.from_spacegroup("Pnma", lattice, ["Sn", "S"], coords))
+
+
+def sphalerite() -> Structure:
+    """Zinc-blende ZnS, a = 5.409 Å."""
+    fcc = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    return Structure([30] * 4 + [16] * 4, np.vstack([fcc, fcc + 0.25]), np.eye(3) * 5.409)
+
+
+def _mixture_counts(model, phases, peak_counts: float, background: float, seed: int) -> np.ndarray:
+    """Counts of a mixture: phase scales ``w / (Z M V)`` (Hill–Howard), Poisson noise."""
+    y = sum(w / (cell_mass(s) * s.volume) * simulate(model, s).y[0] for s, w in phases)
+    y = y / y.max() * peak_counts + background
+    return np.random.default_rng(seed).poisson(y.numpy()).astype(float)
+
+
+def _demo_phases(folder: Path, kesterite: Structure, seed: int, log) -> dict[str, object]:
+    """Kesterite with 5 wt% SnS; candidates kesterite, SnS and ZnS."""
+    model = PowderDiffractionModel("xray", "CuKa1", two_theta_grid(10, 80, 0.02), profile=LAB_PROFILE, b_iso=0.6)
+    counts = _mixture_counts(model, [(kesterite, 0.95), (tin_sulfide(), 0.05)], 2e4, 150.0, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_pattern(folder / "kesterite_5wt_SnS.xy", model.x.numpy(), counts, header="simulated: 95 wt% CZTS + 5 wt% SnS")
+    pattern = MeasuredPattern(model.x.numpy(), counts, None, "two_theta", str(folder / "kesterite_5wt_SnS.xy"))
+    candidates = [("kesterite", kesterite), ("SnS", tin_sulfide()), ("ZnS", sphalerite())]
+    analysis = analyse_phases(pattern, candidates)
+    write_phase_outputs(analysis, pattern, "two_theta", folder, "xray", "CuKa1")
+    found = {p.name: (round(100 * p.weight_fraction, 2), round(100 * p.sigma, 2)) for p in analysis.phases}
+    log(f"phases (true 95/5 wt% kesterite/SnS): {found}; not needed: {[n for n, _ in analysis.dropped]}")
+    return {"found_wt_percent": found, "dropped": [n for n, _ in analysis.dropped], "rwp": analysis.rwp}
+
+
+def _demo_solve(folder: Path, seed: int, log) -> dict[str, object]:
+    """SrTiO3 from its simulated pattern and its formula, with the shipped perov5 model."""
+    from atomdiff.diffusion.constraints import CompositionConstraint, parse_formula
+    from atomdiff.tasks.solve import SolveSettings, solve
+    from atomdiff.weights import load_crystal_model
+
+    frac = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    truth = Structure([38, 22, 8, 8, 8], frac, np.eye(3) * 3.905)
+    model = PowderDiffractionModel("xray", "CuKa1", two_theta_grid(10, 90, 0.02), profile=LAB_PROFILE, b_iso=0.5)
+    counts = _mixture_counts(model, [(truth, 1.0)], 1e4, 100.0, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_pattern(folder / "SrTiO3_CuKa1.xy", model.x.numpy(), counts, header="simulated SrTiO3, Cu Kα1")
+    pattern = MeasuredPattern(model.x.numpy(), counts, None, "two_theta", str(folder / "SrTiO3_CuKa1.xy"))
+    result = solve(
+        load_crystal_model("perov5"),
+        pattern,
+        CompositionConstraint(formula=parse_formula("SrTiO3")),
+        folder,
+        settings=SolveSettings(candidates=20, seed=seed),
+    )
+    best = result.ranked[0]
+    log(
+        f"solve SrTiO3: best {best.refinement.structure.formula} {best.space_group}, "
+        f"Rwp {100 * best.refinement.rwp:.2f} %"
+    )
+    return {"best_space_group": best.space_group, "best_rwp": best.refinement.rwp}
+
+
+def run_demo(out_dir: Path, seed: int = 0, log=print, full: bool = True) -> dict[str, object]:
+    """Write the demo files into ``out_dir`` and return a summary (``full=False`` skips phases and solve)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     structure = read_structure(example_path("kesterite_Cu2ZnSnS4.cif"))
@@ -85,7 +156,12 @@ def run_demo(out_dir: Path, seed: int = 0, log=print) -> dict[str, object]:
         f"density {descriptors.get('density_g_cm3', float('nan')):.3f} g/cm³, "
         f"shortest distance {descriptors.get('min_distance_A', float('nan')):.3f} Å"
     )
+    summary = {}
+    if full:
+        summary["phases"] = _demo_phases(out_dir / "phases", structure, seed, log)
+        summary["solve"] = _demo_solve(out_dir / "solve", seed, log)
     return {
+        **summary,
         "peaks": len(rows),
         "rwp_noise": fit_rwp,
         "files": sorted(p.name for p in out_dir.iterdir()),

@@ -38,11 +38,11 @@ from atomdiff.structure.elements import atomic_masses
 from atomdiff.structure.structure import Structure
 from atomdiff.tasks.solve import build_target, symmetrised_cif, symmetry_of
 
-#: joint refinement of known phases: lattice and zero, then widths, then displacement parameters
+#: joint refinement of known phases (their cells are close): peak shapes and zero, then lattices, then B
 MIXTURE_STAGES = (
-    RefinementStage(("lattice", "zero_shift"), extra_fwhm=0.1, iterations=4),
-    RefinementStage(("lattice", "zero_shift", "profile"), extra_fwhm=0.0, iterations=6),
-    RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), extra_fwhm=0.0, iterations=4),
+    RefinementStage(("zero_shift", "profile"), extra_fwhm=0.0, iterations=4),
+    RefinementStage(("lattice", "zero_shift", "profile"), extra_fwhm=0.0, iterations=4),
+    RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), extra_fwhm=0.0, iterations=3),
 )
 PHASE_COLUMNS = (
     "phase",
