@@ -120,12 +120,12 @@ def build_target(
 
 
 def symmetry_of(structure: Structure, symprec: float) -> tuple[str, Structure]:
-    """Space group symbol (number) and the symmetrised conventional cell (spglib through pymatgen)."""
+    """Space group symbol (number) and the symmetrised primitive cell (spglib through pymatgen)."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     try:
         sga = SpacegroupAnalyzer(structure.to_pymatgen(), symprec=symprec)
-        refined = sga.get_refined_structure()
+        refined = sga.get_primitive_standard_structure()
         return f"{sga.get_space_group_symbol()} ({sga.get_space_group_number()})", Structure.from_pymatgen(refined)
     except Exception:  # spglib gives up on some distorted cells: keep P1
         return "P1 (1)", structure
@@ -231,6 +231,48 @@ class Solver:
             if c.rank is not None or c.rejected.startswith("same"):
                 c.space_group = symmetry_of(c.refinement.structure, self.settings.symprec)[0]
         return kept
+
+    def symmetrise(self, ranked: list[Candidate], progress: Progress | None = None) -> None:
+        """Replace each written candidate by its most symmetric version that fits as well.
+
+        P1 refinement of positions lets noise pull atoms slightly off their special positions. For each of the
+        top candidates, the structure is symmetrised by spglib at tolerances of 0.05–0.3 Å; each distinct
+        version is refined again without free positions (lattice, zero shift, profile, B), and the one with
+        the highest space-group number whose Rwp is within 3 % (relative) of the P1 Rwp is kept.
+        """
+        top = ranked[: self.settings.top]
+        versions: list[tuple[int, int, str, Structure]] = []  # (candidate, space-group number, symbol, cell)
+        for k, c in enumerate(top):
+            seen = set()
+            for tol in (0.05, 0.1, 0.2, 0.3):
+                symbol, sym = symmetry_of(c.refinement.structure, tol)
+                number = int(symbol.split("(")[-1].rstrip(")")) if "(" in symbol else 1
+                if number > 1 and number not in seen:
+                    seen.add(number)
+                    versions.append((k, number, symbol, sym))
+        if not versions:
+            return
+        stages = (
+            RefinementStage(("zero_shift", "profile"), 0.0, 3),
+            RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), 0.0, 4),
+        )
+        refiner = RietveldRefiner(self.target, self.settings.profile, stages=stages, volume_scan=None)
+
+        def tick(done: int, total: int) -> None:
+            if progress is not None:
+                progress("symmetrise", done, total)
+
+        results = refiner.refine([v[3] for v in versions], progress=tick)
+        best: dict[int, tuple[int, str, Refinement]] = {}
+        for (k, number, symbol, _), r in zip(versions, results, strict=True):
+            if not math.isfinite(r.rwp) or r.rwp > 1.03 * top[k].refinement.rwp:
+                continue
+            if k not in best or number > best[k][0]:
+                best[k] = (number, symbol, r)
+        for k, (_number, symbol, r) in best.items():
+            top[k].refinement = r
+            top[k].space_group = symbol
+            top[k].min_distance = min_distance(r.structure)
 
 
 def _fits(matcher, a, b) -> bool:
@@ -346,6 +388,7 @@ def solve(
     candidates = solver.refine(samples, progress)
     ranked = solver.rank(candidates)
     write_candidates_csv(candidates, folder / "candidates.csv")
+    solver.symmetrise(ranked, progress)
     plots = write_ranked(ranked, target, pattern, folder, settings)
     write_candidates_csv(candidates, folder / "candidates.csv")
     write_solve_report(folder / "report.html", pattern, ranked[: settings.top], plots, candidates, settings)
