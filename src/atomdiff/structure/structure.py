@@ -127,7 +127,11 @@ class Structure:
         frac = atoms.cell.scaled_positions(atoms.positions) if abs(np.linalg.det(cell)) > 1e-8 else None
         if frac is None:
             raise InputError("ASE Atoms has no cell: a periodic structure needs three lattice vectors")
-        info = {k: v for k, v in atoms.info.items() if isinstance(v, str | int | float | bool)}
+        info = {
+            k: v.item() if isinstance(v, np.generic) else v
+            for k, v in atoms.info.items()
+            if isinstance(v, str | int | float | bool | np.integer | np.floating | np.bool_)
+        }
         return cls(atoms.numbers.copy(), frac, cell, tuple(bool(p) for p in atoms.pbc), info)
 
     def to_ase(self) -> ase.Atoms:

@@ -1,0 +1,223 @@
+"""Random symmetric crystals (PyXtal) relaxed with CHGNet, for training crystal diffusion models.
+
+For each composition of the chosen chemical systems and each number of formula units Z that fits within
+``max_atoms``, candidates are drawn in random space groups compatible with the composition (PyXtal's Wyckoff
+assignment), relaxed (cell and positions) with the pretrained CHGNet universal potential, whose weights ship
+inside its package (no download), and stored with their energy per atom. The finished set keeps, for each
+composition, the structures within ``energy_window`` eV/atom of the lowest energy found.
+
+Resumable: candidate ``i`` is fully determined by ``(seed, i)`` and written as ``structures/{i:06d}.extxyz``
+(atomically) once relaxed; a rerun skips the candidates already there, so an interrupted run loses at most
+the structure being relaxed. ``train.csv`` (CSV of CIFs, the format of the CDVAE benchmarks, with
+``energy_per_atom`` and ``composition`` columns) is written by :meth:`CrystalDataGenerator.finish`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from atomdiff.diffusion.constraints import parse_formula
+from atomdiff.errors import InputError
+from atomdiff.files import atomic_path
+from atomdiff.structure.elements import chemical_symbols
+from atomdiff.structure.io import read_structures, structure_to_cif, write_structures
+from atomdiff.structure.structure import Structure
+
+#: the chalcogenide absorbers of the showcase and their common secondary phases (formula units)
+SYSTEMS: dict[str, tuple[str, ...]] = {
+    "Cu-Zn-Sn-S": ("Cu2ZnSnS4", "Cu2SnS3", "ZnS", "SnS", "SnS2", "Cu2S", "CuS"),
+    "Cu-Zn-Sn-Se": ("Cu2ZnSnSe4", "Cu2SnSe3", "ZnSe", "SnSe", "SnSe2", "Cu2Se"),
+    "Cu-In-Ga-Se": ("CuInSe2", "CuGaSe2", "In2Se3", "Ga2Se3", "CuSe"),
+    "Sb-Se": ("Sb2Se3",),
+    "Cd-Te": ("CdTe",),
+    "Bi-S-I": ("BiSI", "Bi2S3", "BiI3"),
+}
+
+
+@dataclasses.dataclass
+class Candidate:
+    index: int
+    composition: str
+    z: int
+
+
+class CrystalDataGenerator:
+    """Generate, relax and filter crystals for a list of compositions.
+
+    Args:
+        folder: output folder (created; reused on resume).
+        compositions: formula units, e.g. ``["Cu2ZnSnS4", "ZnS"]``.
+        per_composition: candidates per composition (spread over the allowed Z).
+        max_atoms: largest cell (atoms).
+        relax_steps: FIRE steps of the CHGNet relaxation.
+        energy_window: eV/atom above the lowest energy of a composition kept in ``train.csv``.
+        seed: makes candidate ``i`` reproducible.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        compositions: Sequence[str],
+        per_composition: int = 50,
+        max_atoms: int = 20,
+        relax_steps: int = 300,
+        energy_window: float = 0.1,
+        seed: int = 0,
+    ):
+        if not compositions:
+            raise InputError("no compositions to generate")
+        if per_composition < 1 or max_atoms < 1 or relax_steps < 0 or energy_window < 0:
+            raise InputError("per-composition, max-atoms must be positive and relax-steps, energy-window ≥ 0")
+        self.folder = Path(folder)
+        self.compositions = [self._check(c, max_atoms) for c in compositions]
+        self.per_composition = int(per_composition)
+        self.max_atoms = int(max_atoms)
+        self.relax_steps = int(relax_steps)
+        self.energy_window = float(energy_window)
+        self.seed = int(seed)
+        self._optimizer = None
+
+    @staticmethod
+    def _check(text: str, max_atoms: int) -> str:
+        comp = parse_formula(text)
+        if sum(comp.values()) > max_atoms:
+            raise InputError(
+                f"{text}: one formula unit has {sum(comp.values())} atoms, more than --max-atoms {max_atoms}"
+            )
+        return text
+
+    # --- plan ---------------------------------------------------------------------------------------
+    def plan(self) -> list[Candidate]:
+        out = []
+        for comp_text in self.compositions:
+            per_unit = sum(parse_formula(comp_text).values())
+            zs = list(range(1, self.max_atoms // per_unit + 1))
+            for k in range(self.per_composition):
+                out.append(Candidate(len(out), comp_text, zs[k % len(zs)]))
+        return out
+
+    def _settings(self) -> dict:
+        return {
+            "compositions": self.compositions,
+            "per_composition": self.per_composition,
+            "max_atoms": self.max_atoms,
+            "relax_steps": self.relax_steps,
+            "seed": self.seed,
+        }
+
+    def _check_folder(self) -> None:
+        """A folder holding a run with other settings is refused (its structures would not be reproducible)."""
+        path = self.folder / "settings.json"
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if old != self._settings():
+                raise InputError(
+                    "folder holds a run with other settings; use another folder or the same settings to resume",
+                    path=str(path),
+                )
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(self._settings(), indent=1) + "\n")
+
+    # --- one candidate --------------------------------------------------------------------------------
+    def random_crystal(self, cand: Candidate) -> Structure:
+        """A random crystal of the candidate's composition and Z in a random compatible space group."""
+        from pyxtal import pyxtal
+
+        rng = np.random.default_rng([self.seed, cand.index])
+        comp = parse_formula(cand.composition)
+        species = [chemical_symbols[z] for z in comp]
+        counts = [n * cand.z for n in comp.values()]
+        for _ in range(200):
+            group = int(rng.integers(2, 231))
+            crystal = pyxtal()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    crystal.from_random(3, group, species, counts, random_state=int(rng.integers(2**31)))
+            except Exception:  # composition incompatible with this group, or no room: try another group
+                continue
+            if crystal.valid:
+                return Structure.from_pymatgen(crystal.to_pymatgen())
+        raise RuntimeError(f"PyXtal found no space group for {cand.composition} × {cand.z} in 200 tries")
+
+    def relax(self, structure: Structure) -> tuple[Structure, float]:
+        """CHGNet relaxation of cell and positions; returns the structure and its energy per atom (eV)."""
+        if self._optimizer is None:
+            from chgnet.model import CHGNet, StructOptimizer
+
+            self._optimizer = StructOptimizer(model=CHGNet.load(verbose=False), use_device="cpu")
+        if self.relax_steps == 0:
+            pred = self._optimizer.calculator.model.predict_structure(structure.to_pymatgen())
+            return structure, float(pred["e"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = self._optimizer.relax(structure.to_pymatgen(), steps=self.relax_steps, verbose=False)
+        final = Structure.from_pymatgen(result["final_structure"])
+        return final, float(result["trajectory"].energies[-1]) / len(final)
+
+    def path(self, cand: Candidate) -> Path:
+        return self.folder / "structures" / f"{cand.index:06d}.extxyz"
+
+    # --- run --------------------------------------------------------------------------------------------
+    def run(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Relax every planned candidate not yet on disk; returns how many were computed now."""
+        self._check_folder()
+        (self.folder / "structures").mkdir(exist_ok=True)
+        plan = self.plan()
+        done = sum(self.path(c).is_file() for c in plan)
+        computed = 0
+        if progress is not None:
+            progress(done, len(plan))
+        for cand in plan:
+            if self.path(cand).is_file():
+                continue
+            crystal = self.random_crystal(cand)
+            relaxed, energy = self.relax(crystal)
+            info = {"energy_per_atom": energy, "composition": cand.composition, "candidate": cand.index}
+            write_structures(relaxed.replace(info=info), self.path(cand))
+            computed += 1
+            done += 1
+            if progress is not None:
+                progress(done, len(plan))
+        return computed
+
+    def finish(self) -> tuple[int, int]:
+        """Write ``train.csv`` with the structures within the energy window; returns (kept, relaxed)."""
+        found: list[Structure] = []
+        for cand in self.plan():
+            path = self.path(cand)
+            if path.is_file():
+                found.append(read_structures(path)[0])
+        best: dict[str, float] = {}
+        for s in found:
+            comp, e = s.info["composition"], float(s.info["energy_per_atom"])
+            if math.isfinite(e):
+                best[comp] = min(best.get(comp, math.inf), e)
+        kept = [
+            s for s in found if float(s.info["energy_per_atom"]) <= best[s.info["composition"]] + self.energy_window
+        ]
+        with atomic_path(self.folder / "train.csv") as tmp:
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["", "material_id", "composition", "energy_per_atom", "cif"])
+                for k, s in enumerate(kept):
+                    writer.writerow(
+                        [
+                            k,
+                            f"gen-{int(s.info['candidate']):06d}",
+                            s.info["composition"],
+                            s.info["energy_per_atom"],
+                            structure_to_cif(s),
+                        ]
+                    )
+        return len(kept), len(found)
