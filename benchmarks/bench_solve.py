@@ -117,6 +117,10 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
+        write_summary(args, rows)  # after every pattern, so a stopped run keeps what it measured
+
+
+def write_summary(args, rows: list[dict]) -> dict:
     n = len(rows)
     summary = {
         "data": args.data,
@@ -127,6 +131,7 @@ def main() -> None:
         "guidance": args.guidance,
         "steps": args.steps,
         "n_patterns": n,
+        "n_requested": args.limit,
         "top1_match_rate": sum(r["top1"] for r in rows) / n,
         "topN_match_rate": sum(r["topN"] for r in rows) / n,
         "generated_match_rate": sum(r["any_generated"] for r in rows) / n,
@@ -134,10 +139,14 @@ def main() -> None:
         "mean_seconds_per_pattern": float(np.mean([r["seconds"] for r in rows])),
         "rows": rows,
     }
-    print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
+    if n == args.limit:
+        print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(summary, indent=1) + "\n")
+        tmp = args.output.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        tmp.replace(args.output)
+    return summary
 
 
 if __name__ == "__main__":
