@@ -38,6 +38,22 @@ def parse_atoms(text: str | None) -> tuple[int, int] | None:
     return lo, int(m.group(2)) if m.group(2) else lo
 
 
+def build_constraint(
+    formula: str | None, elements: str | None, exclude: str | None, atoms: str | None, counts: str | None = None
+):
+    """The :class:`CompositionConstraint` of the chemistry options shared by ``generate`` and ``solve``."""
+    from atomdiff.diffusion.constraints import CompositionConstraint, parse_count_ranges, parse_formula
+    from atomdiff.structure.elements import parse_element_list
+
+    return CompositionConstraint(
+        formula=parse_formula(formula) if formula else None,
+        required=frozenset(parse_element_list(elements)) if elements else frozenset(),
+        excluded=frozenset(parse_element_list(exclude)) if exclude else frozenset(),
+        count_ranges=parse_count_ranges(counts) if counts else {},
+        atoms=parse_atoms(atoms),
+    )
+
+
 def check_sampler(sampler: str) -> str:
     if sampler not in ("pc", "ode"):
         raise InputError(f"--sampler must be 'pc' or 'ode', got {sampler!r}")
@@ -83,19 +99,11 @@ def generate(
     overwrite: Annotated[bool, typer.Option(help="Replace the samples of an earlier run in the folder.")] = False,
 ) -> None:
     """Generate crystal structures: one CIF each, samples.extxyz and summary.csv in the output folder."""
-    from atomdiff.diffusion.constraints import CompositionConstraint, parse_count_ranges, parse_formula
-    from atomdiff.structure.elements import parse_element_list
     from atomdiff.tasks.generate import check_output_folder
     from atomdiff.tasks.generate import generate as run_generate
     from atomdiff.weights import load_crystal_model
 
-    constraint = CompositionConstraint(
-        formula=parse_formula(formula) if formula else None,
-        required=frozenset(parse_element_list(elements)) if elements else frozenset(),
-        excluded=frozenset(parse_element_list(exclude)) if exclude else frozenset(),
-        count_ranges=parse_count_ranges(counts) if counts else {},
-        atoms=parse_atoms(atoms),
-    )
+    constraint = build_constraint(formula, elements, exclude, atoms, counts)
     check_sampler(sampler)
     check_output_folder(output, overwrite)
     diffusion = load_crystal_model(model)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atomdiff.cli.generate import SamplerOpt, Steps, check_sampler, parse_atoms
+from atomdiff.cli.generate import SamplerOpt, Steps, build_constraint, check_sampler
 from atomdiff.cli.options import Seed
 from atomdiff.cli.progress import stage_bars
 from atomdiff.errors import InputError
@@ -45,8 +45,6 @@ def solve(
 ) -> None:
     """Solve a powder pattern: generate candidates for the chemistry, steer them by the pattern, refine, rank."""
     from atomdiff.data.patterns import read_pattern
-    from atomdiff.diffusion.constraints import CompositionConstraint, parse_formula
-    from atomdiff.structure.elements import parse_element_list
     from atomdiff.tasks.solve import SolveSettings
     from atomdiff.tasks.solve import solve as run_solve
     from atomdiff.weights import choose_crystal_model, load_crystal_model
@@ -54,12 +52,7 @@ def solve(
     check_sampler(sampler)
     if top > candidates:
         raise InputError(f"--top ({top}) cannot exceed --candidates ({candidates})")
-    constraint = CompositionConstraint(
-        formula=parse_formula(formula) if formula else None,
-        required=frozenset(parse_element_list(elements)) if elements else frozenset(),
-        excluded=frozenset(parse_element_list(exclude)) if exclude else frozenset(),
-        atoms=parse_atoms(atoms),
-    )
+    constraint = build_constraint(formula, elements, exclude, atoms)
     if constraint.formula is None and not constraint.required:
         raise InputError("say what the sample contains: --elements and/or --formula")
     measured = read_pattern(pattern, axis)

@@ -69,22 +69,8 @@ def plot_fit(
     title: str | None = None,
 ) -> None:
     """Observed, calculated and difference curves with reflection ticks (the Rietveld plot)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
-    span = float(np.max(y_obs) - np.min(y_obs)) or 1.0
-    ax.plot(x, y_obs, ".", ms=2, color="k", label="observed")
-    ax.plot(x, y_calc, lw=1.0, color="C3", label="calculated")
-    offset = float(np.min(y_obs)) - 0.15 * span
-    ax.plot(x, y_obs - y_calc + offset, lw=0.8, color="C0", label="difference")
-    if ticks is not None and len(ticks):
-        ax.vlines(ticks, offset + 0.05 * span, offset + 0.1 * span, color="C2", lw=0.8)
-    ax.set_xlabel(AXIS_LABELS.get(axis, axis))
-    ax.set_ylabel("intensity")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
+    rows = [("reflections", ticks)] if ticks is not None and len(ticks) else []
+    plot_phases(path, x, y_obs, y_calc, [], rows, axis=axis, title=title)
 
 
 def plot_phases(

@@ -34,7 +34,7 @@ from atomdiff.physics.profile import Profile
 from atomdiff.physics.target import PatternTarget
 from atomdiff.refine import Refinement, RefinementStage, RietveldRefiner
 from atomdiff.structure.batch import StructureBatch
-from atomdiff.structure.elements import atomic_masses
+from atomdiff.structure.elements import atomic_masses, chemical_symbols
 from atomdiff.structure.structure import Structure
 from atomdiff.tasks.solve import build_target, symmetrised_cif, symmetry_of
 
@@ -112,8 +112,6 @@ def _phase_patterns(target: PatternTarget, results: Sequence[Refinement]) -> tor
             form_factors=base.form_factors,
             neutron_lengths=base.neutron_lengths,
         )
-        from atomdiff.structure.elements import chemical_symbols
-
         b_iso = torch.tensor([r.b_iso.get(chemical_symbols[int(z)], 0.0) for z in r.structure.numbers])
         with torch.no_grad():
             rows.append(model(StructureBatch.from_structures([r.structure]), b_iso=b_iso).y[0])
