@@ -36,7 +36,7 @@ from atomdiff.refine import Refinement, RefinementStage, RietveldRefiner
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.elements import atomic_masses, chemical_symbols
 from atomdiff.structure.structure import Structure
-from atomdiff.tasks.solve import build_target, symmetrised_cif, symmetry_of
+from atomdiff.tasks.solve import LATTICE_COLUMNS, build_target, lattice_row, symmetrised_cif, symmetry_of
 
 #: joint refinement of known phases (their cells are close): peak shapes and zero, then lattices, then B
 MIXTURE_STAGES = (
@@ -51,12 +51,7 @@ PHASE_COLUMNS = (
     "weight_percent",
     "sigma_percent",
     "scale",
-    "a",
-    "b",
-    "c",
-    "alpha",
-    "beta",
-    "gamma",
+    *LATTICE_COLUMNS,
     "file",
 )
 
@@ -236,7 +231,6 @@ def write_phase_outputs(
         ph.file = f"{k:02d}_{s.formula}.cif"
         with atomic_path(folder / ph.file) as tmp:
             tmp.write_text(symmetrised_cif(s, 0.1))
-        a, b, c, al, be, ga = s.lattice_parameters
         rows.append(
             {
                 "phase": ph.name,
@@ -245,12 +239,7 @@ def write_phase_outputs(
                 "weight_percent": round(100 * ph.weight_fraction, 3),
                 "sigma_percent": round(100 * ph.sigma, 3),
                 "scale": f"{ph.refinement.scale:.6g}",
-                "a": round(a, 5),
-                "b": round(b, 5),
-                "c": round(c, 5),
-                "alpha": round(al, 3),
-                "beta": round(be, 3),
-                "gamma": round(ga, 3),
+                **lattice_row(s),
                 "file": ph.file,
             }
         )

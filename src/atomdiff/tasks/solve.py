@@ -41,17 +41,13 @@ from atomdiff.structure.io import write_structures
 from atomdiff.structure.structure import Structure
 from atomdiff.tasks.generate import chunk_seed
 
+LATTICE_COLUMNS = ("a", "b", "c", "alpha", "beta", "gamma")
 CANDIDATE_COLUMNS = (
     "rank",
     "formula",
     "space_group",
     "rwp",
-    "a",
-    "b",
-    "c",
-    "alpha",
-    "beta",
-    "gamma",
+    *LATTICE_COLUMNS,
     "volume",
     "density",
     "min_distance",
@@ -283,20 +279,20 @@ def _fits(matcher, a, b) -> bool:
 
 
 # --- output --------------------------------------------------------------------------------------------
+def lattice_row(structure: Structure) -> dict[str, float]:
+    """``a, b, c`` (Å, 5 decimals) and ``alpha, beta, gamma`` (degrees, 3 decimals) for table rows."""
+    values = structure.lattice_parameters
+    return {name: round(v, 5 if k < 3 else 3) for k, (name, v) in enumerate(zip(LATTICE_COLUMNS, values, strict=True))}
+
+
 def candidate_row(c: Candidate) -> dict[str, object]:
     s = c.refinement.structure
-    a, b, cc, al, be, ga = s.lattice_parameters
     return {
         "rank": c.rank if c.rank is not None else "",
         "formula": s.formula,
         "space_group": c.space_group,
         "rwp": round(c.refinement.rwp, 6),
-        "a": round(a, 5),
-        "b": round(b, 5),
-        "c": round(cc, 5),
-        "alpha": round(al, 3),
-        "beta": round(be, 3),
-        "gamma": round(ga, 3),
+        **lattice_row(s),
         "volume": round(s.volume, 4),
         "density": round(s.density, 5),
         "min_distance": round(c.min_distance, 4) if math.isfinite(c.min_distance) else "",
