@@ -1,4 +1,4 @@
-"""``atomdiff simulate xrd|neutron|pdf|sq``: what would be measured for a structure."""
+"""``atomdiff simulate xrd|neutron|pdf|sq|xanes``: what would be measured for a structure."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from atomdiff.cli.options import Seed, StructurePath, check_output_suffix, parse_floats
 from atomdiff.data.patterns import write_pattern
@@ -20,7 +21,7 @@ from atomdiff.report.plots import plot_pattern
 from atomdiff.structure.io import read_structure
 from atomdiff.tasks.simulate import add_counting_noise, normalise_to, simulate, write_peak_table
 
-app = typer.Typer(help="Simulate a pattern for a structure: xrd, neutron, pdf, sq.", no_args_is_help=True)
+app = typer.Typer(help="Simulate a pattern for a structure: xrd, neutron, pdf, sq, xanes.", no_args_is_help=True)
 console = Console()
 
 PATTERN_SUFFIXES = (".xy", ".xye", ".dat", ".txt", ".csv")
@@ -249,3 +250,69 @@ def _write_curve(
     if plot is not None:
         plot_pattern(plot, x, y, axis, ylabel=ylabel, title=f"{quantity} of {formula}")
         console.print(f"wrote {plot}")
+
+
+@app.command("xanes")
+def xanes(
+    structure: StructurePath,
+    absorber: Annotated[str, typer.Option(help="Absorbing element, e.g. C.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="CSV: energy_eV, site_<index>..., mean.")],
+    edge: Annotated[str, typer.Option(help="Absorption edge: K, L1, L2, L3, M1..M5, N1..N7.")] = "K",
+    sites: Annotated[
+        str, typer.Option(help="'all', a number of sites drawn at random (--seed), or indices '0,4,9' ('5,' for one).")
+    ] = "all",
+    cluster_radius: Annotated[float, typer.Option(help="Cluster radius around each absorber, Å.")] = 6.0,
+    scf_radius: Annotated[float, typer.Option(help="Self-consistent potential radius, Å (0: none).")] = 4.0,
+    fms_radius: Annotated[float, typer.Option(help="Full multiple scattering radius, Å.")] = 5.0,
+    corehole: Annotated[str, typer.Option(help="Core hole: RPA, FSR or NONE.")] = "RPA",
+    grid_step: Annotated[float, typer.Option(help="Step of the common energy grid, eV.")] = 0.1,
+    workers: Annotated[int, typer.Option(help="FEFF runs at once (processes).")] = 1,
+    cache: Annotated[
+        Path | None, typer.Option(help="Folder of cached site spectra (default ~/.cache/atomdiff/xanes).")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Compute every site; read and write no cache.")] = False,
+    seed: Seed = 0,
+) -> None:
+    """XANES of a structure from first principles: FEFF10 on a cluster around each absorbing site, averaged."""
+    from atomdiff.cli.progress import stage_bars
+    from atomdiff.physics.xanes import (
+        FeffSettings,
+        SpectrumCache,
+        default_cache_dir,
+        parse_sites,
+        simulate_xanes,
+        write_xanes_csv,
+    )
+
+    check_output_suffix(output, (".csv",), "--output")
+    settings = FeffSettings(
+        absorber,
+        edge=edge,
+        cluster_radius=cluster_radius,
+        fms_radius=fms_radius,
+        scf_radius=scf_radius,
+        corehole=corehole,
+    )
+    chosen = parse_sites(sites)
+    s = read_structure(structure)
+    store = None if no_cache else SpectrumCache(cache if cache is not None else default_cache_dir())
+    with stage_bars(["sites"]) as update:
+        result = simulate_xanes(
+            s,
+            settings,
+            chosen,
+            workers=workers,
+            cache=store,
+            progress=lambda done, total: update("sites", done, total),
+            seed=seed,
+            grid_step=grid_step,
+        )
+    for failure in result.failed:
+        console.print(f"[yellow]site {failure.site} skipped:[/] {escape(failure.reason)}", highlight=False)
+    write_xanes_csv(output, result)
+    console.print(
+        f"wrote {output} ({len(result.energy)} energies, {len(result.sites)} {settings.absorber} "
+        f"{settings.edge}-edge sites of {s.formula}; {result.computed} FEFF runs, {result.cached} from cache"
+        + (f", {len(result.failed)} failed" if result.failed else "")
+        + ")"
+    )

@@ -16,6 +16,7 @@ from atomdiff.physics.xanes.spectra import (
     select_sites,
     simulate_xanes,
 )
+from atomdiff.physics.xanes.table import read_xanes_csv, write_xanes_csv
 
 __all__ = [
     "EDGES",
@@ -31,8 +32,10 @@ __all__ = [
     "environment_key",
     "feff_input",
     "parse_sites",
+    "read_xanes_csv",
     "read_xmu",
     "run_feff",
     "select_sites",
     "simulate_xanes",
+    "write_xanes_csv",
 ]
