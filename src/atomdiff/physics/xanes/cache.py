@@ -4,7 +4,9 @@ The key of a site is a hash of what FEFF sees, independent of where the cluster 
 the absorber, the sorted (element, distance from the absorber) of every atom, the sorted
 (element pair, distance) of every pair of atoms (which fixes the geometry up to rotation, translation and
 reflection, none of which changes an orientation-averaged spectrum), every FEFF setting and the FEFF version.
-Distances are rounded to ``1 / KEY_RESOLUTION`` Å.
+Distances are binned in steps of ``1 / KEY_RESOLUTION`` Å. The bin edges are offset by an irrational
+fraction of a step, so that distances with few decimals (``c / 2 = 3.3555`` Å) never sit on an edge, where
+rounding noise of a rotation would flip them between bins.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from atomdiff.physics.xanes.feff import FeffSettings
 
 KEY_VERSION = 1
 KEY_RESOLUTION = 1000  # distances in units of 0.001 Å
+_KEY_OFFSET = (5**0.5 - 1) / 2  # bin edges at (n - 0.618...) / KEY_RESOLUTION Å
 
 
 def _feff_version() -> str:
@@ -41,18 +44,22 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "atomdiff" / "xanes"
 
 
+def _bins(distances: np.ndarray) -> np.ndarray:
+    return np.floor(distances * KEY_RESOLUTION + _KEY_OFFSET).astype(np.int64)
+
+
 def environment_key(cluster: Cluster, settings: FeffSettings) -> str:
     """A hex digest that is the same for two sites whose clusters differ only by a rigid motion."""
     numbers = cluster.numbers.astype(np.int64)
-    radial = np.rint(cluster.distances * KEY_RESOLUTION).astype(np.int64)
+    radial = _bins(cluster.distances)
     shell = sorted(zip(numbers[1:].tolist(), radial[1:].tolist(), strict=True))
     j, k = np.triu_indices(len(cluster), k=1)
-    pair_d = np.rint(np.linalg.norm(cluster.positions[j] - cluster.positions[k], axis=1) * KEY_RESOLUTION)
+    pair_d = _bins(np.linalg.norm(cluster.positions[j] - cluster.positions[k], axis=1))
     z_lo = np.minimum(numbers[j], numbers[k])
     z_hi = np.maximum(numbers[j], numbers[k])
     # the absorber is told apart from other atoms of its element, so pairs with it are flagged
     with_absorber = (j == 0).astype(np.int64)
-    pairs = np.stack([with_absorber, z_lo, z_hi, pair_d.astype(np.int64)], axis=1)
+    pairs = np.stack([with_absorber, z_lo, z_hi, pair_d], axis=1)
     pairs = pairs[np.lexsort(pairs.T[::-1])] if len(pairs) else pairs
     digest = hashlib.sha256()
     header = {
