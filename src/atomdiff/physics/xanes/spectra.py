@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 
 import numpy as np
 
@@ -180,7 +179,8 @@ def simulate_xanes(
             except Exception as exc:  # one bad site must not stop the others
                 finish(key, None, f"{type(exc).__name__}: {exc}")
     else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
+        # the platform's start method: fork on Linux, which spares each worker importing atomdiff (and torch)
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
             futures = {pool.submit(_run, runner, text): key for key, text in todo.items()}
             for future in as_completed(futures):
                 try:
