@@ -1,8 +1,9 @@
-"""``atomdiff train crystal``: train a crystal diffusion model (the work is in :mod:`atomdiff.training`).
+"""``atomdiff train crystal|amorphous|xanes``: train a model (the work is in :mod:`atomdiff.training`).
 
 Settings are resolved in this order, later winning: defaults < the run's saved ``config.json`` (with
-``--resume``) < ``--config`` file (JSON or TOML, keys of :class:`~atomdiff.training.config.TrainConfig`;
-relative data paths are relative to the file) < ``--set key=value`` < explicit options (``--max-steps`` ...).
+``--resume``) < ``--config`` file (JSON or TOML, keys of the command's config class in
+:mod:`atomdiff.training.config`; relative data paths are relative to the file) < ``--set key=value`` < explicit
+options (``--max-steps`` ...).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Annotated, Any
 import typer
 
 from atomdiff.errors import InputError
-from atomdiff.training.config import TrainConfig
+from atomdiff.training.config import LocalTrainConfig, RunConfig, TrainConfig, XanesTrainConfig
 
-app = typer.Typer(help="Train diffusion models on structure files: crystal.", no_args_is_help=True)
+app = typer.Typer(help="Train models: crystal diffusion, amorphous diffusion, XANES surrogates.", no_args_is_help=True)
 
 _PATH_KEYS = ("data", "val_data")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -47,9 +48,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return values
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """``["lr=1e-3", "data=a.csv,b.csv", "limit=none"]`` → typed values of :class:`TrainConfig` fields."""
-    types = TrainConfig.field_types()
+def parse_set(items: list[str], cls: type[RunConfig] = TrainConfig) -> dict[str, Any]:
+    """``["lr=1e-3", "data=a.csv,b.csv", "limit=none"]`` → typed values of the fields of ``cls``."""
+    types = cls.field_types()
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -74,20 +75,25 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def resolve_config(
-    out: Path, resume: bool, config_file: Path | None, sets: list[str], explicit: dict[str, Any]
-) -> TrainConfig:
+    out: Path,
+    resume: bool,
+    config_file: Path | None,
+    sets: list[str],
+    explicit: dict[str, Any],
+    cls: type[RunConfig] = TrainConfig,
+) -> RunConfig:
     """Defaults < saved run config (``resume``) < config file < ``--set`` < explicit options (not ``None``)."""
-    config = TrainConfig()
+    config = cls()
     saved = out / "config.json"
     if resume and saved.is_file():
-        config = TrainConfig.from_dict(json.loads(saved.read_text()))
+        config = cls.from_dict(json.loads(saved.read_text()))
     if config_file is not None:
-        config = TrainConfig.from_dict(read_config_file(config_file), config)
-    config = TrainConfig.from_dict(parse_set(sets), config)
+        config = cls.from_dict(read_config_file(config_file), config)
+    config = cls.from_dict(parse_set(sets, cls), config)
     given = {k: v for k, v in explicit.items() if v is not None}
     if "data" in given:
         given["data"] = [str(Path(p).resolve()) for p in given["data"]]
-    return TrainConfig.from_dict(given, config)
+    return cls.from_dict(given, config)
 
 
 def _command_line(
@@ -171,3 +177,112 @@ def crystal(
     )
     if model_dir is not None:
         typer.echo(f"model written to {model_dir}")
+
+
+_OUT = Annotated[Path, typer.Option("--out", "-o", help="Run folder: config, checkpoints, logs, model.")]
+_CONFIG = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file, .json or .toml.")]
+_SET = Annotated[list[str] | None, typer.Option("--set", help="Override one setting, KEY=VALUE (repeatable).")]
+_RESUME = Annotated[bool, typer.Option("--resume", help="Continue from RUN_DIR/checkpoints/last.ckpt.")]
+
+
+def _local(
+    ctx: typer.Context,
+    cls: type[LocalTrainConfig],
+    train,
+    out: Path,
+    config: Path | None,
+    set_: list[str] | None,
+    resume: bool,
+    explicit: dict[str, Any],
+) -> None:
+    sets = list(set_ or [])
+    settings = resolve_config(out, resume, config, sets, explicit, cls)
+    model_dir = train(settings, out, resume=resume, command=_command_line(ctx, out, config, sets, resume, explicit))
+    if model_dir is not None:
+        typer.echo(f"model written to {model_dir}")
+
+
+@app.command("amorphous")
+def amorphous(
+    ctx: typer.Context,
+    out: _OUT,
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", "-d", help="Data-set folder (ROOT/poscar/<split>/) or structure file; repeatable."),
+    ] = None,
+    config: _CONFIG = None,
+    set_: _SET = None,
+    resume: _RESUME = False,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps to train for.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Cells per batch and device.")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Feature width of the network.")] = None,
+    layers: Annotated[int | None, typer.Option(help="Interaction blocks.")] = None,
+    cutoff: Annotated[float | None, typer.Option(help="Neighbour cutoff, Å.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="auto, cpu or gpu.")] = None,
+    devices: Annotated[int | None, typer.Option(help="Devices per node (DDP when more than one).")] = None,
+    cpu_threads: Annotated[int | None, typer.Option(help="Torch threads per process (0: default).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initialisation, shuffling and noise.")] = None,
+) -> None:
+    """Train the position-diffusion prior of amorphous materials; EMA weights go to RUN_DIR/model."""
+    from atomdiff.training.local import train_amorphous  # imports Lightning: only when training
+
+    explicit = {
+        "data": data,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "hidden": hidden,
+        "layers": layers,
+        "cutoff": cutoff,
+        "lr": lr,
+        "accelerator": accelerator,
+        "devices": devices,
+        "cpu_threads": cpu_threads,
+        "seed": seed,
+    }
+    _local(ctx, LocalTrainConfig, train_amorphous, out, config, set_, resume, explicit)
+
+
+@app.command("xanes")
+def xanes(
+    ctx: typer.Context,
+    out: _OUT,
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", "-d", help="Data-set folder with poscar/<split>/ and xanes/<split>/; repeatable."),
+    ] = None,
+    config: _CONFIG = None,
+    set_: _SET = None,
+    resume: _RESUME = False,
+    absorber: Annotated[str | None, typer.Option(help="Absorbing element (symbol).")] = None,
+    edge: Annotated[str | None, typer.Option(help="Absorption edge, recorded with the model.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps to train for.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Structures per batch and device.")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Feature width of the network.")] = None,
+    layers: Annotated[int | None, typer.Option(help="Interaction blocks.")] = None,
+    cutoff: Annotated[float | None, typer.Option(help="Neighbour cutoff, Å.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="auto, cpu or gpu.")] = None,
+    devices: Annotated[int | None, typer.Option(help="Devices per node (DDP when more than one).")] = None,
+    cpu_threads: Annotated[int | None, typer.Option(help="Torch threads per process (0: default).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initialisation and shuffling.")] = None,
+) -> None:
+    """Train a structure → per-atom XANES surrogate; EMA weights go to RUN_DIR/model."""
+    from atomdiff.training.local import train_xanes  # imports Lightning: only when training
+
+    explicit = {
+        "data": data,
+        "absorber": absorber,
+        "edge": edge,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "hidden": hidden,
+        "layers": layers,
+        "cutoff": cutoff,
+        "lr": lr,
+        "accelerator": accelerator,
+        "devices": devices,
+        "cpu_threads": cpu_threads,
+        "seed": seed,
+    }
+    _local(ctx, XanesTrainConfig, train_xanes, out, config, set_, resume, explicit)

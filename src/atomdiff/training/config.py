@@ -1,14 +1,14 @@
-"""Every knob of a crystal-diffusion training run, as one JSON-serialisable dataclass.
+"""Every knob of a training run, as JSON-serialisable dataclasses (one per kind of model).
 
 The command line (:mod:`atomdiff.cli.train`) reads config files and ``--set`` overrides into a
-:class:`TrainConfig`; the training code only ever sees the resolved object.
+:class:`RunConfig` subclass; the training code only ever sees the resolved object.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any
+from typing import Any, Self
 
 from atomdiff.errors import InputError
 
@@ -16,23 +16,17 @@ SCHEDULES = ("cosine", "constant")
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """Settings of ``atomdiff train crystal``.
+class RunConfig:
+    """Settings shared by every training run (data, optimisation, bookkeeping, hardware).
 
     Data:
-        data: training structure files (CSV of CIFs, extxyz, CIF ...).
-        val_data: validation files; when empty, ``val_fraction`` of ``data`` is held out instead.
-        limit: read at most this many structures from each data file (``None``: all).
-        val_fraction: fraction of ``data`` held out for validation (seeded split).
-    Model:
-        hidden, layers: width and depth of the score network.
+        data: training files or folders; val_data: validation files (when empty, ``val_fraction`` of ``data``
+        is held out instead); limit: read at most this many structures from each data file (``None``: all).
     Optimisation:
         batch_size: structures per batch and device; lr, weight_decay: AdamW;
         warmup_steps: linear warm-up; schedule: ``cosine`` (to zero at the last step) or ``constant``;
         grad_clip: gradient-norm clipping (0: off); max_steps, max_epochs: stopping (-1: no limit);
-        ema_decay: decay of the exponential moving average of the weights that is exported;
-        csp_fraction: fraction of structures trained with known species (structure prediction);
-        weight_frac, weight_lattice, weight_species: weights of the three loss terms.
+        ema_decay: decay of the exponential moving average of the weights that is exported.
     Bookkeeping:
         ckpt_every: optimizer steps between checkpoints; val_every: steps between validations
         (0: once per epoch); seed: seeds model initialisation, shuffling and noise.
@@ -47,8 +41,6 @@ class TrainConfig:
     val_data: list[str] = dataclasses.field(default_factory=list)
     limit: int | None = None
     val_fraction: float = 0.0
-    hidden: int = 256
-    layers: int = 4
     batch_size: int = 64
     lr: float = 5e-4
     weight_decay: float = 0.0
@@ -58,10 +50,6 @@ class TrainConfig:
     max_steps: int = 20_000
     max_epochs: int = -1
     ema_decay: float = 0.999
-    csp_fraction: float = 0.5
-    weight_frac: float = 1.0
-    weight_lattice: float = 1.0
-    weight_species: float = 1.0
     ckpt_every: int = 500
     val_every: int = 0
     seed: int = 0
@@ -79,7 +67,7 @@ class TrainConfig:
         return typing.get_type_hints(cls)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    def from_dict(cls, values: dict[str, Any], base: RunConfig | None = None) -> Self:
         """``base`` (or the defaults) with ``values`` applied; unknown keys and wrong types are input errors."""
         out = dataclasses.asdict(base) if base is not None else dataclasses.asdict(cls())
         types = cls.field_types()
@@ -87,7 +75,7 @@ class TrainConfig:
             if key not in types:
                 raise InputError(f"unknown training setting {key!r}; known: {', '.join(types)}")
             out[key] = _check_type(key, value, types[key])
-        return cls(**out)
+        return cls(**{k: v for k, v in out.items() if k in types})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,7 +84,7 @@ class TrainConfig:
         """Raise :class:`InputError` for settings that cannot work."""
         if not self.data:
             raise InputError("no training data: pass --data FILE (or 'data' in the config file)")
-        positive = ("hidden", "layers", "batch_size", "ckpt_every", "num_nodes")
+        positive = [k for k in ("hidden", "layers", "batch_size", "ckpt_every", "num_nodes") if hasattr(self, k)]
         for key in positive:
             if getattr(self, key) < 1:
                 raise InputError(f"{key} must be at least 1, got {getattr(self, key)}")
@@ -108,8 +96,6 @@ class TrainConfig:
             raise InputError(f"limit must be at least 1, got {self.limit}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if not 0.0 <= self.csp_fraction <= 1.0:
-            raise InputError(f"csp_fraction must be in [0, 1], got {self.csp_fraction}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.lr <= 0:
@@ -119,6 +105,68 @@ class TrainConfig:
         for key in ("warmup_steps", "val_every", "num_workers", "cpu_threads", "grad_clip", "weight_decay"):
             if getattr(self, key) < 0:
                 raise InputError(f"{key} must not be negative, got {getattr(self, key)}")
+
+
+@dataclasses.dataclass
+class TrainConfig(RunConfig):
+    """Settings of ``atomdiff train crystal`` (see :class:`RunConfig` for the shared ones).
+
+    Model:
+        hidden, layers: width and depth of the score network.
+    Loss:
+        csp_fraction: fraction of structures trained with known species (structure prediction);
+        weight_frac, weight_lattice, weight_species: weights of the three loss terms.
+    """
+
+    hidden: int = 256
+    layers: int = 4
+    csp_fraction: float = 0.5
+    weight_frac: float = 1.0
+    weight_lattice: float = 1.0
+    weight_species: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.csp_fraction <= 1.0:
+            raise InputError(f"csp_fraction must be in [0, 1], got {self.csp_fraction}")
+
+
+@dataclasses.dataclass
+class LocalTrainConfig(RunConfig):
+    """Settings of the local equivariant models (``atomdiff train amorphous`` and ``atomdiff train xanes``).
+
+    Data: ``data`` are data-set folders (``ROOT/poscar/<split>/...``, read with ``split``; for XANES also
+    ``ROOT/xanes/<split>/...``) or, for amorphous diffusion, structure files (extxyz, CIF, POSCAR, CSV);
+    ``val_split`` (when set) reads the same folders' other split for validation.
+    Model: hidden, layers, cutoff (Å), n_rbf of :class:`~atomdiff.models.local.LocalNetConfig`; absorber (element
+    symbol) and edge of a XANES surrogate; sigma_max (Å) of the position noise.
+    """
+
+    split: str = "train"
+    val_split: str = ""
+    batch_size: int = 4
+    lr: float = 1e-3
+    max_steps: int = 5000
+    hidden: int = 64
+    layers: int = 4
+    cutoff: float = 3.0
+    n_rbf: int = 16
+    sigma_max: float = 3.0
+    absorber: str = "C"
+    edge: str = "K"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.cutoff <= 0 or self.sigma_max <= 0:
+            raise InputError("cutoff and sigma_max must be positive")
+
+
+@dataclasses.dataclass
+class XanesTrainConfig(LocalTrainConfig):
+    """:class:`LocalTrainConfig` with the defaults of a XANES surrogate (a wider cutoff, more steps)."""
+
+    cutoff: float = 3.5
+    max_steps: int = 8000
 
 
 def _check_type(key: str, value: Any, kind: Any) -> Any:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -114,15 +115,15 @@ def split_structures(
 
 
 class StructureDataset(Dataset):
-    """A list of :class:`Structure` as a torch Dataset (items are structures)."""
+    """A list of :class:`Structure` (or of labelled structures) as a torch Dataset."""
 
-    def __init__(self, structures: Sequence[Structure]):
+    def __init__(self, structures: Sequence[Any]):
         self.structures = list(structures)
 
     def __len__(self) -> int:
         return len(self.structures)
 
-    def __getitem__(self, index: int) -> Structure:
+    def __getitem__(self, index: int) -> Any:
         return self.structures[index]
 
 
@@ -134,16 +135,19 @@ def collate_structures(items: Sequence[Structure], dtype: torch.dtype = torch.fl
 class StructureDataModule(L.LightningDataModule):
     """Training (and optional validation) structures with seeded shuffling.
 
-    Under DDP Lightning swaps in a ``DistributedSampler`` seeded from ``seed_everything``.
+    ``collate`` turns a list of items into a batch (default: :func:`collate_structures`; it must be picklable
+    when ``num_workers > 0``). Under DDP Lightning swaps in a ``DistributedSampler`` seeded from
+    ``seed_everything``.
     """
 
     def __init__(
         self,
-        train: Sequence[Structure],
-        val: Sequence[Structure] | None = None,
+        train: Sequence[Any],
+        val: Sequence[Any] | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
+        collate: Callable[[Sequence[Any]], Any] = collate_structures,
     ):
         super().__init__()
         if not train:
@@ -153,6 +157,7 @@ class StructureDataModule(L.LightningDataModule):
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.seed = int(seed)
+        self.collate = collate
 
     def _loader(self, dataset: StructureDataset, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -160,7 +165,7 @@ class StructureDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            collate_fn=collate_structures,
+            collate_fn=self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -1,4 +1,4 @@
-"""Export the EMA weights of a training run as a :class:`CrystalDiffusion` folder (safetensors + JSON)."""
+"""Export the EMA weights of a training run as a model folder (safetensors + JSON) of the run's model kind."""
 
 from __future__ import annotations
 
@@ -9,9 +9,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from atomdiff.diffusion.amorphous import AmorphousDiffusion
 from atomdiff.diffusion.crystal import CrystalDiffusion
 from atomdiff.errors import InputError
+from atomdiff.models.xanes import XanesSurrogate
+
+MODEL_KINDS: dict[str, type] = {
+    "crystal_diffusion": CrystalDiffusion,
+    "amorphous_diffusion": AmorphousDiffusion,
+    "xanes_surrogate": XanesSurrogate,
+}
+
+
+def model_from_config(config: dict[str, Any]) -> nn.Module:
+    """A model of the kind named by ``config["kind"]``, built from its configuration."""
+    kind = config.get("kind")
+    if kind not in MODEL_KINDS:
+        raise InputError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+    return MODEL_KINDS[kind].from_config(config)
 
 
 def checkpoint_path(run_dir_or_ckpt: str | os.PathLike) -> Path:
@@ -52,7 +69,7 @@ def hardware_info(accelerator: str, devices: int, num_nodes: int, world_size: in
 
 
 def save_ema_model(
-    model: dict[str, Any] | CrystalDiffusion,
+    model: dict[str, Any] | nn.Module,
     ema_state: dict[str, torch.Tensor],
     out_dir: str | os.PathLike,
     training: dict,
@@ -62,18 +79,16 @@ def save_ema_model(
     ``model`` is a model's ``config_dict()``, or a model of the same configuration to copy (cheaper than
     building one: the noise processes tabulate their normalisation on construction).
     """
-    if isinstance(model, CrystalDiffusion):
+    if isinstance(model, nn.Module):
         model = copy.deepcopy(model).cpu()
     else:
-        model = CrystalDiffusion.from_config(model)
+        model = model_from_config(model)
     model.net.load_state_dict({k: v.detach().cpu() for k, v in ema_state.items()})
     model.save(out_dir, extra={"training": training})
     return Path(out_dir)
 
 
-def export(
-    run_dir_or_ckpt: str | os.PathLike, out_dir: str | os.PathLike, template: CrystalDiffusion | None = None
-) -> Path:
+def export(run_dir_or_ckpt: str | os.PathLike, out_dir: str | os.PathLike, template: nn.Module | None = None) -> Path:
     """Write the EMA weights of a run's last checkpoint (or of a given checkpoint) to ``out_dir``.
 
     ``out_dir`` receives ``model.safetensors`` and ``config.json``; the latter's ``"training"`` entry holds

@@ -1,4 +1,4 @@
-"""The Lightning wrapper of :class:`CrystalDiffusion`: optimiser, schedule, EMA weights, logging hooks.
+"""Lightning wrappers of atomdiff's models: optimiser, schedule, EMA weights, logging hooks.
 
 EMA: a copy of the network's state is averaged after every optimizer step
 (``ema ← d·ema + (1 − d)·θ`` with ``d = min(ema_decay, (1 + n)/(10 + n))`` after ``n`` updates, so early
@@ -86,51 +86,42 @@ class WarmupSchedule:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class CrystalDiffusionModule(L.LightningModule):
-    """Trains a :class:`CrystalDiffusion` with AdamW, a warm-up schedule and EMA weights.
+class EMATrainingModule(L.LightningModule):
+    """Trains a model (an object with a ``net`` and a ``config_dict()``) with AdamW, a warm-up schedule and EMA
+    weights; subclasses say how to compute the loss of a batch (:meth:`compute_loss`).
 
     The noise of each step is drawn from a generator seeded by ``(seed, global_step, rank)``, so runs are
-    reproducible and a resumed run draws the noise an uninterrupted one would.
+    reproducible and a resumed run draws the noise an uninterrupted one would. Subclasses call
+    ``save_hyperparameters(ignore=["model"])`` with at least ``lr``, ``weight_decay``, ``warmup_steps``,
+    ``cosine`` and ``seed``.
     """
 
-    def __init__(
-        self,
-        model: CrystalDiffusion,
-        lr: float = 5e-4,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 100,
-        cosine: bool = True,
-        csp_fraction: float = 0.5,
-        ema_decay: float = 0.999,
-        weight_frac: float = 1.0,
-        weight_lattice: float = 1.0,
-        weight_species: float = 1.0,
-        seed: int = 0,
-    ):
+    def __init__(self, model: nn.Module, ema_decay: float = 0.999):
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
         self.model = model
-        self.loss_weights = LossWeights(weight_frac, weight_lattice, weight_species)
         self.ema = EMA(model.net, ema_decay)
         self.training_info: dict[str, Any] = {}  # JSON-able facts about the run, stored in checkpoints
         self._seconds_before = 0.0
         self._t0: float | None = None
+
+    def compute_loss(self, batch: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Named loss terms of ``batch``; ``"loss"`` is the one optimised."""
+        raise NotImplementedError
 
     # --- steps -------------------------------------------------------------------------------------------
     def _generator(self, offset: int = 0) -> torch.Generator:
         seed = (self.hparams.seed * 1_000_003 + self.global_step * 1009 + self.global_rank + offset) % 2**63
         return torch.Generator().manual_seed(seed)
 
-    def training_step(self, batch: StructureBatch, batch_idx: int) -> torch.Tensor:
-        out = self.model.loss(batch, self.hparams.csp_fraction, self.loss_weights, self._generator())
-        self.log("train/loss", out["loss"].detach(), prog_bar=True, batch_size=len(batch))
-        for k in ("frac", "lattice", "species"):
-            self.log(f"train/{k}", out[k].detach(), batch_size=len(batch))
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        out = self.compute_loss(batch, self._generator())
+        for k, v in out.items():
+            self.log(f"train/{k}", v.detach(), prog_bar=k == "loss", batch_size=len(batch))
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(batch))
         return out["loss"]
 
-    def validation_step(self, batch: StructureBatch, batch_idx: int) -> None:
-        out = self.model.loss(batch, self.hparams.csp_fraction, self.loss_weights, self._generator(7919 * batch_idx))
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        out = self.compute_loss(batch, self._generator(7919 * batch_idx))
         for k, v in out.items():
             self.log(f"val/{k}", v, prog_bar=k == "loss", batch_size=len(batch), sync_dist=True)
 
@@ -176,6 +167,51 @@ class CrystalDiffusionModule(L.LightningModule):
         self._seconds_before = float(checkpoint.get("atomdiff", {}).get("train_seconds", 0.0))
         self.resumed_from_step = int(checkpoint.get("global_step", 0))
         self.resumed_ema_updates = self.ema.updates
+
+
+class CrystalDiffusionModule(EMATrainingModule):
+    """Trains a :class:`CrystalDiffusion` (structure prediction on a fraction ``csp_fraction`` of each batch)."""
+
+    def __init__(
+        self,
+        model: CrystalDiffusion,
+        lr: float = 5e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 100,
+        cosine: bool = True,
+        csp_fraction: float = 0.5,
+        ema_decay: float = 0.999,
+        weight_frac: float = 1.0,
+        weight_lattice: float = 1.0,
+        weight_species: float = 1.0,
+        seed: int = 0,
+    ):
+        super().__init__(model, ema_decay)
+        self.save_hyperparameters(ignore=["model"])
+        self.loss_weights = LossWeights(weight_frac, weight_lattice, weight_species)
+
+    def compute_loss(self, batch: StructureBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.model.loss(batch, self.hparams.csp_fraction, self.loss_weights, generator)
+
+
+class LocalModelModule(EMATrainingModule):
+    """Trains a model whose ``loss(batch, generator)`` needs nothing else (amorphous diffusion, surrogates)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 100,
+        cosine: bool = True,
+        ema_decay: float = 0.999,
+        seed: int = 0,
+    ):
+        super().__init__(model, ema_decay)
+        self.save_hyperparameters(ignore=["model"])
+
+    def compute_loss(self, batch: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.model.loss(batch, generator)
 
 
 class StepDelay(L.Callback):

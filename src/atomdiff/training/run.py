@@ -1,4 +1,5 @@
-"""One training run of a crystal diffusion model, from a resolved :class:`TrainConfig` to an exported model.
+"""One training run, from a resolved config to an exported model (crystal diffusion here; the local models in
+:mod:`atomdiff.training.local`).
 
 Layout of a run directory::
 
@@ -27,10 +28,10 @@ from atomdiff.diffusion.crystal import CrystalDiffusion, DataStatistics
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
 from atomdiff.models.crystal import CrystalNetConfig
-from atomdiff.training.config import TrainConfig
+from atomdiff.training.config import RunConfig, TrainConfig
 from atomdiff.training.datamodules import StructureDataModule, load_structures, split_structures
 from atomdiff.training.export import export, hardware_info, read_checkpoint
-from atomdiff.training.lightning import CrystalDiffusionModule, FinalCheckpoint, StepDelay
+from atomdiff.training.lightning import CrystalDiffusionModule, EMATrainingModule, FinalCheckpoint, StepDelay
 
 
 def is_launch_rank_zero() -> bool:
@@ -59,7 +60,7 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
         )
 
 
-def build_trainer(config: TrainConfig, run_dir: Path, has_val: bool) -> L.Trainer:
+def build_trainer(config: RunConfig, run_dir: Path, has_val: bool) -> L.Trainer:
     """A Trainer with CSV metrics, periodic + last checkpoints, gradient clipping and DDP when needed."""
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -117,6 +118,54 @@ def _build_model(config: TrainConfig, train_structures: list, resume_from: Path 
     return CrystalDiffusion.from_config(model_config)
 
 
+def prepare_run(config: RunConfig, run_dir: str | os.PathLike, resume: bool) -> tuple[Path, bool]:
+    """Validate, check and record the run folder; set the thread count. Returns ``(run_dir, rank_zero)``."""
+    config.validate()
+    run_dir = Path(run_dir).resolve()
+    rank_zero = is_launch_rank_zero()
+    if rank_zero or resume:
+        check_run_dir(run_dir, resume)
+    if rank_zero:
+        with atomic_path(run_dir / "config.json") as tmp:
+            tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if config.cpu_threads > 0:  # also for DDP ranks launched from here (Lightning respects OMP_NUM_THREADS)
+        os.environ["OMP_NUM_THREADS"] = str(config.cpu_threads)
+        torch.set_num_threads(config.cpu_threads)
+    return run_dir, rank_zero
+
+
+def fit_run(
+    config: RunConfig,
+    run_dir: Path,
+    module: EMATrainingModule,
+    data: StructureDataModule,
+    n_train: int,
+    n_val: int,
+    resume: bool,
+    command: str,
+) -> Path | None:
+    """Fit ``module`` on ``data`` (resuming from ``last.ckpt``) and export its EMA weights to ``RUN_DIR/model``.
+
+    Returns the model folder on global rank zero, ``None`` on other ranks.
+    """
+    last = run_dir / "checkpoints" / "last.ckpt"
+    trainer = build_trainer(config, run_dir, has_val=n_val > 0)
+    accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+    module.training_info = {
+        "command": command,
+        "config": config.to_dict(),
+        "n_train": n_train,
+        "n_val": n_val,
+        "hardware": hardware_info(accelerator, trainer.num_devices, trainer.num_nodes, trainer.world_size),
+    }
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
+    if not trainer.is_global_zero:
+        return None
+    return export(last, run_dir / "model", template=module.model)
+
+
 def train_crystal(
     config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, command: str = ""
 ) -> Path | None:
@@ -124,19 +173,8 @@ def train_crystal(
 
     Returns the exported model folder ``RUN_DIR/model`` on global rank zero, ``None`` on other ranks.
     """
-    config.validate()
-    run_dir = Path(run_dir).resolve()
-    rank_zero = is_launch_rank_zero()
+    run_dir, rank_zero = prepare_run(config, run_dir, resume)
     last = run_dir / "checkpoints" / "last.ckpt"
-    if rank_zero or resume:
-        check_run_dir(run_dir, resume)
-    if rank_zero:
-        with atomic_path(run_dir / "config.json") as tmp:
-            tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-
-    if config.cpu_threads > 0:  # also for DDP ranks launched from here (Lightning respects OMP_NUM_THREADS)
-        os.environ["OMP_NUM_THREADS"] = str(config.cpu_threads)
-        torch.set_num_threads(config.cpu_threads)
     cache = run_dir / "data_cache"
     structures = load_structures(config.data, cache, config.limit, write_cache=rank_zero)
     if config.val_data:
@@ -160,18 +198,4 @@ def train_crystal(
         seed=config.seed,
     )
     data = StructureDataModule(train, val, config.batch_size, config.num_workers, config.seed)
-    trainer = build_trainer(config, run_dir, has_val=bool(val))
-    accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
-    module.training_info = {
-        "command": command,
-        "config": config.to_dict(),
-        "n_train": len(train),
-        "n_val": len(val),
-        "hardware": hardware_info(accelerator, trainer.num_devices, trainer.num_nodes, trainer.world_size),
-    }
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
-    if not trainer.is_global_zero:
-        return None
-    return export(last, run_dir / "model", template=module.model)
+    return fit_run(config, run_dir, module, data, len(train), len(val), resume, command)

@@ -1,0 +1,298 @@
+"""Diffusion of atom positions in a fixed periodic cell, for amorphous materials of any size.
+
+:class:`AmorphousDiffusion` bundles a local equivariant network (:mod:`atomdiff.models.local`) with the
+Cartesian VE noise (:mod:`atomdiff.diffusion.noise.positions`). The cell and the species are fixed; only the
+positions diffuse. The network is conditioned on the noise level and the mass density of the cell.
+
+Denoiser (EDM preconditioning, Karras et al. 2022): ``x̂₀ = x + c_out(σ) F(x, σ, ρ)`` with
+``c_out = σ σ_d / sqrt(σ² + σ_d²)``, trained with the loss ``|F − (x₀ − x)/c_out|²`` averaged over atoms, so
+the network's target has unit scale at every noise level. The score is ``(x̂₀ − x)/σ²``.
+
+Samplers: ``sde`` (reverse-time Euler–Maruyama of the VE SDE, stochastic) and ``ode`` (Euler steps of the
+probability-flow ODE, deterministic given the prior draw). Both start from uniformly random positions
+(see the noise module for why that is the right prior for a local model). Optional restarts re-noise the
+result to an intermediate level and denoise again; optional guidance moves the denoised estimate at every
+step (:mod:`atomdiff.diffusion.guidance.spectra`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from atomdiff.diffusion.noise.positions import PositionNoise
+from atomdiff.errors import InputError
+from atomdiff.models.local import Graph, LocalEquivariantNet, LocalNetConfig
+from atomdiff.models.persistence import load_module, save_module
+from atomdiff.structure.batch import StructureBatch
+from atomdiff.structure.elements import atomic_masses
+from atomdiff.structure.structure import Structure
+
+KIND = "amorphous_diffusion"
+SAMPLERS = ("sde", "ode")
+_AVOGADRO = 6.02214076e23
+_N_FREQ = 8
+
+
+def mass_density(batch: StructureBatch) -> torch.Tensor:
+    """``(n_structures,)`` mass density in g/cm³."""
+    masses = torch.as_tensor(atomic_masses, dtype=batch.cell.dtype, device=batch.cell.device)[batch.numbers]
+    grams = torch.zeros(len(batch), dtype=masses.dtype, device=masses.device).index_add(0, batch.batch_idx, masses)
+    return grams / _AVOGADRO / (batch.volume * 1e-24)
+
+
+def with_positions(batch: StructureBatch, cart: torch.Tensor) -> StructureBatch:
+    """``batch`` with Cartesian positions ``cart`` (fractional coordinates recomputed, differentiably)."""
+    inv = torch.linalg.inv(batch.cell.to(cart.dtype))
+    return batch.replace(frac=torch.einsum("nj,nji->ni", cart, inv[batch.batch_idx]))
+
+
+def wrap(batch: StructureBatch, cart: torch.Tensor) -> torch.Tensor:
+    """Positions moved into the cell along its periodic directions (a rigid lattice translation per atom)."""
+    frac = with_positions(batch, cart).frac
+    periodic = batch.pbc[batch.batch_idx]
+    frac = torch.where(periodic, frac - torch.floor(frac), frac)
+    return torch.einsum("ni,nij->nj", frac, batch.cell[batch.batch_idx].to(cart.dtype))
+
+
+@dataclasses.dataclass
+class SampleOptions:
+    """How to sample.
+
+    Attributes:
+        steps: noise levels of the main trajectory.
+        sampler: ``sde`` or ``ode``.
+        restarts: times the result is re-noised to ``restart_sigma`` (Å) and denoised again with
+            ``restart_steps`` levels.
+        min_distance: pairs closer than this (Å) in the result are pushed apart (0: off).
+    """
+
+    steps: int = 100
+    sampler: str = "sde"
+    restarts: int = 0
+    restart_sigma: float = 0.5
+    restart_steps: int = 30
+    min_distance: float = 0.0
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise InputError(f"steps must be at least 1, got {self.steps}")
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.restarts < 0 or self.restart_steps < 1 or self.restart_sigma <= 0:
+            raise InputError("restarts must be ≥ 0, restart_steps ≥ 1 and restart_sigma > 0")
+        if self.min_distance < 0:
+            raise InputError(f"min_distance must not be negative, got {self.min_distance}")
+
+
+class AmorphousDiffusion(nn.Module):
+    """Score model of positions in a fixed cell, its training loss and its samplers."""
+
+    def __init__(
+        self,
+        net: LocalNetConfig | None = None,
+        sigma_min: float = 0.01,
+        sigma_max: float = 3.0,
+        sigma_data: float = 0.5,
+        elements: list[int] | None = None,
+        densities: tuple[float, float] | None = None,
+    ):
+        super().__init__()
+        base = net or LocalNetConfig()
+        self.net_config = dataclasses.replace(base, n_cond=2 * _N_FREQ + 1, out_scalars=0, out_vector=True)
+        self.net = LocalEquivariantNet(self.net_config)
+        self.noise = PositionNoise(sigma_min, sigma_max)
+        self.sigma_data = float(sigma_data)
+        self.elements = sorted(int(z) for z in (elements or []))
+        self.densities = tuple(float(x) for x in densities) if densities else None
+
+    # --- network -------------------------------------------------------------------------------------------
+    def conditioning(self, sigma: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
+        """``(n_structures, 2·8 + 1)``: Fourier features of log σ and the centred density."""
+        u = (torch.log(sigma) - math.log(self.noise.sigma_min)) / math.log(self.noise.sigma_max / self.noise.sigma_min)
+        k = torch.arange(1, _N_FREQ + 1, dtype=sigma.dtype, device=sigma.device)
+        phase = math.pi * u.unsqueeze(-1) * k
+        return torch.cat([torch.sin(phase), torch.cos(phase), (density - 2.5).unsqueeze(-1)], dim=-1)
+
+    def denoise(self, batch: StructureBatch, cart: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Denoised estimate ``x̂₀`` (``(n_atoms, 3)``) of positions ``cart`` at per-structure noise ``sigma``."""
+        moved = with_positions(batch, cart)
+        graph = Graph.build(moved, cart, self.net_config.cutoff)
+        cond = self.conditioning(sigma.to(cart.dtype), mass_density(batch).to(cart.dtype))
+        out, _ = self.net(batch.numbers, cart, graph, batch.batch_idx, cond)
+        s = sigma.to(cart.dtype)[batch.batch_idx].unsqueeze(-1)
+        c_out = s * self.sigma_data / torch.sqrt(s * s + self.sigma_data**2)
+        return cart + c_out * out
+
+    def loss(self, batch: StructureBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Denoising loss at noise levels drawn log-uniformly, one per structure."""
+        dtype = batch.frac.dtype
+        t = torch.rand(len(batch), generator=generator, dtype=dtype).to(batch.frac.device)
+        sigma = self.noise.sigma(t)
+        x0 = batch.cart
+        eps = torch.randn(x0.shape, generator=generator, dtype=dtype).to(x0.device)
+        s = sigma[batch.batch_idx].unsqueeze(-1)
+        xt = x0 + s * eps
+        x0_hat = self.denoise(batch, xt, sigma)
+        c_out = s * self.sigma_data / torch.sqrt(s * s + self.sigma_data**2)
+        per_atom = (((x0_hat - x0) / c_out) ** 2).sum(-1) / 3.0
+        n = torch.bincount(batch.batch_idx, minlength=len(batch)).clamp_min(1)
+        per_structure = torch.zeros(len(batch), dtype=dtype, device=x0.device).index_add(0, batch.batch_idx, per_atom)
+        return {"loss": (per_structure / n).mean()}
+
+    # --- sampling ------------------------------------------------------------------------------------------
+    def _x0(self, batch: StructureBatch, x: torch.Tensor, sigma: float, guidance) -> torch.Tensor:
+        sig = torch.full((len(batch),), sigma, dtype=x.dtype, device=x.device)
+        if guidance is not None and guidance.active(sigma):
+            return guidance.guide(self, batch, x, sig)
+        with torch.no_grad():
+            return self.denoise(batch, x, sig)
+
+    def _trajectory(
+        self,
+        batch: StructureBatch,
+        x: torch.Tensor,
+        levels: torch.Tensor,
+        options: SampleOptions,
+        generator: torch.Generator,
+        guidance,
+        tick: Callable[[], None],
+    ) -> torch.Tensor:
+        x0 = x
+        for k in range(len(levels) - 1):
+            s, s_next = float(levels[k]), float(levels[k + 1])
+            x0 = self._x0(batch, x, s, guidance).detach()
+            if s_next == 0.0:
+                x = x0
+            elif options.sampler == "ode":
+                x = x + (1.0 - s_next / s) * (x0 - x)
+            else:
+                var = s * s - s_next * s_next
+                z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+                x = x + var / (s * s) * (x0 - x) + math.sqrt(var) * z
+            x = wrap(batch, x)
+            tick()
+        return x
+
+    def sample(
+        self,
+        template: StructureBatch,
+        options: SampleOptions | None = None,
+        generator: torch.Generator | None = None,
+        guidance=None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Positions ``(n_atoms, 3)`` (Å, inside the cells) for the species and cells of ``template``."""
+        options = options or SampleOptions()
+        options.validate()
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        restart_sigma = min(options.restart_sigma, self.noise.sigma_max)
+        total = options.steps + options.restarts * options.restart_steps
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+
+        x = self.noise.sample_prior(template.cell, template.batch_idx, generator).to(template.frac.dtype)
+        x = self._trajectory(template, x, self.noise.schedule(options.steps), options, generator, guidance, tick)
+        for _ in range(options.restarts):
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            x = wrap(template, x + restart_sigma * z)
+            levels = self.noise.schedule(options.restart_steps, restart_sigma)
+            x = self._trajectory(template, x, levels, options, generator, guidance, tick)
+        if options.min_distance > 0:
+            x = separate(template, x, options.min_distance)
+        return x
+
+    def generate(
+        self,
+        template: StructureBatch,
+        options: SampleOptions | None = None,
+        generator: torch.Generator | None = None,
+        guidance=None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Structure]:
+        """Sample and return one :class:`Structure` per cell of ``template``."""
+        cart = self.sample(template, options, generator, guidance, progress)
+        batch = with_positions(template, cart.to(template.cell.dtype))
+        out = []
+        for b in range(len(batch)):
+            mask = (batch.batch_idx == b).cpu().numpy()
+            out.append(
+                Structure(
+                    batch.numbers.cpu().numpy()[mask],
+                    batch.frac.detach().cpu().numpy()[mask],
+                    batch.cell[b].cpu().numpy(),
+                    tuple(bool(p) for p in batch.pbc[b].cpu()),
+                )
+            )
+        return out
+
+    # --- persistence ---------------------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return {
+            "kind": KIND,
+            "net": self.net_config.to_dict(),
+            "sigma_min": self.noise.sigma_min,
+            "sigma_max": self.noise.sigma_max,
+            "sigma_data": self.sigma_data,
+            "elements": self.elements,
+            "densities": list(self.densities) if self.densities else None,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> AmorphousDiffusion:
+        if config.get("kind") != KIND:
+            raise InputError(f"not an amorphous diffusion model (kind {config.get('kind')!r})")
+        densities = config.get("densities")
+        return cls(
+            LocalNetConfig(**config["net"]),
+            config["sigma_min"],
+            config["sigma_max"],
+            config["sigma_data"],
+            config.get("elements"),
+            tuple(densities) if densities else None,
+        )
+
+    def save(self, directory: str | os.PathLike, extra: dict | None = None) -> None:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory``."""
+        save_module(self, self.config_dict(), directory, extra)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> AmorphousDiffusion:
+        return load_module(cls, directory)
+
+
+def separate(batch: StructureBatch, cart: torch.Tensor, min_distance: float, iterations: int = 50) -> torch.Tensor:
+    """Push apart every pair closer than ``min_distance`` (each atom moves half the overlap, repeated)."""
+    x = cart.detach().clone()
+    for _ in range(iterations):
+        moved = with_positions(batch, x)
+        graph = Graph.build(moved, x, min_distance)
+        d = torch.linalg.norm(graph.vectors, dim=-1)
+        close = (d < min_distance) & (d > 1e-9)
+        if not bool(close.any()):
+            break
+        v = graph.vectors[close]
+        dd = d[close].unsqueeze(-1)
+        push = -0.5 * (min_distance - dd) * v / dd  # atom i moves half the overlap away from j, and j likewise
+        x = x + torch.zeros_like(x).index_add(0, graph.i[close], push)
+        x = wrap(batch, x)
+    return x
+
+
+def density_cell(numbers: np.ndarray, density: float) -> np.ndarray:
+    """Cubic cell (rows, Å) holding atoms ``numbers`` at mass density ``density`` (g/cm³)."""
+    if density <= 0:
+        raise InputError(f"density must be positive, got {density}")
+    grams = float(np.sum(atomic_masses[np.asarray(numbers)])) / _AVOGADRO
+    edge = (grams / density * 1e24) ** (1.0 / 3.0)
+    return np.eye(3) * edge

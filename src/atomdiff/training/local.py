@@ -1,0 +1,140 @@
+"""Training runs of the local equivariant models: amorphous diffusion and XANES surrogates.
+
+Same run-folder layout, checkpoints, EMA and export as crystal diffusion (:mod:`atomdiff.training.run`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from atomdiff.data.spectra import SpectrumLabelled, read_spectrum_dataset
+from atomdiff.diffusion.amorphous import AmorphousDiffusion
+from atomdiff.errors import InputError
+from atomdiff.models.local import LocalNetConfig
+from atomdiff.models.xanes import LabelledBatch, XanesSurrogate
+from atomdiff.structure.batch import StructureBatch
+from atomdiff.structure.elements import atomic_number
+from atomdiff.structure.io import read_structures
+from atomdiff.structure.structure import Structure
+from atomdiff.training.config import LocalTrainConfig
+from atomdiff.training.datamodules import StructureDataModule, split_structures
+from atomdiff.training.export import model_from_config, read_checkpoint
+from atomdiff.training.lightning import LocalModelModule
+from atomdiff.training.run import fit_run, prepare_run
+
+
+def collate_float32(items: Sequence[Structure]) -> StructureBatch:
+    return StructureBatch.from_structures(items, dtype=torch.float32)
+
+
+def collate_labelled(items: Sequence[SpectrumLabelled]) -> LabelledBatch:
+    """Structures (float32) with the spectra of their absorbing atoms, indices global to the batch."""
+    batch = StructureBatch.from_structures([item.structure for item in items], dtype=torch.float32)
+    offsets = np.cumsum([0] + [len(item.structure) for item in items[:-1]])
+    absorbers = np.concatenate([item.absorbers + off for item, off in zip(items, offsets, strict=True)])
+    spectra = np.concatenate([item.spectra for item in items])
+    return LabelledBatch(batch, torch.as_tensor(absorbers), torch.as_tensor(spectra, dtype=torch.float32))
+
+
+def read_amorphous_data(paths: Sequence[str], split: str, limit: int | None) -> list[Structure]:
+    """Structures of data-set folders (``ROOT/poscar/<split>``) and of structure files."""
+    out: list[Structure] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            folder = path / "poscar" / split
+            if not folder.is_dir():
+                raise InputError(f"a data folder must hold poscar/{split}/", path=str(path))
+            files = sorted(f for f in folder.iterdir() if f.is_file())
+            out.extend(s for f in files[:limit] for s in read_structures(f))
+        else:
+            out.extend(read_structures(path, limit=limit))
+    if not out:
+        raise InputError("no training structures")
+    return out
+
+
+def _net_config(config: LocalTrainConfig) -> LocalNetConfig:
+    return LocalNetConfig(hidden=config.hidden, layers=config.layers, cutoff=config.cutoff, n_rbf=config.n_rbf)
+
+
+def _resumed(run_dir: Path, resume: bool):
+    if not resume:
+        return None
+    return model_from_config(read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["atomdiff"]["model_config"])
+
+
+def _module(model: torch.nn.Module, config: LocalTrainConfig) -> LocalModelModule:
+    return LocalModelModule(
+        model,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        cosine=config.schedule == "cosine",
+        ema_decay=config.ema_decay,
+        seed=config.seed,
+    )
+
+
+def train_amorphous(
+    config: LocalTrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, command: str = ""
+) -> Path | None:
+    """Train (or continue) an :class:`AmorphousDiffusion` model; returns ``RUN_DIR/model`` on rank zero."""
+    run_dir, _ = prepare_run(config, run_dir, resume)
+    structures = read_amorphous_data(config.data, config.split, config.limit)
+    if config.val_split:
+        train, val = structures, read_amorphous_data(config.data, config.val_split, config.limit)
+    elif config.val_data:
+        train, val = structures, read_amorphous_data(config.val_data, config.split, config.limit)
+    else:
+        train, val = split_structures(structures, config.val_fraction, config.seed)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model = _resumed(run_dir, resume)
+    if model is None:
+        densities = [s.density for s in train]
+        elements = sorted({int(z) for s in train for z in s.numbers})
+        model = AmorphousDiffusion(
+            _net_config(config),
+            sigma_max=config.sigma_max,
+            elements=elements,
+            densities=(min(densities), max(densities)),
+        )
+    data = StructureDataModule(train, val, config.batch_size, config.num_workers, config.seed, collate_float32)
+    return fit_run(config, run_dir, _module(model, config), data, len(train), len(val), resume, command)
+
+
+def train_xanes(
+    config: LocalTrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, command: str = ""
+) -> Path | None:
+    """Train (or continue) a :class:`XanesSurrogate` on labelled data-set folders."""
+    run_dir, _ = prepare_run(config, run_dir, resume)
+    absorber = atomic_number(config.absorber)
+    items = [item for root in config.data for item in read_spectrum_dataset(root, config.split, absorber)]
+    items = items if config.limit is None else items[: config.limit]
+    if config.val_split:
+        val = [item for root in config.data for item in read_spectrum_dataset(root, config.val_split, absorber)]
+        train = items
+    elif config.val_data:
+        val = [item for root in config.val_data for item in read_spectrum_dataset(root, config.split, absorber)]
+        train = items
+    else:
+        train, val = split_structures(items, config.val_fraction, config.seed)
+    widths = {item.spectra.shape[1] for item in train + val}
+    if len(widths) != 1:
+        raise InputError(f"spectra of different lengths: {sorted(widths)}")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model = _resumed(run_dir, resume)
+    if model is None:
+        spectra = np.concatenate([item.spectra for item in train])
+        std = np.maximum(spectra.std(0), 1e-3 * max(float(spectra.std(0).max()), 1e-12))
+        model = XanesSurrogate(
+            _net_config(config), spectra.shape[1], absorber, spectra.mean(0).tolist(), std.tolist(), edge=config.edge
+        )
+    data = StructureDataModule(train, val, config.batch_size, config.num_workers, config.seed, collate_labelled)
+    return fit_run(config, run_dir, _module(model, config), data, len(train), len(val), resume, command)
