@@ -1,0 +1,216 @@
+"""Grand-canonical diffusion on periodic voxel fields: a periodic U-Net, Gaussian noise on the grid, samplers.
+
+:class:`VoxelDiffusion` bundles the :class:`~atomdiff.models.voxel_unet.VoxelUNet`, the
+:class:`~atomdiff.diffusion.noise.voxel.VoxelNoise` process and the :class:`~atomdiff.representations.voxel.VoxelGrid`
+its fields live on (species, grid shape, Gaussian width) together with the box they were made in. Samples are
+fields; :meth:`VoxelDiffusion.generate_structures` decodes them, and the decoder decides how many atoms each
+holds, so the atom count is generated rather than fixed. Because the network is convolutional and periodic,
+it can also sample a larger grid than it was trained on (a larger box at the same voxel size).
+
+The model is saved as ``model.safetensors`` plus ``config.json`` (no pickles), as the crystal model is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from atomdiff.diffusion.noise.voxel import VoxelNoise
+from atomdiff.errors import InputError
+from atomdiff.files import atomic_path
+from atomdiff.models.voxel_unet import VoxelUNet, VoxelUNetConfig
+from atomdiff.representations.voxel import VoxelGrid
+from atomdiff.structure.structure import Structure
+
+SAMPLERS = {"ddpm": 1.0, "ddim": 0.0}
+"""Sampler name → ``eta`` of the reverse step (1: ancestral DDPM, 0: deterministic DDIM)."""
+
+
+class VoxelDiffusion(nn.Module):
+    """U-Net + noise process + grid (+ the box of the training fields, used to decode samples).
+
+    Args:
+        grid: species, shape and Gaussian width of the fields.
+        net_config: the U-Net; its ``channels`` must be the number of species (default: small U-Net).
+        cell: the box (rows are lattice vectors, Å) the fields of ``grid.shape`` span; needed to decode.
+        noise: the noise process (default: ε-prediction, cosine schedule).
+    """
+
+    def __init__(
+        self,
+        grid: VoxelGrid,
+        net_config: VoxelUNetConfig | None = None,
+        cell: np.ndarray | None = None,
+        noise: VoxelNoise | None = None,
+    ):
+        super().__init__()
+        net_config = net_config or VoxelUNetConfig(channels=grid.n_channels)
+        if net_config.channels != grid.n_channels:
+            raise InputError(f"net_config: channels = {net_config.channels} but the grid has {grid.n_channels} species")
+        self.grid = grid
+        self.net = VoxelUNet(net_config)
+        self.noise = noise or VoxelNoise()
+        self.cell = None if cell is None else grid.check_cell(cell)
+        self._check_shape(grid.shape)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.net.parameters()).dtype
+
+    def _check_shape(self, shape: Sequence[int]) -> tuple[int, int, int]:
+        shape = tuple(int(n) for n in shape)
+        f = self.net.factor
+        if len(shape) != 3 or min(shape) < 1 or any(n % f for n in shape):
+            raise InputError(f"shape must be three grid sizes that are multiples of {f}, got {shape}")
+        return shape
+
+    # --- training --------------------------------------------------------------------------------------
+    def loss(self, fields: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Denoising loss of a batch of fields ``(B, C, Nx, Ny, Nz)`` (as :meth:`VoxelGrid.encode` makes them)
+        at random times; ``{"loss": ...}``."""
+        if fields.dim() != 5 or fields.shape[1] != self.grid.n_channels:
+            raise InputError(
+                f"fields must have shape (B, {self.grid.n_channels}, Nx, Ny, Nz), got {tuple(fields.shape)}"
+            )
+        self._check_shape(fields.shape[2:])
+        x0 = self.noise.encode(fields.to(self.device, self.dtype))
+        t = (torch.rand(fields.shape[0], generator=generator, dtype=torch.float64) * (1 - 1e-3) + 1e-3).to(self.device)
+        x_t, eps = self.noise.sample_marginal(x0, t, generator)
+        output = self.net(x_t, t.to(x0.dtype))
+        return {"loss": self.noise.loss(output, x0, eps, t)}
+
+    # --- sampling --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        shape: Sequence[int] | None = None,
+        steps: int = 100,
+        generator: torch.Generator | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        sampler: str = "ddpm",
+    ) -> torch.Tensor:
+        """``n`` fields ``(n, C, *shape)`` (in field units, ≥ 0) by ``steps`` reverse steps from noise.
+
+        Args:
+            shape: grid of the samples (default: the training grid); multiples of the U-Net's factor.
+            generator: all random numbers come from it (on the CPU), so a seed reproduces the samples.
+            progress: called with ``(step, steps)`` after every step.
+            sampler: ``"ddpm"`` (ancestral) or ``"ddim"`` (deterministic after the initial noise).
+        """
+        if sampler not in SAMPLERS:
+            raise InputError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+        if steps < 1:
+            raise InputError(f"steps must be at least 1, got {steps}")
+        if n < 0:
+            raise InputError(f"n must not be negative, got {n}")
+        shape = self._check_shape(self.grid.shape if shape is None else shape)
+        x = self.noise.sample_prior((n, self.grid.n_channels, *shape), generator, self.dtype).to(self.device)
+        times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        for k in range(steps):
+            t, t_prev = float(times[k]), float(times[k + 1])
+            if n:
+                output = self.net(x, torch.full((n,), t, dtype=x.dtype, device=x.device))
+                x = self.noise.reverse_step(x, output, t, t_prev, generator, eta=SAMPLERS[sampler])
+            if progress is not None:
+                progress(k + 1, steps)
+        return self.noise.decode(x).clamp_min(0.0)
+
+    def cell_for(self, shape: Sequence[int]) -> np.ndarray:
+        """The box a grid of ``shape`` spans at the training voxel size."""
+        if self.cell is None:
+            raise InputError("cell: the model has no box; give the cell the samples span")
+        ratio = np.asarray(shape, dtype=np.float64) / np.asarray(self.grid.shape, dtype=np.float64)
+        return self.cell * ratio[:, None]
+
+    def generate_structures(
+        self,
+        n: int,
+        cell: np.ndarray | None = None,
+        shape: Sequence[int] | None = None,
+        steps: int = 100,
+        generator: torch.Generator | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        sampler: str = "ddpm",
+        **decode_options,
+    ) -> list[Structure]:
+        """Sample ``n`` fields and decode each into a :class:`Structure` (the decoder finds the number of atoms,
+        which may be zero). ``cell`` defaults to the training box scaled to ``shape``; ``decode_options`` go to
+        :meth:`VoxelGrid.detect`."""
+        shape = self._check_shape(self.grid.shape if shape is None else shape)
+        cell = self.cell_for(shape) if cell is None else cell
+        grid = dataclasses.replace(self.grid, shape=shape)
+        grid.check_cell(cell)
+        fields = self.sample(n, shape, steps, generator, progress, sampler)
+        return [grid.decode(f, cell, **decode_options) for f in fields.cpu()]
+
+    # --- persistence -------------------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return {
+            "kind": "voxel_diffusion",
+            "format_version": 1,
+            "grid": {
+                **dataclasses.asdict(self.grid),
+                "species": list(self.grid.species),
+                "shape": list(self.grid.shape),
+            },
+            "net": {**dataclasses.asdict(self.net.config), "mults": list(self.net.config.mults)},
+            "cell": None if self.cell is None else self.cell.tolist(),
+            "noise": {
+                "prediction": self.noise.prediction,
+                "shift": self.noise.shift,
+                "scale": self.noise.scale,
+                "field_range": list(self.noise.field_range),
+                "s": self.noise.s,
+            },
+        }
+
+    def save(self, directory: str | os.PathLike, extra: dict | None = None) -> None:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
+        with atomic_path(directory / "model.safetensors") as tmp:
+            save_file(state, str(tmp))
+        with atomic_path(directory / "config.json") as tmp:
+            tmp.write_text(json.dumps({**self.config_dict(), **(extra or {})}, indent=2) + "\n")
+
+    @classmethod
+    def from_config(cls, config: dict) -> VoxelDiffusion:
+        if config.get("kind") != "voxel_diffusion":
+            raise InputError(f"not a voxel diffusion model (kind {config.get('kind')!r})")
+        grid = config["grid"]
+        noise = dict(config["noise"])
+        noise["field_range"] = tuple(noise["field_range"])
+        return cls(
+            VoxelGrid(tuple(grid["species"]), tuple(grid["shape"]), grid["sigma"], grid["truncate"]),
+            VoxelUNetConfig(**config["net"]),
+            None if config.get("cell") is None else np.asarray(config["cell"]),
+            VoxelNoise(**noise),
+        )
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> VoxelDiffusion:
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in ("config.json", "model.safetensors"):
+            if not (directory / name).is_file():
+                raise InputError(f"model folder lacks {name}", path=str(directory))
+        model = cls.from_config(json.loads((directory / "config.json").read_text()))
+        model.net.load_state_dict(load_file(str(directory / "model.safetensors")))
+        model.eval()
+        return model
