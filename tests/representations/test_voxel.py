@@ -145,6 +145,8 @@ def test_module_functions():
     decoded = decode(field, s.cell, ["Na", "Cl"])
     assert _max_error(s, decoded) < TOLERANCE
     assert encode(s, ["Cl", "Na"], (16, 16, 16)).shape == (2, 16, 16, 16)
+    grid = VoxelGrid.for_cell(s.cell, "Na", 0.3, multiple_of=8)
+    assert grid.species == (11,) and grid.shape == (24, 24, 24)
     batch = _grid(s).encode_batch([s, s])
     assert batch.shape == (2, 2, 23, 23, 23)
     assert len(_grid(s).decode_batch(batch, s.cell)) == 2

@@ -133,7 +133,7 @@ class VoxelGrid:
         lengths = np.linalg.norm(_as_cell(cell), axis=1)
         counts = np.ceil(lengths / spacing - 1e-9).astype(int)
         shape = tuple(int(multiple_of * math.ceil(n / multiple_of)) for n in counts)
-        return cls(tuple(species), shape, sigma, truncate)
+        return cls(_as_species(species), shape, sigma, truncate)
 
     # --- geometry -------------------------------------------------------------------------------------
     @property
@@ -282,7 +282,9 @@ class VoxelGrid:
         return np.concatenate(found_c), np.concatenate(found_frac), np.concatenate(found_h)
 
     @staticmethod
-    def _suppress(channels, frac, heights, cell, distance) -> np.ndarray:
+    def _suppress(
+        channels: np.ndarray, frac: np.ndarray, heights: np.ndarray, cell: np.ndarray, distance: float
+    ) -> np.ndarray:
         """Indices kept by non-maximum suppression: of candidates of one channel closer than ``distance``, the
         highest survives."""
         order = np.argsort(-heights, kind="stable")
@@ -302,7 +304,15 @@ class VoxelGrid:
             beaten[nb[rank[nb] > rank[a]]] = True
         return order[~beaten[order]]
 
-    def _fit(self, field, channels, frac, masses, cell, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fit(
+        self,
+        field: torch.Tensor,
+        channels: torch.Tensor,
+        frac: torch.Tensor,
+        masses: torch.Tensor,
+        cell: torch.Tensor,
+        max_iter: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Least-squares positions and masses of all atoms against ``field`` (L-BFGS, float64)."""
         if len(channels) == 0:
             return frac, masses
@@ -416,7 +426,7 @@ def encode(
     if shape is None:
         grid = VoxelGrid.for_cell(structure.cell, species, spacing, sigma=sigma, truncate=truncate)
     else:
-        grid = VoxelGrid(tuple(species), shape, sigma, truncate)
+        grid = VoxelGrid(_as_species(species), shape, sigma, truncate)
     return grid.encode(structure, dtype)
 
 
@@ -431,4 +441,4 @@ def decode(
 ) -> Structure:
     """The structure in a ``(C, Nx, Ny, Nz)`` field (see :meth:`VoxelGrid.detect` for ``options``)."""
     shape = tuple(torch.as_tensor(field).shape[-3:])
-    return VoxelGrid(tuple(species), shape, sigma, truncate).decode(field, cell, **options)
+    return VoxelGrid(_as_species(species), shape, sigma, truncate).decode(field, cell, **options)
