@@ -127,6 +127,13 @@ def test_read_xmu_takes_energy_and_mu_and_rejects_missing_or_broken_files(tmp_pa
         read_xmu(path)
 
 
+def test_feff_rejecting_its_input_is_a_feff_run_error_with_feffs_reason():
+    pytest.importorskip("feff10")
+    text = "TITLE x\nEDGE K\nPOTENTIALS\n 0 6 C\nATOMS\n 0 0 0 0 C 0\n 1.4 0 0 3 C 1.4\nEND\n"
+    with pytest.raises(FeffRunError, match="FEFF failed .*undefined ipot=3"):
+        feff_module.run_feff(text)
+
+
 # --- bad input --------------------------------------------------------------------------------------------------
 
 

@@ -6,12 +6,12 @@ each FEFF stage in a fresh worker process of the current interpreter; no separat
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import importlib.util
 import os
+import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -138,29 +138,7 @@ def read_xmu(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return energy, mu
 
 
-@contextlib.contextmanager
-def _output_to(path: Path) -> Iterator[None]:
-    """Send this process's (and its children's) stdout and stderr to ``path`` at the file-descriptor level.
-
-    FEFF's Fortran stages print a page per stage; this keeps them off the terminal and in the work folder.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    saved = [os.dup(1), os.dup(2)]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for handle in (*saved, fd):
-            os.close(handle)
-
-
-def _tail(path: Path, lines: int = 3) -> str:
+def _tail(path: Path, lines: int = 1) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
@@ -168,24 +146,31 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:] if line.strip())
 
 
+# Runs in a fresh interpreter that imports only feff10 (which itself runs each FEFF stage in a worker of
+# that interpreter), so FEFF's Fortran chatter goes to the log file and never to this process's terminal.
+_CHILD = "import sys, feff10; feff10.run(feff10.FeffInput.from_file_strict(sys.argv[1]), sys.argv[2])"
+
+
 def run_feff(text: str) -> tuple[np.ndarray, np.ndarray]:
     """Run FEFF10 (through feff10-rs) on a ``feff.inp`` text in a temporary folder; ``(energy_eV, mu)``.
 
-    Raises :class:`FeffRunError` with FEFF's reason when a stage fails or no spectrum comes out.
+    Raises :class:`FeffRunError` with FEFF's last words when a stage fails or no spectrum comes out.
     """
-    try:
-        import feff10
-    except ImportError:  # pragma: no cover - it is a dependency
-        raise AtomdiffError("XANES needs FEFF10: pip install feff10-rs==0.2.4") from None
+    if importlib.util.find_spec("feff10") is None:  # pragma: no cover - it is a dependency
+        raise AtomdiffError("XANES needs FEFF10: pip install feff10-rs==0.2.4")
     with tempfile.TemporaryDirectory(prefix="atomdiff-feff-") as tmp:
-        work = Path(tmp)
-        (work / "feff.inp").write_text(text)
-        log = work / "feff.log"
-        try:
-            parsed = feff10.FeffInput.parse_strict(text)
-            with _output_to(log):
-                feff10.run(parsed, str(work))
-        except feff10.FeffError as exc:
+        source, work, log = Path(tmp) / "site.inp", Path(tmp) / "feff", Path(tmp) / "feff.log"
+        source.write_text(text)
+        work.mkdir()
+        with open(log, "wb") as out:
+            done = subprocess.run(
+                [sys.executable, "-c", _CHILD, str(source), str(work)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if done.returncode != 0:
             detail = _tail(log)
-            raise FeffRunError(f"FEFF failed: {exc}" + (f" ({detail})" if detail else "")) from None
+            raise FeffRunError(f"FEFF failed (exit status {done.returncode})" + (f": {detail}" if detail else ""))
         return read_xmu(work / "xmu.dat")
