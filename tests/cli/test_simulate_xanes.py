@@ -110,3 +110,9 @@ def test_bad_input_exits_2_with_a_clear_message(graphite_cif, fake, tmp_path, ca
 def test_output_must_be_csv(graphite_cif, fake, tmp_path, capsys):
     assert run(["simulate", "xanes", str(graphite_cif), "--absorber", "C", "-o", str(tmp_path / "x.xy")]) == 2
     assert "--output must end in one of .csv" in capsys.readouterr().err
+
+
+def test_help(capsys):
+    assert run(["simulate", "xanes", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--absorber" in out and "--cluster-radius" in out and "--workers" in out
