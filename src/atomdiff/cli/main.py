@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from atomdiff.cli import analyze, compare, data, demo, evaluate, generate, phases, simulate, solve, train
+from atomdiff.cli import analyze, compare, data, demo, evaluate, generate, phases, simulate, solve, train, voxel
 from atomdiff.errors import AtomdiffError
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(simulate.app, name="simulate")
 app.add_typer(train.app, name="train")
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(data.app, name="data")
+app.add_typer(voxel.app, name="voxel")
 app.command("generate")(generate.generate)
 app.command("solve")(solve.solve)
 app.command("phases")(phases.phases)
