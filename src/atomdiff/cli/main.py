@@ -12,7 +12,20 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from atomdiff.cli import analyze, compare, data, demo, evaluate, generate, phases, simulate, solve, train, voxel
+from atomdiff.cli import (
+    amorphous,
+    analyze,
+    compare,
+    data,
+    demo,
+    evaluate,
+    generate,
+    phases,
+    simulate,
+    solve,
+    train,
+    voxel,
+)
 from atomdiff.errors import AtomdiffError
 
 app = typer.Typer(
@@ -30,6 +43,7 @@ app.add_typer(voxel.app, name="voxel")
 app.command("generate")(generate.generate)
 app.command("solve")(solve.solve)
 app.command("phases")(phases.phases)
+app.command("amorphous")(amorphous.amorphous)
 app.command("analyze")(analyze.analyze)
 app.command("compare")(compare.compare)
 app.command("demo")(demo.demo)

@@ -130,3 +130,23 @@ def read_spectrum_dataset(root: str | os.PathLike, split: str, absorber: int = 6
     if len(widths) > 1:
         raise InputError(f"spectra of different lengths in one data set: {sorted(widths)}", path=str(root))
     return items
+
+
+def read_target_spectrum(path: str | os.PathLike, n_bins: int) -> np.ndarray:
+    """A target spectrum of ``n_bins`` points from a file, ``(n_bins,)``.
+
+    Accepted: one value per row (``n_bins`` rows); two columns, bin or energy and intensity (``n_bins`` rows;
+    the intensity column is used, on the model's grid); or a per-atom table with ``n_bins`` columns (one row per
+    atom, as the a-C data set's ``xanes/*.txt``), whose mean over rows is the structure's spectrum.
+    """
+    table = read_spectra_file(path)
+    rows, cols = table.shape
+    if cols == n_bins and not (rows == n_bins and cols <= 2):
+        return table.mean(axis=0)
+    if rows == n_bins and cols in (1, 2):
+        return table[:, -1]
+    raise InputError(
+        f"expected a spectrum of {n_bins} points (one or two columns of {n_bins} rows, or rows of {n_bins} values), "
+        f"got a table of {rows} rows × {cols} columns",
+        path=str(path),
+    )

@@ -1,4 +1,4 @@
-"""Shipped model weights, and the one way to load a crystal model by name or folder.
+"""Shipped model weights, and the one way to load a model (crystal, amorphous, XANES surrogate) by name or folder.
 
 A shipped model is a folder ``atomdiff/weights/<name>/`` holding ``model.safetensors`` and ``config.json``
 (as written by :meth:`CrystalDiffusion.save`), installed as package data.
@@ -6,13 +6,35 @@ A shipped model is a folder ``atomdiff/weights/<name>/`` holding ``model.safeten
 
 from __future__ import annotations
 
+import json
 import os
 from importlib import resources
 from pathlib import Path
 
+from atomdiff.diffusion.amorphous import AmorphousDiffusion
 from atomdiff.diffusion.crystal import CrystalDiffusion
 from atomdiff.errors import InputError
+from atomdiff.models.xanes import XanesSurrogate
 from atomdiff.structure.elements import chemical_symbols
+
+
+def _load(cls, name_or_path: str | os.PathLike, kind: str):
+    """Load ``cls`` from a folder, or from the shipped model of that name and kind."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return cls.load(path)
+    root = resources.files(__name__)
+    name = str(name_or_path)
+    if name and name == path.name and name not in (".", ".."):
+        candidate = root / name
+        if candidate.is_dir():
+            with resources.as_file(candidate) as folder:
+                return cls.load(folder)
+    shipped = shipped_models(kind)
+    raise InputError(
+        f"no model {name!r}: not a folder holding model.safetensors and config.json, nor a shipped {kind} model "
+        f"(shipped: {', '.join(shipped) if shipped else 'none installed'})"
+    )
 
 
 def load_crystal_model(name_or_path: str | os.PathLike) -> CrystalDiffusion:
@@ -26,26 +48,28 @@ def load_crystal_model(name_or_path: str | os.PathLike) -> CrystalDiffusion:
         InputError: neither a folder nor a shipped model (the message lists the shipped names), or the
             folder lacks one of the two files.
     """
-    path = Path(name_or_path)
-    if path.is_dir():
-        return CrystalDiffusion.load(path)
-    root = resources.files(__name__)
-    name = str(name_or_path)
-    if name and name == path.name and name not in (".", ".."):
-        candidate = root / name
-        if candidate.is_dir():
-            with resources.as_file(candidate) as folder:
-                return CrystalDiffusion.load(folder)
-    shipped = shipped_models()
-    raise InputError(
-        f"no model {name!r}: not a folder holding model.safetensors and config.json, nor a shipped model "
-        f"(shipped: {', '.join(shipped) if shipped else 'none installed'})"
-    )
+    return _load(CrystalDiffusion, name_or_path, "crystal_diffusion")
 
 
-def shipped_models() -> list[str]:
+def load_amorphous_model(name_or_path: str | os.PathLike) -> AmorphousDiffusion:
+    """Load an :class:`AmorphousDiffusion` prior (folder or shipped name, e.g. ``amorphous_carbon``)."""
+    return _load(AmorphousDiffusion, name_or_path, "amorphous_diffusion")
+
+
+def load_xanes_surrogate(name_or_path: str | os.PathLike) -> XanesSurrogate:
+    """Load a :class:`XanesSurrogate` (folder or shipped name, e.g. ``xanes_carbon_k``)."""
+    return _load(XanesSurrogate, name_or_path, "xanes_surrogate")
+
+
+def shipped_models(kind: str | None = "crystal_diffusion") -> list[str]:
+    """Names of the shipped models of ``kind`` (``None``: all kinds)."""
     root = resources.files(__name__)
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.joinpath("config.json").is_file())
+    names = []
+    for p in root.iterdir():
+        if p.is_dir() and p.joinpath("config.json").is_file():
+            if kind is None or json.loads(p.joinpath("config.json").read_text()).get("kind") == kind:
+                names.append(p.name)
+    return sorted(names)
 
 
 def choose_crystal_model(elements: set[int], formula_given: bool = False) -> str:
@@ -55,8 +79,6 @@ def choose_crystal_model(elements: set[int], formula_given: bool = False) -> str
     still propose positions, so the model knowing most of them is returned; otherwise an element unknown
     to every shipped model is an error.
     """
-    import json
-
     root = resources.files(__name__)
     known = {}
     for name in shipped_models():

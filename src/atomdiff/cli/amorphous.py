@@ -1,0 +1,100 @@
+"""``atomdiff amorphous``: amorphous cells of any size at a given density, optionally guided by spectra."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from atomdiff.cli.options import Seed
+from atomdiff.cli.progress import stage_bars
+from atomdiff.errors import InputError
+
+console = Console()
+
+
+def amorphous(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output extxyz (all samples); report beside it.")],
+    element: Annotated[str, typer.Option(help="Element of the cell.")] = "C",
+    density: Annotated[float | None, typer.Option(help="Mass density, g/cm³.")] = None,
+    atoms: Annotated[int | None, typer.Option(help="Atoms per cell.")] = None,
+    cell: Annotated[Path | None, typer.Option(help="Structure file whose cell is used as it is (fixed cell).")] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Cells to generate.")] = 1,
+    target_xanes: Annotated[
+        Path | None, typer.Option(help="Target XANES on the surrogate's bins (column, or per-atom rows).")
+    ] = None,
+    target_pdf: Annotated[Path | None, typer.Option(help="Target reduced PDF G(r): two columns r (Å), G.")] = None,
+    target_sq: Annotated[Path | None, typer.Option(help="Target S(Q): two columns Q (Å⁻¹), S.")] = None,
+    weight_xanes: Annotated[float, typer.Option(min=0.0, help="Weight of the XANES misfit.")] = 1.0,
+    weight_pdf: Annotated[float, typer.Option(min=0.0, help="Weight of the G(r) misfit.")] = 1.0,
+    weight_sq: Annotated[float, typer.Option(min=0.0, help="Weight of the S(Q) misfit.")] = 1.0,
+    guidance: Annotated[float, typer.Option(min=0.0, help="Guidance strength (step in units of σ; 0 = off).")] = 1.0,
+    guidance_mode: Annotated[
+        str, typer.Option(help="tweedie (denoised estimate), dps (through the network) or noisy (seed study).")
+    ] = "tweedie",
+    radiation: Annotated[str, typer.Option(help="Radiation of the G(r)/S(Q) targets: xray or neutron.")] = "xray",
+    qmax: Annotated[float | None, typer.Option(help="Q range (Å⁻¹) of the target G(r) (termination).")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Noise levels of the sampler.")] = 100,
+    sampler: Annotated[str, typer.Option(help="sde (stochastic) or ode (deterministic).")] = "sde",
+    restarts: Annotated[int, typer.Option(min=0, help="Re-noise and re-denoise the result this many times.")] = 0,
+    min_distance: Annotated[float, typer.Option(min=0.0, help="Pairs closer than this (Å) are pushed apart.")] = 1.1,
+    model: Annotated[str, typer.Option("--model", "-m", help="Prior: folder or shipped name.")] = "amorphous_carbon",
+    surrogate: Annotated[str, typer.Option(help="XANES surrogate: folder or shipped name.")] = "xanes_carbon_k",
+    seed: Seed = 0,
+) -> None:
+    """Generate amorphous cells with the local diffusion prior, guided by XANES, G(r) and/or S(Q) targets."""
+    from atomdiff.structure.io import read_structure
+    from atomdiff.tasks.amorphous import (
+        AmorphousSettings,
+        generate_amorphous,
+        read_targets,
+        write_amorphous_outputs,
+    )
+    from atomdiff.weights import load_amorphous_model, load_xanes_surrogate
+
+    if output.suffix.lower() not in (".extxyz", ".xyz"):
+        raise InputError(f"--output must end in .extxyz, got {output.name!r}")
+    if radiation not in ("xray", "neutron"):
+        raise InputError(f"--radiation must be xray or neutron, got {radiation!r}")
+    prior = load_amorphous_model(model)
+    xanes_model = load_xanes_surrogate(surrogate) if target_xanes is not None else None
+    targets = read_targets(target_xanes, target_pdf, target_sq, xanes_model.n_bins if xanes_model else None)
+    fixed = read_structure(cell).cell if cell is not None else None
+    settings = AmorphousSettings(
+        element=element,
+        density=density,
+        atoms=atoms,
+        samples=samples,
+        steps=steps,
+        sampler=sampler,
+        restarts=restarts,
+        min_distance=min_distance,
+        guidance=guidance,
+        guidance_mode=guidance_mode,
+        weight_xanes=weight_xanes,
+        weight_pdf=weight_pdf,
+        weight_sq=weight_sq,
+        pdf_radiation=radiation,
+        pdf_qmax=qmax,
+        sq_radiation=radiation,
+        seed=seed,
+    )
+    with stage_bars(["sampling"]) as update:
+        result = generate_amorphous(
+            prior, settings, targets, xanes_model, fixed, progress=lambda k, n: update("sampling", k, n)
+        )
+    report, rows = write_amorphous_outputs(result, output)
+    table = Table(title=f"{len(result.structures)} cell(s) written to {output}")
+    for col in rows[0]:
+        table.add_column(col)
+    for name in result.curves:
+        table.add_column(f"misfit {name}")
+    for k, row in enumerate(rows):
+        table.add_row(*[str(v) for v in row.values()], *[f"{result.curves[n]['misfit'][k]:.4g}" for n in result.curves])
+    console.print(table)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"report: {report / 'report.html'}")

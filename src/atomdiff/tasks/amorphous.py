@@ -1,0 +1,346 @@
+"""Generate amorphous structures at a given density, unconditionally or guided by spectra.
+
+The prior (:class:`~atomdiff.diffusion.amorphous.AmorphousDiffusion`) is local, so the cell may hold any number
+of atoms; the targets are a mean XANES (through a surrogate), a reduced PDF G(r) and/or a structure factor S(Q)
+(through the exact forward models of :mod:`atomdiff.physics.total_scattering`), weighted against each other.
+Outputs: all samples in one extxyz, and a report folder with RDF, bond-angle, coordination and target-vs-achieved
+plots, a CSV of descriptors per sample and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import html
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from atomdiff.data.patterns import read_pattern
+from atomdiff.data.spectra import read_target_spectrum
+from atomdiff.diffusion.amorphous import AmorphousDiffusion, SampleOptions, density_cell
+from atomdiff.diffusion.guidance.spectra import SpectralGuidance, SpectrumTerm
+from atomdiff.errors import InputError
+from atomdiff.files import atomic_path
+from atomdiff.models.xanes import XanesSurrogate
+from atomdiff.physics import descriptors
+from atomdiff.physics.total_scattering import PDFForwardModel, ScatteringForwardModel
+from atomdiff.report.html import image_uri, structure_section, table_html, write_report
+from atomdiff.report.plots import plot_curves
+from atomdiff.structure.batch import StructureBatch
+from atomdiff.structure.elements import atomic_masses, atomic_number
+from atomdiff.structure.io import write_structures
+from atomdiff.structure.structure import Structure
+
+_AVOGADRO = 6.02214076e23
+_VIEWER_MAX_ATOMS = 1500
+SUMMARY_COLUMNS = ("sample", "atoms", "density_g_cm3", "sp", "sp2", "sp3", "mean_cn", "min_distance_A")
+
+
+@dataclasses.dataclass
+class AmorphousSettings:
+    """What to generate and how (see ``atomdiff amorphous --help`` for each option)."""
+
+    element: str = "C"
+    density: float | None = None
+    atoms: int | None = None
+    samples: int = 1
+    steps: int = 100
+    sampler: str = "sde"
+    restarts: int = 0
+    restart_sigma: float = 0.5
+    min_distance: float = 1.1
+    guidance: float = 1.0
+    guidance_mode: str = "tweedie"
+    weight_xanes: float = 1.0
+    weight_pdf: float = 1.0
+    weight_sq: float = 1.0
+    pdf_radiation: str = "xray"
+    pdf_sigma: float = 0.05
+    pdf_qmax: float | None = None
+    sq_radiation: str = "xray"
+    sq_rmax: float = 10.0
+    seed: int = 0
+
+    def sample_options(self) -> SampleOptions:
+        return SampleOptions(self.steps, self.sampler, self.restarts, self.restart_sigma, 30, self.min_distance)
+
+
+@dataclasses.dataclass
+class Targets:
+    """Target curves: a mean spectrum on the surrogate's bins, and ``(x, y)`` curves for G(r) and S(Q)."""
+
+    xanes: np.ndarray | None = None
+    pdf: tuple[np.ndarray, np.ndarray] | None = None
+    sq: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.xanes is not None or self.pdf is not None or self.sq is not None
+
+
+def read_targets(xanes: Path | None, pdf: Path | None, sq: Path | None, n_bins: int | None) -> Targets:
+    """Read target files (XANES: see :func:`read_target_spectrum`; G(r) and S(Q): two-column pattern files)."""
+    out = Targets()
+    if xanes is not None:
+        if n_bins is None:
+            raise InputError("a XANES target needs a surrogate model")
+        out.xanes = read_target_spectrum(xanes, n_bins)
+    if pdf is not None:
+        p = read_pattern(pdf, axis="r")
+        out.pdf = (np.asarray(p.x, dtype=float), np.asarray(p.y, dtype=float))
+    if sq is not None:
+        p = read_pattern(sq, axis="q")
+        out.sq = (np.asarray(p.x, dtype=float), np.asarray(p.y, dtype=float))
+    return out
+
+
+def resolve_cell(
+    element: int, density: float | None, atoms: int | None, cell: np.ndarray | None
+) -> tuple[np.ndarray, int]:
+    """``(cell, n_atoms)`` from two of density, atom count and a fixed cell (all three must agree)."""
+    mass = float(atomic_masses[element])
+    if cell is None:
+        if density is None or atoms is None:
+            raise InputError("give --density and --atoms (or a fixed cell with --cell)")
+        if atoms < 1:
+            raise InputError(f"--atoms must be at least 1, got {atoms}")
+        return density_cell(np.full(atoms, element), density), atoms
+    volume = abs(float(np.linalg.det(cell)))
+    if atoms is None:
+        if density is None:
+            raise InputError("with --cell give --density or --atoms")
+        atoms = int(round(density * volume * 1e-24 * _AVOGADRO / mass))
+        if atoms < 1:
+            raise InputError(f"the cell holds no atom at density {density} g/cm³")
+    elif density is not None:
+        implied = atoms * mass / _AVOGADRO / (volume * 1e-24)
+        if abs(implied - density) > 0.01 * density:
+            raise InputError(
+                f"--atoms {atoms} in this cell gives {implied:.3f} g/cm³, not --density {density}: "
+                "give two of the three"
+            )
+    return np.asarray(cell, dtype=float), atoms
+
+
+def build_guidance(
+    settings: AmorphousSettings, targets: Targets, surrogate: XanesSurrogate | None
+) -> SpectralGuidance | None:
+    """The weighted spectral misfit of ``targets`` (``None`` when there is no target or strength 0)."""
+    if not targets.any or settings.guidance <= 0:
+        return None
+    terms = []
+    if targets.xanes is not None:
+        if surrogate is None:
+            raise InputError("a XANES target needs a surrogate model")
+        terms.append(SpectrumTerm("xanes", surrogate, torch.as_tensor(targets.xanes), settings.weight_xanes))
+    if targets.pdf is not None:
+        pdf = PDFForwardModel(targets.pdf[0], settings.pdf_radiation, qmax=settings.pdf_qmax, sigma=settings.pdf_sigma)
+        terms.append(SpectrumTerm("pdf", lambda b, m=pdf: m(b).y, torch.as_tensor(targets.pdf[1]), settings.weight_pdf))
+    if targets.sq is not None:
+        sq = ScatteringForwardModel(targets.sq[0], settings.sq_radiation, r_max=settings.sq_rmax)
+        terms.append(SpectrumTerm("sq", lambda b, m=sq: m(b).y, torch.as_tensor(targets.sq[1]), settings.weight_sq))
+    return SpectralGuidance(terms, settings.guidance, settings.guidance_mode)
+
+
+@dataclasses.dataclass
+class AmorphousResult:
+    """Generated structures with what they were asked to match and what they achieved."""
+
+    structures: list[Structure]
+    settings: AmorphousSettings
+    curves: dict[str, dict[str, Any]]  # name → {"x", "target", "achieved" (n_samples, n), "misfit" (n_samples,)}
+    history: list[tuple[float, list[float]]]
+    notes: list[str]
+
+
+def achieved_curves(
+    structures: list[Structure], guidance: SpectralGuidance | None, targets: Targets
+) -> dict[str, dict[str, Any]]:
+    """Each target's curve for the generated structures (float64), with the relative misfit."""
+    if guidance is None:
+        return {}
+    batch = StructureBatch.from_structures(structures, dtype=torch.float32)
+    out = {}
+    with torch.no_grad():
+        for term in guidance.terms:
+            y = term.forward(batch).double().cpu().numpy()
+            target = term.target.double().cpu().numpy()
+            x = {"xanes": np.arange(len(target), dtype=float), "pdf": None, "sq": None}[term.name]
+            if term.name == "pdf":
+                x = targets.pdf[0]
+            if term.name == "sq":
+                x = targets.sq[0]
+            misfit = ((y - target) ** 2).mean(-1) / max(float((target**2).mean()), 1e-12)
+            out[term.name] = {"x": x, "target": target, "achieved": y, "misfit": misfit}
+    return out
+
+
+def generate_amorphous(
+    model: AmorphousDiffusion,
+    settings: AmorphousSettings,
+    targets: Targets | None = None,
+    surrogate: XanesSurrogate | None = None,
+    cell: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> AmorphousResult:
+    """Sample ``settings.samples`` cells (same seed → same structures)."""
+    targets = targets or Targets()
+    z = atomic_number(settings.element)
+    if model.elements and z not in model.elements:
+        raise InputError(f"the model was trained on {model.elements} only, not Z = {z}")
+    if settings.samples < 1:
+        raise InputError(f"--samples must be at least 1, got {settings.samples}")
+    box, n = resolve_cell(z, settings.density, settings.atoms, cell)
+    structure = Structure(np.full(n, z), np.zeros((n, 3)), box)
+    notes = []
+    if model.densities is not None:
+        lo, hi = model.densities
+        if not lo - 0.05 <= structure.density <= hi + 0.05:
+            notes.append(f"density {structure.density:.2f} g/cm³ is outside the training range {lo:.2f}–{hi:.2f}")
+    template = StructureBatch.from_structures([structure] * settings.samples, dtype=torch.float32)
+    guidance = build_guidance(settings, targets, surrogate)
+    generator = torch.Generator().manual_seed(settings.seed)
+    structures = model.generate(template, settings.sample_options(), generator, guidance, progress)
+    structures = [s.replace(info={"sample": k, "seed": settings.seed}) for k, s in enumerate(structures)]
+    curves = achieved_curves(structures, guidance, targets)
+    return AmorphousResult(structures, settings, curves, guidance.history if guidance else [], notes)
+
+
+def summary_rows(structures: list[Structure]) -> list[dict[str, Any]]:
+    """Per-sample descriptors: density, hybridisation (C–C bonds < 1.85 Å), mean coordination, shortest distance."""
+    rows = []
+    for k, s in enumerate(structures):
+        hyb = descriptors.hybridisation_fractions(s)
+        cn = descriptors.coordination_numbers(s)
+        rows.append(
+            {
+                "sample": k + 1,
+                "atoms": len(s),
+                "density_g_cm3": round(s.density, 4),
+                "sp": round(hyb.get("sp", 0.0), 4),
+                "sp2": round(hyb.get("sp2", 0.0), 4),
+                "sp3": round(hyb.get("sp3", 0.0), 4),
+                "mean_cn": round(float(np.mean(cn)), 4),
+                "min_distance_A": round(descriptors.min_distance(s), 4),
+            }
+        )
+    return rows
+
+
+def write_amorphous_outputs(result: AmorphousResult, out: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """Write ``out`` (extxyz, every sample) and ``<stem>_report/``; returns the report folder and the summary."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(result.structures)
+    structures = []
+    for s, row in zip(result.structures, rows, strict=True):
+        info = dict(s.info)
+        info.update({k: v for k, v in row.items() if k != "sample"})
+        for name, curve in result.curves.items():
+            info[f"misfit_{name}"] = float(curve["misfit"][row["sample"] - 1])
+        structures.append(s.replace(info=info))
+    write_structures(structures, out, format="extxyz")
+    report = out.with_name(out.stem + "_report")
+    report.mkdir(exist_ok=True)
+    with atomic_path(report / "summary.csv") as tmp, open(tmp, "w", newline="") as fh:
+        columns = list(SUMMARY_COLUMNS) + [f"misfit_{n}" for n in result.curves]
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row, s in zip(rows, structures, strict=True):
+            writer.writerow({**row, **{f"misfit_{n}": round(s.info[f"misfit_{n}"], 6) for n in result.curves}})
+    plots = _plots(result, report)
+    _html(result, rows, plots, report)
+    with atomic_path(report / "settings.json") as tmp:
+        tmp.write_text(json.dumps(dataclasses.asdict(result.settings), indent=2) + "\n")
+    return report, rows
+
+
+def _plots(result: AmorphousResult, report: Path) -> dict[str, Path]:
+    plots: dict[str, Path] = {}
+    label = [f"sample {k + 1}" for k in range(len(result.structures))]
+    show = list(range(min(len(result.structures), 8)))
+    rdfs = [(*descriptors.rdf(result.structures[k], r_max=8.0), label[k]) for k in show]
+    plots["rdf"] = report / "rdf.png"
+    plot_curves(plots["rdf"], rdfs, "r (Å)", "g(r)", title="Radial distribution function")
+    angles = [
+        (*descriptors.bond_angle_distribution(result.structures[k], cutoff=descriptors.CARBON_CUTOFF), label[k])
+        for k in show
+    ]
+    plots["angles"] = report / "bond_angles.png"
+    plot_curves(
+        plots["angles"],
+        angles,
+        "bond angle (degrees)",
+        "probability density",
+        title=f"Bond angles (bonds < {descriptors.CARBON_CUTOFF} Å)",
+    )
+    cns = []
+    for k in show:
+        cn = descriptors.coordination_numbers(result.structures[k])
+        counts = np.bincount(cn.astype(int), minlength=7)[:7] / max(len(cn), 1)
+        cns.append((np.arange(7, dtype=float), counts, label[k]))
+    plots["coordination"] = report / "coordination.png"
+    plot_curves(
+        plots["coordination"],
+        cns,
+        "coordination number",
+        "fraction of atoms",
+        title=f"Coordination (bonds < {descriptors.CARBON_CUTOFF} Å)",
+    )
+    axes = {"xanes": ("bin", "absorption (arb. units)"), "pdf": ("r (Å)", "G(r) (Å⁻²)"), "sq": ("Q (Å⁻¹)", "S(Q)")}
+    for name, curve in result.curves.items():
+        lines = [(curve["x"], curve["target"], "target")]
+        lines += [(curve["x"], curve["achieved"][k], f"{label[k]} (misfit {curve['misfit'][k]:.3g})") for k in show]
+        plots[name] = report / f"{name}.png"
+        plot_curves(plots[name], lines, *axes[name], title=f"{name.upper()}: target and generated")
+    if result.history:
+        sig = np.array([h[0] for h in result.history])
+        mis = np.array([h[1] for h in result.history])
+        plots["guidance"] = report / "guidance.png"
+        plot_curves(
+            plots["guidance"],
+            [(np.log10(sig), mis[:, k], label[k]) for k in show],
+            "log10 σ (Å) — sampling runs right to left",
+            "weighted relative misfit at x̂₀",
+            title="Misfit during guided sampling",
+        )
+    return plots
+
+
+def _html(result: AmorphousResult, rows: list[dict], plots: dict[str, Path], report: Path) -> None:
+    st = result.settings
+    first = result.structures[0]
+    intro = (
+        f"<p>{len(result.structures)} cell(s) of {len(first)} {html.escape(first.formula)} atoms at "
+        f"{first.density:.3f} g/cm³ ({st.steps} {st.sampler} steps, {st.restarts} restarts, seed {st.seed}). "
+        + (
+            f"Guidance {st.guidance:g} ({st.guidance_mode}) towards: {', '.join(result.curves)}."
+            if result.curves
+            else "Unconditional (no target)."
+        )
+        + "</p>"
+    )
+    sections = [intro] + [f"<p><b>Note:</b> {html.escape(n)}</p>" for n in result.notes]
+    sections.append("<h2>Samples</h2>" + table_html(rows, SUMMARY_COLUMNS))
+    for key in ("xanes", "pdf", "sq", "guidance", "rdf", "angles", "coordination"):
+        if key in plots:
+            sections.append(f"<img src='{image_uri(plots[key])}' alt='{key}'>")
+    if len(first) <= _VIEWER_MAX_ATOMS:
+        sections.append(structure_section("1", "Sample 1", first, None, "drag to rotate"))
+    else:
+        sections.append(
+            f"<p>Sample 1 has {len(first)} atoms: open the extxyz file in a viewer (the page shows "
+            f"cells up to {_VIEWER_MAX_ATOMS} atoms).</p>"
+        )
+    write_report(report / "report.html", "atomdiff amorphous", sections)
+
+
+def spectrum_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Root-mean-square difference of two curves on the same grid."""
+    return float(math.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
