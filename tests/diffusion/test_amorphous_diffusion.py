@@ -88,16 +88,18 @@ def test_sampling_is_reproducible_and_stays_in_the_cell():
     assert not torch.allclose(a, c)
     frac = with_positions(template, a).frac
     assert bool(((frac >= -1e-5) & (frac < 1 + 1e-5)).all())
-    ode = model.sample(template, SampleOptions(steps=6, sampler="ode", restarts=1, restart_steps=3),
-                       torch.Generator().manual_seed(5))
+    ode = model.sample(
+        template, SampleOptions(steps=6, sampler="ode", restarts=1, restart_steps=3), torch.Generator().manual_seed(5)
+    )
     assert ode.shape == a.shape and torch.isfinite(ode).all()
 
 
 def test_generate_returns_structures_of_the_template():
     model, template = _model(), _template(copies=3)
     calls = []
-    out = model.generate(template, SampleOptions(steps=4), torch.Generator().manual_seed(0),
-                         progress=lambda k, n: calls.append((k, n)))
+    out = model.generate(
+        template, SampleOptions(steps=4), torch.Generator().manual_seed(0), progress=lambda k, n: calls.append((k, n))
+    )
     assert len(out) == 3 and all(len(s) == 40 for s in out)
     assert calls[-1] == (4, 4)
     np.testing.assert_allclose(out[0].cell, template.cell[0].numpy(), atol=1e-6)

@@ -23,7 +23,11 @@ from atomdiff.files import atomic_path
 from atomdiff.physics.base import AXES, Pattern
 
 TEXT_SUFFIXES = (".xy", ".xye", ".dat", ".txt")
-SUFFIXES = (*TEXT_SUFFIXES, ".csv", ".xrdml")
+#: total-scattering files of PDFgetX3 / PDFgui (a header, then ``#### start data`` and columns)
+PDF_SUFFIXES = (".gr", ".sq", ".fq", ".iq")
+_PDF_AXES = {".gr": "r", ".sq": "q", ".fq": "q", ".iq": "q"}
+_START_DATA = "#### start data"
+SUFFIXES = (*TEXT_SUFFIXES, *PDF_SUFFIXES, ".csv", ".xrdml")
 COMMENT_PREFIXES = ("#", "!", "%", ";", "//")
 
 #: column names (lower case, without spaces, "_", "-" or units) → axis
@@ -90,10 +94,12 @@ def _check_axis(axis: str | None, where: str | None) -> None:
 
 
 def read_pattern(path: str | os.PathLike, axis: str | None = None) -> MeasuredPattern:
-    """Read a measured pattern from ``.xy``, ``.xye``, ``.dat``, ``.txt``, ``.csv`` or ``.xrdml``.
+    """Read a measured pattern from ``.xy``, ``.xye``, ``.dat``, ``.txt``, ``.csv``, ``.xrdml``, or the
+    total-scattering files ``.gr`` (r axis), ``.sq``, ``.fq``, ``.iq`` (Q axis) of PDFgetX3/PDFgui.
 
-    ``axis`` overrides what the file says; otherwise it comes from the column names and defaults to
-    ``"two_theta"`` (degrees). Raises :class:`InputError` for a missing, empty or malformed file.
+    ``axis`` overrides what the file says; otherwise it comes from the column names (or the total-scattering
+    suffix) and defaults to ``"two_theta"`` (degrees). Raises :class:`InputError` for a missing, empty or
+    malformed file.
     """
     path = Path(path)
     where = str(path)
@@ -113,6 +119,12 @@ def read_pattern(path: str | os.PathLike, axis: str | None = None) -> MeasuredPa
         raise InputError("file is empty", path=where)
     if suffix == ".xrdml":
         return _parse_xrdml(text, where, axis)
+    if suffix in PDF_SUFFIXES:
+        lines = text.splitlines()
+        start = next((k for k, line in enumerate(lines) if line.strip().lower().startswith(_START_DATA)), None)
+        if start is not None:  # blank out the header, keeping line numbers for messages
+            text = "\n" * (start + 1) + "\n".join(lines[start + 1 :])
+        return _parse_text(text, where, axis or _PDF_AXES[suffix], csv=False)
     return _parse_text(text, where, axis, csv=suffix == ".csv")
 
 

@@ -1,0 +1,192 @@
+"""`atomdiff amorphous` end to end with tiny models: cells from density/atoms/fixed cell, guided by XANES and
+G(r) targets, outputs (extxyz, report), reproducibility, and clear errors for contradictory input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from atomdiff.cli.main import run
+from atomdiff.diffusion.amorphous import AmorphousDiffusion
+from atomdiff.errors import InputError
+from atomdiff.models.local import LocalNetConfig
+from atomdiff.models.xanes import XanesSurrogate
+from atomdiff.structure import Structure
+from atomdiff.structure.io import read_structures, write_structures
+from atomdiff.tasks.amorphous import AmorphousSettings, Targets, generate_amorphous, resolve_cell
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    AmorphousDiffusion(LocalNetConfig(hidden=8, layers=1, cutoff=3.0), elements=[6], densities=(1.5, 3.5)).save(
+        root / "prior"
+    )
+    XanesSurrogate(LocalNetConfig(hidden=8, layers=1, cutoff=3.0), 10, 6, [0.5] * 10, [0.2] * 10).save(root / "xanes")
+    return root
+
+
+def test_resolve_cell_from_two_of_three():
+    cell, n = resolve_cell(6, 2.0, 100, None)
+    s = Structure(np.full(n, 6), np.zeros((n, 3)), cell)
+    assert s.density == pytest.approx(2.0)
+    cell2, n2 = resolve_cell(6, 2.0, None, cell)
+    assert n2 == 100
+    with pytest.raises(InputError, match="two of the three"):
+        resolve_cell(6, 3.0, 100, cell)
+    with pytest.raises(InputError, match="--density and --atoms"):
+        resolve_cell(6, None, 100, None)
+
+
+def test_generation_is_reproducible_and_notes_extrapolation(models):
+    prior = AmorphousDiffusion.load(models / "prior")
+    settings = AmorphousSettings(density=4.5, atoms=30, samples=2, steps=4, seed=3)
+    a = generate_amorphous(prior, settings)
+    b = generate_amorphous(prior, settings)
+    assert all(np.array_equal(x.frac, y.frac) for x, y in zip(a.structures, b.structures, strict=True))
+    assert any("outside the training range" in n for n in a.notes)
+    assert a.curves == {}
+    with pytest.raises(InputError, match="trained on"):
+        generate_amorphous(prior, AmorphousSettings(element="Si", density=2.0, atoms=10, steps=2))
+
+
+def test_cli_writes_samples_and_report(models, tmp_path):
+    target_x = tmp_path / "xanes.txt"
+    np.savetxt(target_x, np.linspace(0.3, 0.7, 10))
+    r = np.linspace(0.5, 5.0, 46)
+    target_g = tmp_path / "g.gr"
+    np.savetxt(target_g, np.column_stack([r, np.sin(r)]), header="r G")
+    out = tmp_path / "out" / "aC.extxyz"
+    args = [
+        "amorphous",
+        "--density",
+        "2.0",
+        "--atoms",
+        "30",
+        "--samples",
+        "2",
+        "--steps",
+        "5",
+        "--seed",
+        "1",
+        "--model",
+        str(models / "prior"),
+        "--surrogate",
+        str(models / "xanes"),
+        "--target-xanes",
+        str(target_x),
+        "--target-pdf",
+        str(target_g),
+        "-o",
+        str(out),
+    ]
+    assert run(args) == 0
+    cells = read_structures(out)
+    assert len(cells) == 2 and all(len(c) == 30 for c in cells)
+    assert {"sp3", "misfit_xanes", "misfit_pdf", "density_g_cm3"} <= set(cells[0].info)
+    report = out.parent / "aC_report"
+    for name in (
+        "report.html",
+        "summary.csv",
+        "rdf.png",
+        "bond_angles.png",
+        "coordination.png",
+        "xanes.png",
+        "pdf.png",
+        "guidance.png",
+        "settings.json",
+    ):
+        assert (report / name).is_file(), name
+    assert "Guidance" in (report / "report.html").read_text()
+    first = out.read_bytes()
+    assert run(args) == 0
+    assert out.read_bytes() == first  # same seed, same structures
+
+
+def test_cli_fixed_cell_and_bad_input(models, tmp_path, capsys):
+    cell_file = tmp_path / "cell.cif"
+    write_structures([Structure([6], [[0, 0, 0]], np.eye(3) * 7.0)], cell_file)
+    out = tmp_path / "fixed.extxyz"
+    assert (
+        run(
+            [
+                "amorphous",
+                "--cell",
+                str(cell_file),
+                "--atoms",
+                "25",
+                "--steps",
+                "2",
+                "--model",
+                str(models / "prior"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_allclose(read_structures(out)[0].cell, np.eye(3) * 7.0)
+    assert (
+        run(
+            [
+                "amorphous",
+                "--density",
+                "2",
+                "--atoms",
+                "5",
+                "-o",
+                str(tmp_path / "x.cif"),
+                "--model",
+                str(models / "prior"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        run(
+            [
+                "amorphous",
+                "--density",
+                "2",
+                "--atoms",
+                "5",
+                "-o",
+                str(tmp_path / "x.extxyz"),
+                "--model",
+                str(models / "prior"),
+                "--guidance-mode",
+                "magic",
+                "--target-pdf",
+                str(cell_file),
+            ]
+        )
+        == 2
+    )
+    assert (
+        run(
+            [
+                "amorphous",
+                "--density",
+                "2",
+                "--atoms",
+                "5",
+                "-o",
+                str(tmp_path / "y.extxyz"),
+                "--model",
+                str(tmp_path / "nope"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert ".extxyz" in err and "nope" in err
+    assert not (tmp_path / "y.extxyz").exists()
+
+
+def test_targets_need_a_surrogate_for_xanes():
+    from atomdiff.tasks.amorphous import build_guidance
+
+    with pytest.raises(InputError, match="surrogate"):
+        build_guidance(AmorphousSettings(), Targets(xanes=np.zeros(10)), None)
