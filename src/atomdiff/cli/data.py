@@ -1,4 +1,4 @@
-"""``atomdiff data``: make training data (random symmetric crystals relaxed with CHGNet)."""
+"""``atomdiff data``: make training data (random crystals relaxed with CHGNet; structures labelled with XANES)."""
 
 from __future__ import annotations
 
@@ -52,4 +52,87 @@ def crystals(
     kept, relaxed = generator.finish()
     console.print(
         f"relaxed {computed} now ({relaxed} in all); kept {kept} within {energy_window} eV/atom: {output / 'train.csv'}"
+    )
+
+
+@app.command("xanes")
+def xanes(
+    structures: Annotated[
+        list[Path], typer.Argument(help="Structure files (CIF, extxyz/xyz, POSCAR/.vasp, CSV of CIFs).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Data-set folder (resumed if it exists).")],
+    absorber: Annotated[str, typer.Option(help="Absorbing element, e.g. C.")],
+    split: Annotated[str, typer.Option(help="Split to write: poscar/<split>/ and xanes/<split>/.")] = "train",
+    edge: Annotated[str, typer.Option(help="Absorption edge: K, L1, L2, L3, M1..M5, N1..N7.")] = "K",
+    cluster_radius: Annotated[float, typer.Option(help="Cluster radius around each absorber, Å.")] = 6.0,
+    scf_radius: Annotated[float, typer.Option(help="Self-consistent potential radius, Å (0: none).")] = 4.0,
+    fms_radius: Annotated[float, typer.Option(help="Full multiple scattering radius, Å.")] = 5.0,
+    corehole: Annotated[str, typer.Option(help="Core hole: RPA, FSR or NONE.")] = "RPA",
+    emin: Annotated[
+        float | None, typer.Option(help="First grid energy, eV (FEFF photon energy; default: the first structure's).")
+    ] = None,
+    emax: Annotated[
+        float | None, typer.Option(help="Last grid energy, eV (default: first structure's range less 10 eV).")
+    ] = None,
+    step: Annotated[float | None, typer.Option(help="Grid step, eV (default 0.5, or the folder's).")] = None,
+    workers: Annotated[int, typer.Option(help="FEFF runs at once (processes).")] = 1,
+    cache: Annotated[
+        Path | None, typer.Option(help="Folder of cached site spectra (default ~/.cache/atomdiff/xanes).")
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Read and write no cache (an interrupted structure starts over).")
+    ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Compute again the structures listed in failed.csv.")
+    ] = False,
+) -> None:
+    """Label structures with per-site FEFF10 XANES for `atomdiff train xanes`; resumable.
+
+    Writes OUT/poscar/<split>/<name>.vasp and OUT/xanes/<split>/<name>.csv (header: energies in eV; one row per
+    absorbing atom, in order) on one energy grid fixed in OUT/settings.json. A structure with a failed site is
+    left out and listed in OUT/failed.csv.
+    """
+    from rich.markup import escape
+
+    from atomdiff.cli.progress import stage_bars
+    from atomdiff.data.generate.xanes import XanesDataGenerator, load_inputs
+    from atomdiff.physics.xanes import FeffSettings, SpectrumCache, default_cache_dir
+
+    settings = FeffSettings(
+        absorber,
+        edge=edge,
+        cluster_radius=cluster_radius,
+        fms_radius=fms_radius,
+        scf_radius=scf_radius,
+        corehole=corehole,
+    )
+    store = None if no_cache else SpectrumCache(cache if cache is not None else default_cache_dir())
+    generator = XanesDataGenerator(
+        output,
+        settings,
+        split,
+        emin=emin,
+        emax=emax,
+        step=step,
+        cache=store,
+        workers=workers,
+        retry_failed=retry_failed,
+    )
+    items = load_inputs(structures)
+    with stage_bars(("structures", "sites")) as update:
+        summary = generator.run(items, update)
+    grid = summary.grid
+    if summary.failed:
+        console.print(
+            f"[yellow]{summary.failed} structure(s) left out ({summary.failed_sites} failed sites):[/] "
+            f"{escape(str(generator.failed_path))}",
+            highlight=False,
+        )
+    per_run = f", {summary.feff_seconds / summary.computed:.1f} s per run" if summary.computed else ""
+    console.print(
+        f"{summary.written} structures labelled, {summary.skipped} already done or listed as failed; "
+        f"{summary.computed} FEFF runs{per_run}, {summary.cached} sites reused (cache or identical site)"
+        + (f"; grid {grid.emin:g}–{grid.emax:g} eV step {grid.step:g} ({len(grid.energies)} bins)" if grid else "")
+        + f": {output}",
+        highlight=False,
     )
