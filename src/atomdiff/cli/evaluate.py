@@ -14,7 +14,8 @@ from atomdiff.cli.generate import BatchSize, ModelOpt, SamplerOpt, Steps, check_
 from atomdiff.cli.options import Seed, check_output_suffix
 
 app = typer.Typer(
-    help="Benchmark a crystal model: csp (structure prediction) or denovo (generation).", no_args_is_help=True
+    help="Benchmark models: csp (structure prediction), denovo (generation), amorphous (spectra-guided a-C).",
+    no_args_is_help=True,
 )
 console = Console()
 
@@ -141,4 +142,95 @@ def denovo(
             ("wdist_num_elements", "W1 number of elements", False),
         ],
     )
+    console.print(f"wrote {output}")
+
+
+@app.command("amorphous")
+def amorphous(
+    data: Annotated[Path, typer.Option("--data", help="Labelled data set: ROOT/poscar/<split>/, ROOT/xanes/<split>/.")],
+    output: Output,
+    model: Annotated[str, typer.Option("--model", "-m", help="Amorphous prior.")] = "amorphous_carbon",
+    surrogate: Annotated[str, typer.Option(help="XANES surrogate.")] = "xanes_carbon_k",
+    split: Annotated[str, typer.Option(help="Split of the data set to evaluate on.")] = "test",
+    samples: Annotated[int, typer.Option("--samples", "-k", min=1, help="Samples per test cell.")] = 5,
+    steps: Annotated[int, typer.Option(min=1, help="Noise levels of the sampler.")] = 100,
+    guidance: Annotated[float, typer.Option(min=0.0, help="Guidance strength.")] = 1.0,
+    guidance_mode: Annotated[str, typer.Option(help="tweedie, dps or noisy.")] = "tweedie",
+    steer_density: Annotated[float, typer.Option(help="Density (g/cm³) of the steering experiment.")] = 2.5,
+    references: Annotated[
+        Path | None,
+        typer.Option(help="Folder of reference cells (extxyz) for the sp3-vs-density trend, e.g. the C-GAP-17 set."),
+    ] = None,
+    seed: Seed = 0,
+) -> None:
+    """Amorphous generation vs reference cells: guided vs unguided on the test cells, steering between the
+    data set's graphite and diamond spectra (poscar/misc), and sp3 vs density of unconditional samples."""
+    import numpy as np
+
+    from atomdiff.cli.progress import stage_bars
+    from atomdiff.data.spectra import read_spectra_file, read_spectrum_dataset
+    from atomdiff.diffusion.amorphous import SampleOptions, density_cell
+    from atomdiff.structure.io import read_structures
+    from atomdiff.structure.structure import Structure
+    from atomdiff.tasks.evaluate import write_result
+    from atomdiff.tasks.evaluate_amorphous import density_trend, evaluate_test_cells, steering
+    from atomdiff.weights import load_amorphous_model, load_xanes_surrogate
+
+    check_output_suffix(output, (".json",), "--output")
+    prior, xanes = load_amorphous_model(model), load_xanes_surrogate(surrogate)
+    cells = read_spectrum_dataset(data, split, xanes.absorber)
+    options = SampleOptions(steps=steps, min_distance=1.1)
+    result: dict[str, Any] = {
+        "model": model,
+        "surrogate": surrogate,
+        "data": str(data),
+        "split": split,
+        "samples": samples,
+        "steps": steps,
+        "guidance": guidance,
+        "guidance_mode": guidance_mode,
+        "seed": seed,
+    }
+    with stage_bars(["test cells", "steering", "densities"]) as bar:
+        result["test_cells"] = evaluate_test_cells(
+            prior, xanes, cells, samples, options, guidance, guidance_mode, seed, bar
+        )
+        misc = Path(data) / "xanes" / "misc"
+        if (misc / "graphite.csv").is_file() and (misc / "diamond.csv").is_file():
+            low = read_spectra_file(misc / "graphite.csv").mean(0)
+            high = read_spectra_file(misc / "diamond.csv").mean(0)
+            n = len(cells[0].structure)
+            template = Structure(
+                np.full(n, xanes.absorber), np.zeros((n, 3)), density_cell(np.full(n, xanes.absorber), steer_density)
+            )
+            result["steering"] = steering(
+                prior,
+                xanes,
+                low,
+                high,
+                template,
+                samples=samples,
+                options=options,
+                strength=guidance,
+                mode=guidance_mode,
+                seed=seed,
+                progress=bar,
+            )
+        if references is not None:
+            refs = [s for f in sorted(Path(references).glob("*.extxyz")) for s in read_structures(f)]
+            result["density_trend"] = density_trend(prior, refs, samples=3, options=options, seed=seed, progress=bar)
+    write_result(result, output)
+    summary = result["test_cells"]["summary"]
+    table = Table(title=f"Amorphous generation on {len(cells)} {split} cells, {samples} samples each")
+    table.add_column("metric")
+    table.add_column("guided", justify="right")
+    table.add_column("unguided", justify="right")
+    for key in ("sp3_error", "rdf_distance", "adf_distance", "spectrum_misfit"):
+        table.add_row(key, f"{summary['guided_' + key]:.4f}", f"{summary['unguided_' + key]:.4f}")
+    console.print(table)
+    if "steering" in result:
+        steps_sp3 = ", ".join(f"{r['sp3_mean']:.3f}" for r in result["steering"]["targets"])
+        console.print(f"steering graphite→diamond, sp3: {steps_sp3} (monotonic: {result['steering']['monotonic']})")
+    if "density_trend" in result:
+        console.print(f"sp3 vs density: mean |Δsp3| {result['density_trend']['mean_abs_sp3_difference']:.3f}")
     console.print(f"wrote {output}")
