@@ -4,7 +4,8 @@ For each cell size, times a few sampler steps of the shipped a-C prior (and of t
 through the surrogate) at one density, and prints µs per atom per step with the ratio to the smallest cell
 measured in the same process. Optionally runs one full generation of the largest cell.
 
-    python benchmarks/bench_amorphous.py --atoms 216 1000 4000 16000 64000 --full 10000 -o docs/results/bench_amorphous.json
+    python benchmarks/bench_amorphous.py --atoms 216 1000 4000 16000 64000 --full 10000 \
+        -o docs/results/bench_amorphous.json
 """
 
 from __future__ import annotations
