@@ -234,3 +234,31 @@ def amorphous(
     if "density_trend" in result:
         console.print(f"sp3 vs density: mean |Δsp3| {result['density_trend']['mean_abs_sp3_difference']:.3f}")
     console.print(f"wrote {output}")
+
+
+@app.command("xanes")
+def xanes(
+    data: Annotated[Path, typer.Option("--data", help="Labelled data set: ROOT/poscar/<split>/, ROOT/xanes/<split>/.")],
+    output: Output,
+    surrogate: Annotated[str, typer.Option(help="XANES surrogate: folder or shipped name.")] = "xanes_carbon_k",
+    split: Annotated[str, typer.Option(help="Split of the data set to evaluate on.")] = "test",
+) -> None:
+    """Accuracy of a XANES surrogate: per-atom and per-structure MSE and R² on a labelled split."""
+    from atomdiff.data.spectra import read_spectrum_dataset
+    from atomdiff.tasks.evaluate import write_result
+    from atomdiff.tasks.evaluate_amorphous import surrogate_scores
+    from atomdiff.weights import load_xanes_surrogate
+
+    check_output_suffix(output, (".json",), "--output")
+    model = load_xanes_surrogate(surrogate)
+    items = read_spectrum_dataset(data, split, model.absorber)
+    result = {"surrogate": surrogate, "data": str(data), "split": split, **surrogate_scores(model, items)}
+    write_result(result, output)
+    table = Table(title=f"XANES surrogate on {len(items)} {split} structures ({result['atoms']} atoms)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("per_atom_mse", "per_atom_r2", "per_structure_mse", "per_structure_r2"):
+        value = result[key]
+        table.add_row(key, "–" if value is None else f"{value:.5f}")
+    console.print(table)
+    console.print(f"wrote {output}")

@@ -201,3 +201,38 @@ def density_trend(
             progress("densities", k + 1, len(references))
     err = [abs(r["sp3_mean"] - r["reference_sp3"]) for r in rows]
     return {"points": rows, "mean_abs_sp3_difference": float(np.mean(err)) if err else None}
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+    """Coefficient of determination over all points, against the per-bin mean of ``y``."""
+    return float(1.0 - ((y - pred) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
+
+
+def surrogate_scores(surrogate: XanesSurrogate, items: Sequence[SpectrumLabelled]) -> dict[str, Any]:
+    """Per-atom and per-structure (mean over absorbers) MSE and R² of the surrogate on labelled structures."""
+    per_atom_true, per_atom_pred, mean_true, mean_pred = [], [], [], []
+    with torch.no_grad():
+        for item in items:
+            batch = StructureBatch.from_structures([item.structure], dtype=torch.float32)
+            idx, spectra = surrogate.per_atom(batch)
+            pred = spectra.double().numpy()
+            order = {int(a): k for k, a in enumerate(idx)}
+            pred = pred[[order[int(a)] for a in item.absorbers]]
+            per_atom_true.append(item.spectra)
+            per_atom_pred.append(pred)
+            mean_true.append(item.spectra.mean(0))
+            mean_pred.append(pred.mean(0))
+    ya, pa = np.concatenate(per_atom_true), np.concatenate(per_atom_pred)
+    ys, ps = np.array(mean_true), np.array(mean_pred)
+    return {
+        "structures": len(items),
+        "atoms": int(ya.shape[0]),
+        "per_atom_mse": float(((ya - pa) ** 2).mean()),
+        "per_atom_r2": _r2(ya, pa),
+        "per_structure_mse": float(((ys - ps) ** 2).mean()),
+        "per_structure_r2": _r2(ys, ps) if len(items) > 1 else None,
+        "per_structure": [
+            {"name": it.name, "density": it.structure.density, "mse": float(((t - p) ** 2).mean())}
+            for it, t, p in zip(items, ys, ps, strict=True)
+        ],
+    }

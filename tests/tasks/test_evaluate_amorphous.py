@@ -1,0 +1,79 @@
+"""The amorphous benchmark functions run end to end on tiny models and data, and report what they promise."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from atomdiff.cli.main import run
+from atomdiff.data.spectra import SpectrumLabelled
+from atomdiff.diffusion.amorphous import AmorphousDiffusion, SampleOptions, density_cell
+from atomdiff.models.local import LocalNetConfig
+from atomdiff.models.xanes import XanesSurrogate
+from atomdiff.structure import Structure
+from atomdiff.structure.io import write_structures
+from atomdiff.tasks.evaluate_amorphous import density_trend, evaluate_test_cells, steering, surrogate_scores
+
+
+def _models():
+    torch.manual_seed(0)
+    prior = AmorphousDiffusion(LocalNetConfig(hidden=8, layers=1), elements=[6]).eval()
+    xanes = XanesSurrogate(LocalNetConfig(hidden=8, layers=1), 6, 6, [0.5] * 6, [0.1] * 6).eval()
+    return prior, xanes
+
+
+def _cell(seed: int, n: int = 24, density: float = 2.0) -> Structure:
+    rng = np.random.default_rng(seed)
+    return Structure(np.full(n, 6), rng.random((n, 3)), density_cell(np.full(n, 6), density))
+
+
+def test_test_cells_steering_and_density_trend():
+    prior, xanes = _models()
+    rng = np.random.default_rng(0)
+    cells = [SpectrumLabelled(_cell(k), np.arange(24), rng.random((24, 6)), f"c{k}") for k in range(2)]
+    opts = SampleOptions(steps=3)
+    out = evaluate_test_cells(prior, xanes, cells, samples=2, options=opts)
+    assert len(out["cells"]) == 2
+    for key in ("guided_sp3_error", "unguided_rdf_distance", "guided_spectrum_misfit", "reference_spectrum_misfit"):
+        assert np.isfinite(out["summary"][key])
+    assert len(out["cells"][0]["guided"]["sp3"]) == 2
+    steer = steering(
+        prior, xanes, np.zeros(6) + 0.2, np.zeros(6) + 0.8, _cell(5), fractions=(0.0, 1.0), samples=2, options=opts
+    )
+    assert len(steer["targets"]) == 2 and isinstance(steer["monotonic"], bool)
+    trend = density_trend(prior, [_cell(1, density=1.5), _cell(2, density=3.0)], samples=2, options=opts)
+    assert [round(p["density"], 2) for p in trend["points"]] == [1.5, 3.0]
+    assert trend["mean_abs_sp3_difference"] >= 0
+
+
+def test_surrogate_scores_are_perfect_on_its_own_predictions():
+    _, xanes = _models()
+    s = _cell(3)
+    from atomdiff.structure import StructureBatch
+
+    with torch.no_grad():
+        idx, spectra = xanes.per_atom(StructureBatch.from_structures([s], dtype=torch.float32))
+    item = SpectrumLabelled(s, idx.numpy(), spectra.double().numpy(), "own")
+    noisy = SpectrumLabelled(s, idx.numpy(), spectra.double().numpy() + 0.05, "shifted")
+    scores = surrogate_scores(xanes, [item, noisy])
+    assert scores["per_structure"][0]["mse"] < 1e-10
+    assert abs(scores["per_structure"][1]["mse"] - 0.0025) < 1e-6
+    assert scores["per_atom_r2"] < 1.0
+
+
+def test_evaluate_xanes_cli(tmp_path):
+    _, xanes = _models()
+    xanes.save(tmp_path / "s")
+    root = tmp_path / "data"
+    for split in ("test",):
+        (root / "poscar" / split).mkdir(parents=True)
+        (root / "xanes" / split).mkdir(parents=True)
+        for k in range(2):
+            write_structures([_cell(k)], root / "poscar" / split / f"c{k}.vasp", format="poscar")
+            np.savetxt(root / "xanes" / split / f"c{k}.txt", np.random.default_rng(k).random((24, 6)))
+    out = tmp_path / "r.json"
+    assert run(["evaluate", "xanes", "--data", str(root), "--surrogate", str(tmp_path / "s"), "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["structures"] == 2 and result["atoms"] == 48
