@@ -136,3 +136,35 @@ def xanes(
         + f": {output}",
         highlight=False,
     )
+
+
+@app.command("ordered")
+def ordered(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output file (.extxyz).")],
+    per_phase: Annotated[int, typer.Option(min=1, help="Structures per phase.")] = 200,
+    phases: Annotated[
+        str | None, typer.Option(help="Comma-separated phases (default all): sc,bcc,fcc,hcp,diamond,rock-salt,...")
+    ] = None,
+    species: Annotated[
+        str, typer.Option(help="Two elements: elemental phases use the first, binaries both.")
+    ] = "Cu,Zn",
+    seed: Seed = 0,
+) -> None:
+    """Ordered elemental and binary crystals in one fixed 12 Å cubic box, with thermal noise (extxyz)."""
+    from collections import Counter
+
+    from atomdiff.data.generate.ordered import BOX, PHASES, write_ordered_dataset
+
+    if output.suffix.lower() not in (".extxyz", ".xyz"):
+        raise InputError("--output must end in .extxyz (or .xyz)", path=str(output))
+    names = list(PHASES) if phases is None else [p.strip() for p in phases.split(",") if p.strip()]
+    unknown = [p for p in names if p not in PHASES]
+    if unknown or not names:
+        raise InputError(f"unknown phase {', '.join(unknown) or '(none given)'}; known: {', '.join(PHASES)}")
+    elements = [s.strip() for s in species.split(",")]
+    if len(elements) != 2:
+        raise InputError(f"--species: give two elements like Cu,Zn, got {species!r}")
+    structures = write_ordered_dataset(output, per_phase, seed, phases=names, species=elements)
+    counts = Counter(s.info["phase"] for s in structures)
+    summary = ", ".join(f"{p} {n}" for p, n in counts.items())
+    console.print(f"wrote {len(structures)} structures in a {BOX:g} Å cubic box to {output}: {summary}")
