@@ -1,19 +1,20 @@
 """``atomdiff voxel``: grand-canonical diffusion on periodic voxel fields (the atom count is generated).
 
-Only ``generate`` exists so far; ``train`` and the shipped default model come with the ordered-phase
-experiment.
+``train`` fits a model on structures that all fill one box (e.g. ``atomdiff data ordered``) through the shared
+training stack; ``generate`` samples one (default: the shipped ``voxel_ordered`` when installed).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from atomdiff.cli.generate import progress_bar
 from atomdiff.cli.options import Seed
+from atomdiff.cli.train import _command_line, resolve_config
 from atomdiff.errors import InputError
 
 console = Console()
@@ -41,7 +42,6 @@ def parse_shape(text: str | None) -> tuple[int, int, int] | None:
 
 @app.command("generate")
 def generate(
-    model: Annotated[Path, typer.Option("--model", "-m", help="Voxel model folder (model.safetensors + config.json).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (CIFs, samples.extxyz, summary.csv).")],
     number: Annotated[int, typer.Option("-n", "--number", min=1, help="Number of structures.")] = 8,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps (cost is proportional).")] = 100,
@@ -52,18 +52,23 @@ def generate(
     ] = None,
     seed: Seed = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace the samples of an earlier run in the folder.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Voxel model folder or shipped name (default: voxel_ordered)."),
+    ] = None,
 ) -> None:
     """Sample voxel fields and decode them into structures: one CIF each, samples.extxyz and summary.csv."""
     import torch
 
-    from atomdiff.diffusion.voxel import SAMPLERS, VoxelDiffusion
+    from atomdiff.diffusion.voxel import SAMPLERS
     from atomdiff.tasks.generate import check_output_folder, write_samples
+    from atomdiff.weights import load_voxel_model
 
     if sampler not in SAMPLERS:
         raise InputError(f"--sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
     grid_shape = parse_shape(shape)
     check_output_folder(output, overwrite)
-    diffusion = VoxelDiffusion.load(model)
+    diffusion = load_voxel_model(model)
     with progress_bar("denoising") as update:
         structures = diffusion.generate_structures(
             number,
@@ -76,3 +81,71 @@ def generate(
     write_samples(structures, output, overwrite)
     counts = ", ".join(str(len(s)) for s in structures)
     console.print(f"wrote {len(structures)} structure(s) to {output}; atoms per structure: {counts}")
+
+
+@app.command("train")
+def train(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: config, checkpoints, logs, model.")],
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", "-d", help="Structures that all fill one box (extxyz, CIF, ...); repeatable."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Settings file, .json or .toml.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override one setting, KEY=VALUE (repeatable).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN_DIR/checkpoints/last.ckpt.")] = False,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps to train for.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Boxes per batch and device.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
+    grid: Annotated[
+        str | None, typer.Option(help="Voxels per box edge, e.g. 48 or 48,48,64 (default: --spacing).")
+    ] = None,
+    spacing: Annotated[float | None, typer.Option(help="Largest voxel edge, Å, when --grid is not given.")] = None,
+    sigma: Annotated[float | None, typer.Option(help="Width of the Gaussian of each atom, Å.")] = None,
+    base: Annotated[int | None, typer.Option(help="Channels of the U-Net's first level.")] = None,
+    mults: Annotated[str | None, typer.Option(help="Channel multipliers of the U-Net's levels, e.g. 1,2,2.")] = None,
+    ckpt_every: Annotated[int | None, typer.Option(help="Optimizer steps between checkpoints.")] = None,
+    val_fraction: Annotated[float | None, typer.Option(help="Fraction of the data held out for validation.")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="auto, cpu or gpu.")] = None,
+    devices: Annotated[int | None, typer.Option(help="Devices per node (DDP when more than one).")] = None,
+    precision: Annotated[str | None, typer.Option(help="Lightning precision: 32-true, bf16-mixed, ...")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="Data-loader worker processes (encode fields).")] = None,
+    cpu_threads: Annotated[int | None, typer.Option(help="Torch threads per process (0: default).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initialisation, shuffling and noise.")] = None,
+) -> None:
+    """Train a voxel diffusion model on structures in one box; the EMA weights are exported to RUN_DIR/model.
+
+    Settings, later winning: defaults < RUN_DIR/config.json (with --resume) < --config file < --set < options.
+    """
+    from atomdiff.training.config import VoxelTrainConfig
+
+    explicit: dict[str, Any] = {
+        "data": data,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "grid": grid,
+        "spacing": spacing,
+        "sigma": sigma,
+        "base": base,
+        "mults": mults,
+        "ckpt_every": ckpt_every,
+        "val_fraction": val_fraction,
+        "accelerator": accelerator,
+        "devices": devices,
+        "precision": precision,
+        "num_workers": num_workers,
+        "cpu_threads": cpu_threads,
+        "seed": seed,
+    }
+    sets = list(set_ or [])
+    settings = resolve_config(out, resume, config, sets, explicit, VoxelTrainConfig)
+    from atomdiff.training.voxel import train_voxel  # imports Lightning: only when training
+
+    model_dir = train_voxel(
+        settings, out, resume=resume, command=_command_line(ctx, out, config, sets, resume, explicit)
+    )
+    if model_dir is not None:
+        console.print(f"model written to {model_dir}")

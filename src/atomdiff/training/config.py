@@ -198,3 +198,44 @@ def _type_name(kind: Any) -> str:
     return {list[str]: "a list of strings", int | None: "an integer or null"}.get(
         kind, getattr(kind, "__name__", str(kind))
     )
+
+
+@dataclasses.dataclass
+class VoxelTrainConfig(RunConfig):
+    """Settings of ``atomdiff voxel train`` (see :class:`RunConfig` for the shared ones).
+
+    Data: ``data`` are structure files (extxyz, CIF, ...) whose structures all fill one and the same box.
+    Grid: ``grid`` (``"48"`` or ``"48,48,48"``; empty: from ``spacing``, Å, rounded up to a multiple of the
+    U-Net's downsampling factor), ``sigma`` (Å) of the Gaussians, ``species`` (channels; empty: the elements
+    of the data, by atomic number).
+    Model: ``base``, ``mults`` (``"1,2,2"``), ``blocks``, ``time_dim`` of the U-Net; ``prediction`` (``eps`` or
+    ``v``) of the noise process.
+    """
+
+    batch_size: int = 16
+    lr: float = 2e-4
+    max_steps: int = 20_000
+    warmup_steps: int = 500
+    grid: str = ""
+    spacing: float = 0.25
+    sigma: float = 0.3
+    species: list[str] = dataclasses.field(default_factory=list)
+    base: int = 32
+    mults: str = "1,2,2,2"
+    blocks: int = 2
+    time_dim: int = 128
+    prediction: str = "eps"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.spacing <= 0 or self.sigma <= 0:
+            raise InputError("spacing and sigma must be positive (Å)")
+        for key in ("base", "blocks", "time_dim"):
+            if getattr(self, key) < 1:
+                raise InputError(f"{key} must be at least 1, got {getattr(self, key)}")
+        try:
+            mults = [int(m) for m in self.mults.split(",")]
+        except ValueError:
+            raise InputError(f"mults: write channel multipliers like 1,2,2, got {self.mults!r}") from None
+        if not mults or min(mults) < 1:
+            raise InputError(f"mults: write positive channel multipliers like 1,2,2, got {self.mults!r}")

@@ -13,6 +13,7 @@ from torch import nn
 
 from atomdiff.diffusion.amorphous import AmorphousDiffusion
 from atomdiff.diffusion.crystal import CrystalDiffusion
+from atomdiff.diffusion.voxel import VoxelDiffusion
 from atomdiff.errors import InputError
 from atomdiff.models.xanes import XanesSurrogate
 
@@ -20,6 +21,7 @@ MODEL_KINDS: dict[str, type] = {
     "crystal_diffusion": CrystalDiffusion,
     "amorphous_diffusion": AmorphousDiffusion,
     "xanes_surrogate": XanesSurrogate,
+    "voxel_diffusion": VoxelDiffusion,
 }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from atomdiff.diffusion.amorphous import AmorphousDiffusion
 from atomdiff.diffusion.crystal import CrystalDiffusion
+from atomdiff.diffusion.voxel import VoxelDiffusion
 from atomdiff.errors import InputError
 from atomdiff.models.xanes import XanesSurrogate
 from atomdiff.structure.elements import chemical_symbols
@@ -59,6 +60,28 @@ def load_amorphous_model(name_or_path: str | os.PathLike) -> AmorphousDiffusion:
 def load_xanes_surrogate(name_or_path: str | os.PathLike) -> XanesSurrogate:
     """Load a :class:`XanesSurrogate` (folder or shipped name, e.g. ``xanes_carbon_k``)."""
     return _load(XanesSurrogate, name_or_path, "xanes_surrogate")
+
+
+DEFAULT_VOXEL_MODEL = "voxel_ordered"
+"""Shipped voxel model used when ``atomdiff voxel generate`` gets no ``--model``."""
+
+
+def load_voxel_model(name_or_path: str | os.PathLike | None = None) -> VoxelDiffusion:
+    """Load a :class:`VoxelDiffusion` (folder or shipped name; ``None``: :data:`DEFAULT_VOXEL_MODEL`).
+
+    Raises:
+        InputError: no such folder or shipped model; the message lists the shipped voxel models.
+    """
+    if name_or_path is None:
+        shipped = shipped_models("voxel_diffusion")
+        if DEFAULT_VOXEL_MODEL not in shipped:
+            raise InputError(
+                f"no default voxel model ({DEFAULT_VOXEL_MODEL!r}) is installed; shipped voxel models: "
+                f"{', '.join(shipped) if shipped else 'none'}. Pass --model FOLDER (e.g. RUN/model of "
+                "`atomdiff voxel train`)"
+            )
+        name_or_path = DEFAULT_VOXEL_MODEL
+    return _load(VoxelDiffusion, name_or_path, "voxel_diffusion")
 
 
 def shipped_models(kind: str | None = "crystal_diffusion") -> list[str]:
