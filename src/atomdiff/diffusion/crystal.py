@@ -7,10 +7,8 @@ data it was trained on; it is saved as ``model.safetensors`` plus ``config.json`
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,8 +19,8 @@ from atomdiff.diffusion.guidance import PhysicsGuidance
 from atomdiff.diffusion.noise import MASK, LatticeNoise, MaskedSpeciesNoise, WrappedNormalNoise
 from atomdiff.diffusion.noise.lattice import cell_to_log_gram, unvech
 from atomdiff.errors import InputError
-from atomdiff.files import atomic_path
 from atomdiff.models.crystal import CrystalNetConfig, CrystalScoreNet
+from atomdiff.models.persistence import load_module, save_module
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.structure import Structure
 
@@ -234,15 +232,7 @@ class CrystalDiffusion(nn.Module):
 
     def save(self, directory: str | os.PathLike, extra: dict | None = None) -> None:
         """Write ``model.safetensors`` and ``config.json`` into ``directory``."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
-        with atomic_path(directory / "model.safetensors") as tmp:
-            save_file(state, str(tmp))
-        with atomic_path(directory / "config.json") as tmp:
-            tmp.write_text(json.dumps({**self.config_dict(), **(extra or {})}, indent=2) + "\n")
+        save_module(self, self.config_dict(), directory, extra)
 
     @classmethod
     def from_config(cls, config: dict) -> CrystalDiffusion:
@@ -254,13 +244,5 @@ class CrystalDiffusion(nn.Module):
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> CrystalDiffusion:
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        for name in ("config.json", "model.safetensors"):
-            if not (directory / name).is_file():
-                raise InputError(f"model folder lacks {name}", path=str(directory))
-        model = cls.from_config(json.loads((directory / "config.json").read_text()))
-        model.net.load_state_dict(load_file(str(directory / "model.safetensors")))
-        model.eval()
-        return model
+        """Load a model saved by :meth:`save` (evaluation mode)."""
+        return load_module(cls, directory)
