@@ -78,3 +78,13 @@ def test_training_lowers_the_loss_and_weights_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model(batch), loaded(batch), atol=1e-6)
     assert loaded.absorber == 6 and loaded.n_bins == 6
+
+
+def test_match_area_rescales_to_the_training_mean():
+    model = _surrogate()
+    y = np.array([0.0, 1.0, 2.0, 1.0, 0.0, 0.0])
+    out = model.match_area(y)
+    assert out.sum() == pytest.approx(float(model.mean.sum()))
+    np.testing.assert_allclose(out / out.max(), y / y.max())
+    with pytest.raises(InputError, match="positive area"):
+        model.match_area(np.zeros(6))

@@ -77,3 +77,22 @@ def test_evaluate_xanes_cli(tmp_path):
     assert run(["evaluate", "xanes", "--data", str(root), "--surrogate", str(tmp_path / "s"), "-o", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["structures"] == 2 and result["atoms"] == 48
+
+
+def test_evaluate_amorphous_rejects_unknown_experiments(tmp_path, capsys):
+    assert (
+        run(
+            [
+                "evaluate",
+                "amorphous",
+                "--data",
+                str(tmp_path),
+                "-o",
+                str(tmp_path / "r.json"),
+                "--experiments",
+                "test,magic",
+            ]
+        )
+        == 2
+    )
+    assert "--experiments" in capsys.readouterr().err

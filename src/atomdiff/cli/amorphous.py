@@ -29,6 +29,9 @@ def amorphous(
     target_pdf: Annotated[Path | None, typer.Option(help="Target reduced PDF G(r): two columns r (Å), G.")] = None,
     target_sq: Annotated[Path | None, typer.Option(help="Target S(Q): two columns Q (Å⁻¹), S.")] = None,
     weight_xanes: Annotated[float, typer.Option(min=0.0, help="Weight of the XANES misfit.")] = 1.0,
+    xanes_scale: Annotated[
+        str, typer.Option(help="area: rescale the XANES target to the surrogate's mean area; none: use as given.")
+    ] = "area",
     weight_pdf: Annotated[float, typer.Option(min=0.0, help="Weight of the G(r) misfit.")] = 1.0,
     weight_sq: Annotated[float, typer.Option(min=0.0, help="Weight of the S(Q) misfit.")] = 1.0,
     guidance: Annotated[float, typer.Option(min=0.0, help="Guidance strength (step in units of σ; 0 = off).")] = 1.0,
@@ -75,6 +78,7 @@ def amorphous(
         guidance=guidance,
         guidance_mode=guidance_mode,
         weight_xanes=weight_xanes,
+        xanes_scale=xanes_scale,
         weight_pdf=weight_pdf,
         weight_sq=weight_sq,
         pdf_radiation=radiation,

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from atomdiff.cli.generate import BatchSize, ModelOpt, SamplerOpt, Steps, check_sampler, progress_bar
 from atomdiff.cli.options import Seed, check_output_suffix
+from atomdiff.errors import InputError
 
 app = typer.Typer(
     help="Benchmark models: csp (structure prediction), denovo (generation), amorphous (spectra-guided a-C).",
@@ -161,6 +162,9 @@ def amorphous(
         Path | None,
         typer.Option(help="Folder of reference cells (extxyz) for the sp3-vs-density trend, e.g. the C-GAP-17 set."),
     ] = None,
+    experiments: Annotated[
+        str, typer.Option(help="Comma-separated subset of: test, steering, densities.")
+    ] = "test,steering,densities",
     seed: Seed = 0,
 ) -> None:
     """Amorphous generation vs reference cells: guided vs unguided on the test cells, steering between the
@@ -177,6 +181,9 @@ def amorphous(
     from atomdiff.weights import load_amorphous_model, load_xanes_surrogate
 
     check_output_suffix(output, (".json",), "--output")
+    chosen = {e.strip() for e in experiments.split(",") if e.strip()}
+    if not chosen or chosen - {"test", "steering", "densities"}:
+        raise InputError(f"--experiments must list some of test, steering, densities; got {experiments!r}")
     prior, xanes = load_amorphous_model(model), load_xanes_surrogate(surrogate)
     cells = read_spectrum_dataset(data, split, xanes.absorber)
     options = SampleOptions(steps=steps, min_distance=1.1)
@@ -192,11 +199,12 @@ def amorphous(
         "seed": seed,
     }
     with stage_bars(["test cells", "steering", "densities"]) as bar:
-        result["test_cells"] = evaluate_test_cells(
-            prior, xanes, cells, samples, options, guidance, guidance_mode, seed, bar
-        )
+        if "test" in chosen:
+            result["test_cells"] = evaluate_test_cells(
+                prior, xanes, cells, samples, options, guidance, guidance_mode, seed, bar
+            )
         misc = Path(data) / "xanes" / "misc"
-        if (misc / "graphite.csv").is_file() and (misc / "diamond.csv").is_file():
+        if "steering" in chosen and (misc / "graphite.csv").is_file() and (misc / "diamond.csv").is_file():
             low = read_spectra_file(misc / "graphite.csv").mean(0)
             high = read_spectra_file(misc / "diamond.csv").mean(0)
             n = len(cells[0].structure)
@@ -216,18 +224,19 @@ def amorphous(
                 seed=seed,
                 progress=bar,
             )
-        if references is not None:
+        if "densities" in chosen and references is not None:
             refs = [s for f in sorted(Path(references).glob("*.extxyz")) for s in read_structures(f)]
             result["density_trend"] = density_trend(prior, refs, samples=3, options=options, seed=seed, progress=bar)
     write_result(result, output)
-    summary = result["test_cells"]["summary"]
-    table = Table(title=f"Amorphous generation on {len(cells)} {split} cells, {samples} samples each")
-    table.add_column("metric")
-    table.add_column("guided", justify="right")
-    table.add_column("unguided", justify="right")
-    for key in ("sp3_error", "rdf_distance", "adf_distance", "spectrum_misfit"):
-        table.add_row(key, f"{summary['guided_' + key]:.4f}", f"{summary['unguided_' + key]:.4f}")
-    console.print(table)
+    if "test_cells" in result:
+        summary = result["test_cells"]["summary"]
+        table = Table(title=f"Amorphous generation on {len(cells)} {split} cells, {samples} samples each")
+        table.add_column("metric")
+        table.add_column("guided", justify="right")
+        table.add_column("unguided", justify="right")
+        for key in ("sp3_error", "rdf_distance", "adf_distance", "spectrum_misfit"):
+            table.add_row(key, f"{summary['guided_' + key]:.4f}", f"{summary['unguided_' + key]:.4f}")
+        console.print(table)
     if "steering" in result:
         steps_sp3 = ", ".join(f"{r['sp3_mean']:.3f}" for r in result["steering"]["targets"])
         console.print(f"steering graphite→diamond, sp3: {steps_sp3} (monotonic: {result['steering']['monotonic']})")

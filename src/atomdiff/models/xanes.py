@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -98,6 +99,19 @@ class XanesSurrogate(nn.Module):
             raise InputError(f"structure {missing} has no absorbing atom (Z = {self.absorber})")
         total = spectra.new_zeros((len(batch), self.n_bins)).index_add(0, b, spectra)
         return total / count.unsqueeze(-1).to(spectra.dtype)
+
+    def match_area(self, spectrum: np.ndarray | torch.Tensor) -> np.ndarray:
+        """``spectrum`` rescaled to the area of the mean training spectrum.
+
+        Measured and computed XANES come in arbitrary units (the a-C data set's crystalline references are ~48×
+        smaller than its a-C spectra); guidance compares shapes only after putting the target on the scale the
+        surrogate predicts.
+        """
+        y = np.asarray(spectrum, dtype=np.float64)
+        area = float(y.sum())
+        if not np.isfinite(area) or area <= 0:
+            raise InputError("a XANES target must have a positive area to be rescaled (use no rescaling)")
+        return y * (float(self.mean.sum()) / area)
 
     def loss(self, labelled: LabelledBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Mean squared error per bin in units of the training standard deviation, and in absolute units."""

@@ -58,6 +58,7 @@ class AmorphousSettings:
     guidance: float = 1.0
     guidance_mode: str = "tweedie"
     weight_xanes: float = 1.0
+    xanes_scale: str = "area"
     weight_pdf: float = 1.0
     weight_sq: float = 1.0
     pdf_radiation: str = "xray"
@@ -138,7 +139,10 @@ def build_guidance(
     if targets.xanes is not None:
         if surrogate is None:
             raise InputError("a XANES target needs a surrogate model")
-        terms.append(SpectrumTerm("xanes", surrogate, torch.as_tensor(targets.xanes), settings.weight_xanes))
+        if settings.xanes_scale not in ("area", "none"):
+            raise InputError(f"--xanes-scale must be area or none, got {settings.xanes_scale!r}")
+        target = surrogate.match_area(targets.xanes) if settings.xanes_scale == "area" else targets.xanes
+        terms.append(SpectrumTerm("xanes", surrogate, torch.as_tensor(target), settings.weight_xanes))
     if targets.pdf is not None:
         pdf = PDFForwardModel(targets.pdf[0], settings.pdf_radiation, qmax=settings.pdf_qmax, sigma=settings.pdf_sigma)
         terms.append(SpectrumTerm("pdf", lambda b, m=pdf: m(b).y, torch.as_tensor(targets.pdf[1]), settings.weight_pdf))

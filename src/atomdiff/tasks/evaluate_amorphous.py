@@ -147,8 +147,12 @@ def steering(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """sp3 fraction of samples guided by ``(1 − f)·low + f·high`` for each ``f``, with a monotonicity check."""
+    """sp3 fraction of samples guided by ``(1 − f)·low + f·high`` for each ``f``, with a monotonicity check.
+
+    Both ends are first rescaled to the surrogate's mean area (:meth:`XanesSurrogate.match_area`).
+    """
     options = options or SampleOptions()
+    low, high = surrogate.match_area(low), surrogate.match_area(high)
     rows = []
     for k, f in enumerate(fractions):
         target = (1.0 - f) * low + f * high
