@@ -12,8 +12,6 @@ from atomdiff.errors import InputError
 from atomdiff.structure import Structure
 from atomdiff.structure.io import write_structures
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "a-C_xanes"
-
 
 def write_dataset(root: Path, n_cells: int = 2, n_atoms: int = 12, n_bins: int = 8, seed: int = 0) -> None:
     """A tiny data set in the a-C layout: POSCARs and one spectrum row per atom."""
@@ -77,10 +75,10 @@ def test_target_spectrum_formats(tmp_path):
         read_target_spectrum(one, 10)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="shared a-C XANES data (../shared/data/a-C_xanes) not present")
-def test_shared_a_c_data_set_is_read():
-    train = read_spectrum_dataset(SHARED, "train")
-    test = read_spectrum_dataset(SHARED, "test")
+def test_shared_a_c_data_set_is_read(shared_data):
+    root = shared_data / "a-C_xanes"
+    train = read_spectrum_dataset(root, "train")
+    test = read_spectrum_dataset(root, "test")
     assert len(train) == 25 and len(test) == 5
     assert all(i.spectra.shape == (216, 100) and len(i.structure) == 216 for i in train + test)
     densities = sorted({round(i.structure.density, 1) for i in train})
