@@ -168,3 +168,58 @@ def ordered(
     counts = Counter(s.info["phase"] for s in structures)
     summary = ", ".join(f"{p} {n}" for p, n in counts.items())
     console.print(f"wrote {len(structures)} structures in a {BOX:g} Å cubic box to {output}: {summary}")
+
+
+@app.command("download")
+def download(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Datasets: perov_5, carbon_24, a-C_xanes, amorphous_carbon (see --list).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Folder that holds the dataset folders (resumed).")
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Fetch from this mirror instead: http(s):// or file:// URL, or a folder laid out like the repository."
+        ),
+    ] = None,
+    list_datasets: Annotated[bool, typer.Option("--list", help="List the datasets and exit.")] = False,
+) -> None:
+    """Download public datasets into OUT/NAME/ in the layout the tests and benchmarks read; resumable.
+
+    Each file is checked with atomdiff's readers; OUT/NAME/SOURCE.md records the source, date and licence.
+    Point the tests at them with ATOMDIFF_SHARED_DATA=OUT.
+    """
+    from rich.markup import escape
+
+    from atomdiff.cli.progress import stage_bars
+    from atomdiff.data.download import DATASETS
+    from atomdiff.data.download import download as fetch
+
+    if list_datasets:
+        for dataset in DATASETS.values():
+            console.print(
+                f"[bold]{dataset.name}[/] ({len(dataset.files)} files, github.com/{dataset.repository}): "
+                f"{escape(dataset.description)} Licence: {escape(dataset.licence)}",
+                highlight=False,
+            )
+        return
+    if not names:
+        raise InputError(f"name at least one dataset: {', '.join(DATASETS)} (or --list)")
+    if output is None:
+        raise InputError("--output/-o: the folder to download into is required")
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise InputError(f"unknown dataset {', '.join(unknown)}; known: {', '.join(DATASETS)}")
+    results = []
+    with stage_bars(names) as update:
+        for name in names:
+            results.append(fetch(name, output, source=source, progress=update))
+    for result in results:
+        console.print(
+            f"{result.name}: {len(result.downloaded)} downloaded, {len(result.skipped)} already there, checked: "
+            f"{escape(str(result.root))}",
+            highlight=False,
+        )
+    console.print(f"use them with ATOMDIFF_SHARED_DATA={escape(str(output))}", highlight=False)
