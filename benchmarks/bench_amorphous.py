@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed sampler steps per size")
     parser.add_argument("--full", type=int, default=0, help="also generate one cell of this many atoms (100 steps)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--guided-max", type=int, default=10**9, help="time guided steps only up to this size")
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
