@@ -21,6 +21,26 @@ from atomdiff.training.config import LocalTrainConfig, RunConfig, TrainConfig, X
 
 app = typer.Typer(help="Train models: crystal diffusion, amorphous diffusion, XANES surrogates.", no_args_is_help=True)
 
+# Options shared by the training commands (here and in ``atomdiff voxel train``).
+RunOut = Annotated[Path, typer.Option("--out", "-o", help="Run folder: config, checkpoints, logs, model.")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file, .json or .toml.")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override one setting, KEY=VALUE (repeatable).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from RUN_DIR/checkpoints/last.ckpt.")]
+MaxSteps = Annotated[int | None, typer.Option(help="Optimizer steps to train for (-1: no limit).")]
+LearningRate = Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")]
+CkptEvery = Annotated[int | None, typer.Option(help="Optimizer steps between checkpoints.")]
+ValFraction = Annotated[float | None, typer.Option(help="Fraction of the data held out for validation.")]
+Accelerator = Annotated[str | None, typer.Option(help="auto, cpu or gpu.")]
+Devices = Annotated[int | None, typer.Option(help="Devices per node (DDP when more than one).")]
+NumNodes = Annotated[int | None, typer.Option(help="Nodes (DDP).")]
+Precision = Annotated[str | None, typer.Option(help="Lightning precision: 32-true, bf16-mixed, ...")]
+NumWorkers = Annotated[int | None, typer.Option(help="Data-loader worker processes.")]
+CpuThreads = Annotated[int | None, typer.Option(help="Torch threads per process (0: default).")]
+TrainSeed = Annotated[int | None, typer.Option(help="Seed of initialisation, shuffling and noise.")]
+Hidden = Annotated[int | None, typer.Option(help="Feature width of the network.")]
+Layers = Annotated[int | None, typer.Option(help="Message-passing layers (interaction blocks).")]
+Cutoff = Annotated[float | None, typer.Option(help="Neighbour cutoff, Å.")]
+
 _PATH_KEYS = ("data", "val_data")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -118,32 +138,30 @@ def _command_line(
 @app.command("crystal")
 def crystal(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: config, data cache, checkpoints, logs, model.")],
+    out: RunOut,
     data: Annotated[
         list[Path] | None,
         typer.Option("--data", "-d", help="Training structures (CSV of CIFs, extxyz, CIF); repeat for more files."),
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Settings file, .json or .toml.")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override one setting, KEY=VALUE (repeatable).")
-    ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN_DIR/checkpoints/last.ckpt.")] = False,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps to train for (-1: no limit).")] = None,
+    config: ConfigFile = None,
+    set_: SetOption = None,
+    resume: Resume = False,
+    max_steps: MaxSteps = None,
     max_epochs: Annotated[int | None, typer.Option(help="Epochs to train for (-1: no limit).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Structures per batch and device.")] = None,
     hidden: Annotated[int | None, typer.Option(help="Width of the score network.")] = None,
     layers: Annotated[int | None, typer.Option(help="Message-passing layers of the score network.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
-    ckpt_every: Annotated[int | None, typer.Option(help="Optimizer steps between checkpoints.")] = None,
-    val_fraction: Annotated[float | None, typer.Option(help="Fraction of the data held out for validation.")] = None,
+    lr: LearningRate = None,
+    ckpt_every: CkptEvery = None,
+    val_fraction: ValFraction = None,
     limit: Annotated[int | None, typer.Option(help="Read at most this many structures from each file.")] = None,
-    accelerator: Annotated[str | None, typer.Option(help="auto, cpu or gpu.")] = None,
-    devices: Annotated[int | None, typer.Option(help="Devices per node (DDP when more than one).")] = None,
-    num_nodes: Annotated[int | None, typer.Option(help="Nodes (DDP).")] = None,
-    precision: Annotated[str | None, typer.Option(help="Lightning precision: 32-true, bf16-mixed, ...")] = None,
-    num_workers: Annotated[int | None, typer.Option(help="Data-loader worker processes.")] = None,
-    cpu_threads: Annotated[int | None, typer.Option(help="Torch threads per process (0: default).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of initialisation, shuffling and noise.")] = None,
+    accelerator: Accelerator = None,
+    devices: Devices = None,
+    num_nodes: NumNodes = None,
+    precision: Precision = None,
+    num_workers: NumWorkers = None,
+    cpu_threads: CpuThreads = None,
+    seed: TrainSeed = None,
 ) -> None:
     """Train a crystal diffusion model; the EMA weights are exported to RUN_DIR/model.
 
@@ -179,12 +197,6 @@ def crystal(
         typer.echo(f"model written to {model_dir}")
 
 
-_OUT = Annotated[Path, typer.Option("--out", "-o", help="Run folder: config, checkpoints, logs, model.")]
-_CONFIG = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file, .json or .toml.")]
-_SET = Annotated[list[str] | None, typer.Option("--set", help="Override one setting, KEY=VALUE (repeatable).")]
-_RESUME = Annotated[bool, typer.Option("--resume", help="Continue from RUN_DIR/checkpoints/last.ckpt.")]
-
-
 def _local(
     ctx: typer.Context,
     cls: type[LocalTrainConfig],
@@ -205,24 +217,24 @@ def _local(
 @app.command("amorphous")
 def amorphous(
     ctx: typer.Context,
-    out: _OUT,
+    out: RunOut,
     data: Annotated[
         list[Path] | None,
         typer.Option("--data", "-d", help="Data-set folder (ROOT/poscar/<split>/) or structure file; repeatable."),
     ] = None,
-    config: _CONFIG = None,
-    set_: _SET = None,
-    resume: _RESUME = False,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps to train for.")] = None,
+    config: ConfigFile = None,
+    set_: SetOption = None,
+    resume: Resume = False,
+    max_steps: MaxSteps = None,
     batch_size: Annotated[int | None, typer.Option(help="Cells per batch and device.")] = None,
-    hidden: Annotated[int | None, typer.Option(help="Feature width of the network.")] = None,
-    layers: Annotated[int | None, typer.Option(help="Interaction blocks.")] = None,
-    cutoff: Annotated[float | None, typer.Option(help="Neighbour cutoff, Å.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
-    accelerator: Annotated[str | None, typer.Option(help="auto, cpu or gpu.")] = None,
-    devices: Annotated[int | None, typer.Option(help="Devices per node (DDP when more than one).")] = None,
-    cpu_threads: Annotated[int | None, typer.Option(help="Torch threads per process (0: default).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of initialisation, shuffling and noise.")] = None,
+    hidden: Hidden = None,
+    layers: Layers = None,
+    cutoff: Cutoff = None,
+    lr: LearningRate = None,
+    accelerator: Accelerator = None,
+    devices: Devices = None,
+    cpu_threads: CpuThreads = None,
+    seed: TrainSeed = None,
 ) -> None:
     """Train the position-diffusion prior of amorphous materials; EMA weights go to RUN_DIR/model."""
     from atomdiff.training.local import train_amorphous  # imports Lightning: only when training
@@ -246,25 +258,25 @@ def amorphous(
 @app.command("xanes")
 def xanes(
     ctx: typer.Context,
-    out: _OUT,
+    out: RunOut,
     data: Annotated[
         list[Path] | None,
         typer.Option("--data", "-d", help="Data-set folder with poscar/<split>/ and xanes/<split>/; repeatable."),
     ] = None,
-    config: _CONFIG = None,
-    set_: _SET = None,
-    resume: _RESUME = False,
+    config: ConfigFile = None,
+    set_: SetOption = None,
+    resume: Resume = False,
     absorber: Annotated[str | None, typer.Option(help="Absorbing element (symbol).")] = None,
     edge: Annotated[str | None, typer.Option(help="Absorption edge, recorded with the model.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps to train for.")] = None,
+    max_steps: MaxSteps = None,
     batch_size: Annotated[int | None, typer.Option(help="Structures per batch and device.")] = None,
-    hidden: Annotated[int | None, typer.Option(help="Feature width of the network.")] = None,
-    layers: Annotated[int | None, typer.Option(help="Interaction blocks.")] = None,
-    cutoff: Annotated[float | None, typer.Option(help="Neighbour cutoff, Å.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
-    accelerator: Annotated[str | None, typer.Option(help="auto, cpu or gpu.")] = None,
-    devices: Annotated[int | None, typer.Option(help="Devices per node (DDP when more than one).")] = None,
-    cpu_threads: Annotated[int | None, typer.Option(help="Torch threads per process (0: default).")] = None,
+    hidden: Hidden = None,
+    layers: Layers = None,
+    cutoff: Cutoff = None,
+    lr: LearningRate = None,
+    accelerator: Accelerator = None,
+    devices: Devices = None,
+    cpu_threads: CpuThreads = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation and shuffling.")] = None,
 ) -> None:
     """Train a structure → per-atom XANES surrogate; EMA weights go to RUN_DIR/model."""

@@ -14,7 +14,23 @@ from rich.console import Console
 
 from atomdiff.cli.generate import progress_bar
 from atomdiff.cli.options import Seed
-from atomdiff.cli.train import _command_line, resolve_config
+from atomdiff.cli.train import (
+    Accelerator,
+    CkptEvery,
+    ConfigFile,
+    CpuThreads,
+    Devices,
+    LearningRate,
+    MaxSteps,
+    Precision,
+    Resume,
+    RunOut,
+    SetOption,
+    TrainSeed,
+    ValFraction,
+    _command_line,
+    resolve_config,
+)
 from atomdiff.errors import InputError
 
 console = Console()
@@ -86,19 +102,17 @@ def generate(
 @app.command("train")
 def train(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: config, checkpoints, logs, model.")],
+    out: RunOut,
     data: Annotated[
         list[Path] | None,
         typer.Option("--data", "-d", help="Structures that all fill one box (extxyz, CIF, ...); repeatable."),
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Settings file, .json or .toml.")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override one setting, KEY=VALUE (repeatable).")
-    ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN_DIR/checkpoints/last.ckpt.")] = False,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps to train for.")] = None,
+    config: ConfigFile = None,
+    set_: SetOption = None,
+    resume: Resume = False,
+    max_steps: MaxSteps = None,
     batch_size: Annotated[int | None, typer.Option(help="Boxes per batch and device.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
+    lr: LearningRate = None,
     grid: Annotated[
         str | None, typer.Option(help="Voxels per box edge, e.g. 48 or 48,48,64 (default: --spacing).")
     ] = None,
@@ -106,14 +120,14 @@ def train(
     sigma: Annotated[float | None, typer.Option(help="Width of the Gaussian of each atom, Å.")] = None,
     base: Annotated[int | None, typer.Option(help="Channels of the U-Net's first level.")] = None,
     mults: Annotated[str | None, typer.Option(help="Channel multipliers of the U-Net's levels, e.g. 1,2,2.")] = None,
-    ckpt_every: Annotated[int | None, typer.Option(help="Optimizer steps between checkpoints.")] = None,
-    val_fraction: Annotated[float | None, typer.Option(help="Fraction of the data held out for validation.")] = None,
-    accelerator: Annotated[str | None, typer.Option(help="auto, cpu or gpu.")] = None,
-    devices: Annotated[int | None, typer.Option(help="Devices per node (DDP when more than one).")] = None,
-    precision: Annotated[str | None, typer.Option(help="Lightning precision: 32-true, bf16-mixed, ...")] = None,
+    ckpt_every: CkptEvery = None,
+    val_fraction: ValFraction = None,
+    accelerator: Accelerator = None,
+    devices: Devices = None,
+    precision: Precision = None,
     num_workers: Annotated[int | None, typer.Option(help="Data-loader worker processes (encode fields).")] = None,
-    cpu_threads: Annotated[int | None, typer.Option(help="Torch threads per process (0: default).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of initialisation, shuffling and noise.")] = None,
+    cpu_threads: CpuThreads = None,
+    seed: TrainSeed = None,
 ) -> None:
     """Train a voxel diffusion model on structures in one box; the EMA weights are exported to RUN_DIR/model.
 
