@@ -38,6 +38,9 @@ def amorphous(
     guidance_mode: Annotated[
         str, typer.Option(help="tweedie (denoised estimate), dps (through the network) or noisy (seed study).")
     ] = "tweedie",
+    guidance_start: Annotated[
+        float | None, typer.Option(help="Guide only at noise levels σ ≤ this (Å); default: every level.")
+    ] = None,
     radiation: Annotated[str, typer.Option(help="Radiation of the G(r)/S(Q) targets: xray or neutron.")] = "xray",
     qmax: Annotated[float | None, typer.Option(help="Q range (Å⁻¹) of the target G(r) (termination).")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Noise levels of the sampler.")] = 100,
@@ -77,6 +80,7 @@ def amorphous(
         min_distance=min_distance,
         guidance=guidance,
         guidance_mode=guidance_mode,
+        guidance_start=guidance_start,
         weight_xanes=weight_xanes,
         xanes_scale=xanes_scale,
         weight_pdf=weight_pdf,

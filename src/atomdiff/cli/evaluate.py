@@ -157,6 +157,9 @@ def amorphous(
     steps: Annotated[int, typer.Option(min=1, help="Noise levels of the sampler.")] = 100,
     guidance: Annotated[float, typer.Option(min=0.0, help="Guidance strength.")] = 1.0,
     guidance_mode: Annotated[str, typer.Option(help="tweedie, dps or noisy.")] = "tweedie",
+    guidance_start: Annotated[
+        float | None, typer.Option(help="Guide only at noise levels σ ≤ this (Å); default: every level.")
+    ] = None,
     steer_density: Annotated[float, typer.Option(help="Density (g/cm³) of the steering experiment.")] = 2.5,
     references: Annotated[
         Path | None,
@@ -188,6 +191,7 @@ def amorphous(
     cells = read_spectrum_dataset(data, split, xanes.absorber)
     options = SampleOptions(steps=steps, min_distance=1.1)
     result: dict[str, Any] = {
+        "guidance_start": guidance_start,
         "model": model,
         "surrogate": surrogate,
         "data": str(data),
@@ -201,7 +205,7 @@ def amorphous(
     with stage_bars(["test cells", "steering", "densities"]) as bar:
         if "test" in chosen:
             result["test_cells"] = evaluate_test_cells(
-                prior, xanes, cells, samples, options, guidance, guidance_mode, seed, bar
+                prior, xanes, cells, samples, options, guidance, guidance_mode, seed, bar, guidance_start
             )
         misc = Path(data) / "xanes" / "misc"
         if "steering" in chosen and (misc / "graphite.csv").is_file() and (misc / "diamond.csv").is_file():
@@ -223,6 +227,7 @@ def amorphous(
                 mode=guidance_mode,
                 seed=seed,
                 progress=bar,
+                sigma_start=guidance_start,
             )
         if "densities" in chosen and references is not None:
             refs = [s for f in sorted(Path(references).glob("*.extxyz")) for s in read_structures(f)]

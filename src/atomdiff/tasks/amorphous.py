@@ -57,6 +57,7 @@ class AmorphousSettings:
     min_distance: float = 1.1
     guidance: float = 1.0
     guidance_mode: str = "tweedie"
+    guidance_start: float | None = None
     weight_xanes: float = 1.0
     xanes_scale: str = "area"
     weight_pdf: float = 1.0
@@ -149,7 +150,7 @@ def build_guidance(
     if targets.sq is not None:
         sq = ScatteringForwardModel(targets.sq[0], settings.sq_radiation, r_max=settings.sq_rmax)
         terms.append(SpectrumTerm("sq", lambda b, m=sq: m(b).y, torch.as_tensor(targets.sq[1]), settings.weight_sq))
-    return SpectralGuidance(terms, settings.guidance, settings.guidance_mode)
+    return SpectralGuidance(terms, settings.guidance, settings.guidance_mode, settings.guidance_start)
 
 
 @dataclasses.dataclass

@@ -76,8 +76,10 @@ def _sample(
     return model.generate(batch, options, torch.Generator().manual_seed(seed), guidance)
 
 
-def xanes_guidance(surrogate: XanesSurrogate, target: np.ndarray, strength: float, mode: str) -> SpectralGuidance:
-    return SpectralGuidance([SpectrumTerm("xanes", surrogate, torch.as_tensor(target))], strength, mode)
+def xanes_guidance(
+    surrogate: XanesSurrogate, target: np.ndarray, strength: float, mode: str, sigma_start: float | None = None
+) -> SpectralGuidance:
+    return SpectralGuidance([SpectrumTerm("xanes", surrogate, torch.as_tensor(target))], strength, mode, sigma_start)
 
 
 def evaluate_test_cells(
@@ -90,6 +92,7 @@ def evaluate_test_cells(
     mode: str = "tweedie",
     seed: int = 0,
     progress: Progress | None = None,
+    sigma_start: float | None = None,
 ) -> dict[str, Any]:
     """Guided and unguided samples in each test cell, compared with the cell (see the module docstring)."""
     options = options or SampleOptions()
@@ -107,7 +110,10 @@ def evaluate_test_cells(
             "reference_spectrum_misfit": float(spectrum_misfit(surrogate, [ref], target)[0]),
         }
         template = ref.replace(frac=np.zeros_like(ref.frac))
-        for label, guidance in (("guided", xanes_guidance(surrogate, target, strength, mode)), ("unguided", None)):
+        for label, guidance in (
+            ("guided", xanes_guidance(surrogate, target, strength, mode, sigma_start)),
+            ("unguided", None),
+        ):
             t0 = time.perf_counter()
             out = _sample(model, template, samples, options, seed + 1000 * k, guidance)
             metrics = [structure_metrics(s) for s in out]
@@ -146,6 +152,7 @@ def steering(
     mode: str = "tweedie",
     seed: int = 0,
     progress: Progress | None = None,
+    sigma_start: float | None = None,
 ) -> dict[str, Any]:
     """sp3 fraction of samples guided by ``(1 − f)·low + f·high`` for each ``f``, with a monotonicity check.
 
@@ -156,7 +163,8 @@ def steering(
     rows = []
     for k, f in enumerate(fractions):
         target = (1.0 - f) * low + f * high
-        out = _sample(model, template, samples, options, seed, xanes_guidance(surrogate, target, strength, mode))
+        guidance = xanes_guidance(surrogate, target, strength, mode, sigma_start)
+        out = _sample(model, template, samples, options, seed, guidance)
         sp3 = [descriptors.hybridisation_fractions(s)["sp3"] for s in out]
         rows.append(
             {
