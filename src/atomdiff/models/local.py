@@ -31,6 +31,7 @@ from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.neighbors import neighbor_list
 
 _MAX_Z = 100
+_EDGE_CHUNK = 16384  # edges per chunk of message passing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +112,19 @@ class _Interaction(nn.Module):
         scale: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.hidden
-        x = self.phi(s)[g.j] * self.filter(rbf) * (env * scale).unsqueeze(-1)
-        a, b, c = x.split(f, dim=-1)
-        s = s + torch.zeros_like(s).index_add(0, g.i, a)
-        dv = b.unsqueeze(1) * v[g.j] + c.unsqueeze(1) * unit.unsqueeze(-1)
-        v = v + torch.zeros_like(v).index_add(0, g.i, dv)
+        phi = self.phi(s)
+        ds, dv = torch.zeros_like(s), torch.zeros_like(v)
+        # Edges in chunks: the per-edge temporaries stay a few MB whatever the cell size (whole-graph temporaries
+        # of a 16,000-atom cell are ~170 MB each and made a step cost 2.4x more per atom than at 4,000 atoms).
+        for start in range(0, g.i.shape[0], _EDGE_CHUNK):
+            part = slice(start, start + _EDGE_CHUNK)
+            i, j = g.i[part], g.j[part]
+            x = phi[j] * self.filter(rbf[part]) * (env[part] * scale).unsqueeze(-1)
+            a, b, c = x.split(f, dim=-1)
+            ds.index_add_(0, i, a)
+            dv.index_add_(0, i, b.unsqueeze(1) * v[j] + c.unsqueeze(1) * unit[part].unsqueeze(-1))
+        s = s + ds
+        v = v + dv
         uv, vv = self.u(v), self.v(v)
         norm = torch.sqrt((vv * vv).sum(1) + 1e-8)
         a_vv, a_sv, a_ss = self.mix(torch.cat([s, norm], dim=-1)).split(f, dim=-1)
