@@ -26,12 +26,14 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.neighbors import neighbor_list
 
 _MAX_Z = 100
 _EDGE_CHUNK = 16384  # edges per chunk of message passing
+_CHECKPOINT_EDGES = 500_000  # above this many edges, blocks are recomputed in the backward pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +187,12 @@ class LocalEquivariantNet(nn.Module):
                 if cond is None:
                     raise ValueError("this network needs a conditioning vector")
                 s = s + self.cond[k](cond.to(s.dtype))[batch_idx]
-            s, v = block(s, v, graph, rbf, env, unit, scale)
+            if torch.is_grad_enabled() and graph.i.shape[0] > _CHECKPOINT_EDGES:
+                # large cells under autograd (guidance of 10⁴–10⁵ atoms): keep only each block's inputs and
+                # recompute its edge tensors in the backward pass, instead of holding all of them in memory
+                s, v = checkpoint(block, s, v, graph, rbf, env, unit, scale, use_reentrant=False)
+            else:
+                s, v = block(s, v, graph, rbf, env, unit, scale)
         vector = None
         if self.gate is not None:
             vector = (self.gate(s).unsqueeze(1) * v).sum(-1) / math.sqrt(cfg.hidden)
