@@ -27,4 +27,5 @@ def demo(
     for name in summary["files"]:
         console.print(f"  {output / name}")
     if not quick:
-        console.print(f"reports: {output / 'phases' / 'report.html'}, {output / 'solve' / 'report.html'}")
+        reports = [output / "phases" / "report.html", output / "solve" / "report.html", summary["amorphous"]["report"]]
+        console.print("reports: " + ", ".join(str(r) for r in reports))
