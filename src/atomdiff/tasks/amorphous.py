@@ -13,7 +13,6 @@ import csv
 import dataclasses
 import html
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import torch
 from atomdiff.data.patterns import read_pattern
 from atomdiff.data.spectra import read_target_spectrum
 from atomdiff.diffusion.amorphous import AmorphousDiffusion, SampleOptions, density_cell
-from atomdiff.diffusion.guidance.spectra import SpectralGuidance, SpectrumTerm
+from atomdiff.diffusion.guidance.spectra import SpectralGuidance, SpectrumTerm, relative_misfit
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
 from atomdiff.models.xanes import XanesSurrogate
@@ -171,18 +170,15 @@ def achieved_curves(
     if guidance is None:
         return {}
     batch = StructureBatch.from_structures(structures, dtype=torch.float32)
+    grids = {"pdf": targets.pdf[0] if targets.pdf else None, "sq": targets.sq[0] if targets.sq else None}
     out = {}
     with torch.no_grad():
         for term in guidance.terms:
-            y = term.forward(batch).double().cpu().numpy()
-            target = term.target.double().cpu().numpy()
-            x = {"xanes": np.arange(len(target), dtype=float), "pdf": None, "sq": None}[term.name]
-            if term.name == "pdf":
-                x = targets.pdf[0]
-            if term.name == "sq":
-                x = targets.sq[0]
-            misfit = ((y - target) ** 2).mean(-1) / max(float((target**2).mean()), 1e-12)
-            out[term.name] = {"x": x, "target": target, "achieved": y, "misfit": misfit}
+            y = term.forward(batch).double().cpu()
+            target = term.target.double().cpu()
+            x = grids.get(term.name, np.arange(target.shape[-1], dtype=float))
+            misfit = relative_misfit(y, target).numpy()
+            out[term.name] = {"x": x, "target": target.numpy(), "achieved": y.numpy(), "misfit": misfit}
     return out
 
 
@@ -344,8 +340,3 @@ def _html(result: AmorphousResult, rows: list[dict], plots: dict[str, Path], rep
             f"cells up to {_VIEWER_MAX_ATOMS} atoms).</p>"
         )
     write_report(report / "report.html", "atomdiff amorphous", sections)
-
-
-def spectrum_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Root-mean-square difference of two curves on the same grid."""
-    return float(math.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))

@@ -24,7 +24,7 @@ import torch
 
 from atomdiff.data.spectra import SpectrumLabelled
 from atomdiff.diffusion.amorphous import AmorphousDiffusion, SampleOptions
-from atomdiff.diffusion.guidance.spectra import SpectralGuidance, SpectrumTerm
+from atomdiff.diffusion.guidance.spectra import SpectralGuidance, SpectrumTerm, relative_misfit
 from atomdiff.models.xanes import XanesSurrogate
 from atomdiff.physics import descriptors
 from atomdiff.structure.batch import StructureBatch
@@ -60,8 +60,8 @@ def _rms(a: np.ndarray, b: np.ndarray) -> float:
 def spectrum_misfit(surrogate: XanesSurrogate, structures: Sequence[Structure], target: np.ndarray) -> np.ndarray:
     """Relative mean squared difference of the surrogate spectra of ``structures`` to ``target``."""
     with torch.no_grad():
-        y = surrogate(StructureBatch.from_structures(list(structures), dtype=torch.float32)).double().numpy()
-    return ((y - target) ** 2).mean(-1) / float((target**2).mean())
+        y = surrogate(StructureBatch.from_structures(list(structures), dtype=torch.float32)).double()
+    return relative_misfit(y, torch.as_tensor(target, dtype=torch.float64)).numpy()
 
 
 def _sample(

@@ -34,6 +34,12 @@ from atomdiff.structure.batch import StructureBatch
 MODES = ("tweedie", "dps", "noisy")
 
 
+def relative_misfit(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference over the last axis divided by the target's mean square."""
+    scale = (target * target).mean(-1).clamp_min(1e-12)
+    return ((pred - target) ** 2).mean(-1) / scale
+
+
 @dataclasses.dataclass
 class SpectrumTerm:
     """One target curve and the forward model that predicts it.
@@ -56,8 +62,7 @@ class SpectrumTerm:
         target = self.target.to(dtype=pred.dtype, device=pred.device)
         if target.shape[-1] != pred.shape[-1]:
             raise InputError(f"{self.name} target has {target.shape[-1]} points, the forward model {pred.shape[-1]}")
-        scale = (target * target).mean(-1).clamp_min(1e-12)
-        return ((pred - target) ** 2).mean(-1) / scale
+        return relative_misfit(pred, target)
 
 
 class SpectralGuidance:
