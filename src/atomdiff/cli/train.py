@@ -116,6 +116,21 @@ def resolve_config(
     return cls.from_dict(given, config)
 
 
+_RUN_PARAMS = ("ctx", "out", "config", "set_", "resume")
+
+
+def explicit_options(ctx: typer.Context) -> dict[str, Any]:
+    """The command's setting options by name (``None`` when not given): every parameter but the run's own.
+
+    Click reports a repeatable option that was not given as ``()``; it is ``None`` here, as in the function.
+    """
+    return {
+        k: (list(v) if v else None) if isinstance(v, tuple | list) else v
+        for k, v in ctx.params.items()
+        if k not in _RUN_PARAMS
+    }
+
+
 def _command_line(
     ctx: typer.Context, out: Path, config: Path | None, sets: list[str], resume: bool, explicit: dict
 ) -> str:
@@ -167,25 +182,7 @@ def crystal(
 
     Settings, later winning: defaults < RUN_DIR/config.json (with --resume) < --config file < --set < options.
     """
-    explicit = {
-        "data": data,
-        "max_steps": max_steps,
-        "max_epochs": max_epochs,
-        "batch_size": batch_size,
-        "hidden": hidden,
-        "layers": layers,
-        "lr": lr,
-        "ckpt_every": ckpt_every,
-        "val_fraction": val_fraction,
-        "limit": limit,
-        "accelerator": accelerator,
-        "devices": devices,
-        "num_nodes": num_nodes,
-        "precision": precision,
-        "num_workers": num_workers,
-        "cpu_threads": cpu_threads,
-        "seed": seed,
-    }
+    explicit = explicit_options(ctx)
     sets = list(set_ or [])
     settings = resolve_config(out, resume, config, sets, explicit)
     from atomdiff.training.run import train_crystal  # imports Lightning: only when training
@@ -205,8 +202,8 @@ def _local(
     config: Path | None,
     set_: list[str] | None,
     resume: bool,
-    explicit: dict[str, Any],
 ) -> None:
+    explicit = explicit_options(ctx)
     sets = list(set_ or [])
     settings = resolve_config(out, resume, config, sets, explicit, cls)
     model_dir = train(settings, out, resume=resume, command=_command_line(ctx, out, config, sets, resume, explicit))
@@ -239,20 +236,7 @@ def amorphous(
     """Train the position-diffusion prior of amorphous materials; EMA weights go to RUN_DIR/model."""
     from atomdiff.training.local import train_amorphous  # imports Lightning: only when training
 
-    explicit = {
-        "data": data,
-        "max_steps": max_steps,
-        "batch_size": batch_size,
-        "hidden": hidden,
-        "layers": layers,
-        "cutoff": cutoff,
-        "lr": lr,
-        "accelerator": accelerator,
-        "devices": devices,
-        "cpu_threads": cpu_threads,
-        "seed": seed,
-    }
-    _local(ctx, LocalTrainConfig, train_amorphous, out, config, set_, resume, explicit)
+    _local(ctx, LocalTrainConfig, train_amorphous, out, config, set_, resume)
 
 
 @app.command("xanes")
@@ -282,19 +266,4 @@ def xanes(
     """Train a structure → per-atom XANES surrogate; EMA weights go to RUN_DIR/model."""
     from atomdiff.training.local import train_xanes  # imports Lightning: only when training
 
-    explicit = {
-        "data": data,
-        "absorber": absorber,
-        "edge": edge,
-        "max_steps": max_steps,
-        "batch_size": batch_size,
-        "hidden": hidden,
-        "layers": layers,
-        "cutoff": cutoff,
-        "lr": lr,
-        "accelerator": accelerator,
-        "devices": devices,
-        "cpu_threads": cpu_threads,
-        "seed": seed,
-    }
-    _local(ctx, XanesTrainConfig, train_xanes, out, config, set_, resume, explicit)
+    _local(ctx, XanesTrainConfig, train_xanes, out, config, set_, resume)

@@ -7,7 +7,7 @@ training stack; ``generate`` samples one (default: the shipped ``voxel_ordered``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -29,6 +29,7 @@ from atomdiff.cli.train import (
     TrainSeed,
     ValFraction,
     _command_line,
+    explicit_options,
     resolve_config,
 )
 from atomdiff.errors import InputError
@@ -135,25 +136,7 @@ def train(
     """
     from atomdiff.training.config import VoxelTrainConfig
 
-    explicit: dict[str, Any] = {
-        "data": data,
-        "max_steps": max_steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "grid": grid,
-        "spacing": spacing,
-        "sigma": sigma,
-        "base": base,
-        "mults": mults,
-        "ckpt_every": ckpt_every,
-        "val_fraction": val_fraction,
-        "accelerator": accelerator,
-        "devices": devices,
-        "precision": precision,
-        "num_workers": num_workers,
-        "cpu_threads": cpu_threads,
-        "seed": seed,
-    }
+    explicit = explicit_options(ctx)
     sets = list(set_ or [])
     settings = resolve_config(out, resume, config, sets, explicit, VoxelTrainConfig)
     from atomdiff.training.voxel import train_voxel  # imports Lightning: only when training

@@ -24,9 +24,7 @@ from atomdiff.structure.io import read_structures
 from atomdiff.structure.structure import Structure
 from atomdiff.training.config import LocalTrainConfig
 from atomdiff.training.datamodules import StructureDataModule, split_structures
-from atomdiff.training.export import model_from_config, read_checkpoint
-from atomdiff.training.lightning import LocalModelModule
-from atomdiff.training.run import fit_run, prepare_run
+from atomdiff.training.run import fit_run, local_module, prepare_run, resumed_model
 
 
 def collate_float32(items: Sequence[Structure]) -> StructureBatch:
@@ -64,24 +62,6 @@ def _net_config(config: LocalTrainConfig) -> LocalNetConfig:
     return LocalNetConfig(hidden=config.hidden, layers=config.layers, cutoff=config.cutoff, n_rbf=config.n_rbf)
 
 
-def _resumed(run_dir: Path, resume: bool):
-    if not resume:
-        return None
-    return model_from_config(read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["atomdiff"]["model_config"])
-
-
-def _module(model: torch.nn.Module, config: LocalTrainConfig) -> LocalModelModule:
-    return LocalModelModule(
-        model,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps,
-        cosine=config.schedule == "cosine",
-        ema_decay=config.ema_decay,
-        seed=config.seed,
-    )
-
-
 def train_amorphous(
     config: LocalTrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, command: str = ""
 ) -> Path | None:
@@ -95,7 +75,7 @@ def train_amorphous(
     else:
         train, val = split_structures(structures, config.val_fraction, config.seed)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    model = _resumed(run_dir, resume)
+    model = resumed_model(run_dir) if resume else None
     if model is None:
         densities = [s.density for s in train]
         elements = sorted({int(z) for s in train for z in s.numbers})
@@ -106,7 +86,7 @@ def train_amorphous(
             densities=(min(densities), max(densities)),
         )
     data = StructureDataModule(train, val, config.batch_size, config.num_workers, config.seed, collate_float32)
-    return fit_run(config, run_dir, _module(model, config), data, len(train), len(val), resume, command)
+    return fit_run(config, run_dir, local_module(model, config), data, len(train), len(val), resume, command)
 
 
 def train_xanes(
@@ -129,7 +109,7 @@ def train_xanes(
     if len(widths) != 1:
         raise InputError(f"spectra of different lengths: {sorted(widths)}")
     L.seed_everything(config.seed, workers=True, verbose=False)
-    model = _resumed(run_dir, resume)
+    model = resumed_model(run_dir) if resume else None
     if model is None:
         spectra = np.concatenate([item.spectra for item in train])
         std = np.maximum(spectra.std(0), 1e-3 * max(float(spectra.std(0).max()), 1e-12))
@@ -137,4 +117,4 @@ def train_xanes(
             _net_config(config), spectra.shape[1], absorber, spectra.mean(0).tolist(), std.tolist(), edge=config.edge
         )
     data = StructureDataModule(train, val, config.batch_size, config.num_workers, config.seed, collate_labelled)
-    return fit_run(config, run_dir, _module(model, config), data, len(train), len(val), resume, command)
+    return fit_run(config, run_dir, local_module(model, config), data, len(train), len(val), resume, command)

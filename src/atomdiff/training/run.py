@@ -30,8 +30,14 @@ from atomdiff.files import atomic_path
 from atomdiff.models.crystal import CrystalNetConfig
 from atomdiff.training.config import RunConfig, TrainConfig
 from atomdiff.training.datamodules import StructureDataModule, load_structures, split_structures
-from atomdiff.training.export import export, hardware_info, read_checkpoint
-from atomdiff.training.lightning import CrystalDiffusionModule, EMATrainingModule, FinalCheckpoint, StepDelay
+from atomdiff.training.export import export, hardware_info, model_from_config, read_checkpoint
+from atomdiff.training.lightning import (
+    CrystalDiffusionModule,
+    EMATrainingModule,
+    FinalCheckpoint,
+    LocalModelModule,
+    StepDelay,
+)
 
 
 def is_launch_rank_zero() -> bool:
@@ -132,6 +138,24 @@ def prepare_run(config: RunConfig, run_dir: str | os.PathLike, resume: bool) -> 
         os.environ["OMP_NUM_THREADS"] = str(config.cpu_threads)
         torch.set_num_threads(config.cpu_threads)
     return run_dir, rank_zero
+
+
+def resumed_model(run_dir: Path) -> torch.nn.Module:
+    """The model of a run's last checkpoint, built from the configuration stored in it (weights come from fit)."""
+    return model_from_config(read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["atomdiff"]["model_config"])
+
+
+def local_module(model: torch.nn.Module, config: RunConfig) -> LocalModelModule:
+    """The Lightning module of a model whose ``loss(batch, generator)`` needs nothing else."""
+    return LocalModelModule(
+        model,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        cosine=config.schedule == "cosine",
+        ema_decay=config.ema_decay,
+        seed=config.seed,
+    )
 
 
 def fit_run(

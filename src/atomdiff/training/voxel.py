@@ -21,9 +21,7 @@ from atomdiff.structure.elements import atomic_number
 from atomdiff.structure.structure import Structure
 from atomdiff.training.config import VoxelTrainConfig
 from atomdiff.training.datamodules import StructureDataModule, load_structures, split_structures
-from atomdiff.training.export import model_from_config, read_checkpoint
-from atomdiff.training.lightning import LocalModelModule
-from atomdiff.training.run import fit_run, prepare_run
+from atomdiff.training.run import fit_run, local_module, prepare_run, resumed_model
 
 BOX_TOLERANCE = 1e-4
 """Largest difference (Å) between a structure's cell and the training box that still counts as the same box."""
@@ -115,7 +113,7 @@ def train_voxel(
     box = common_box([*train, *val])
     L.seed_everything(config.seed, workers=True, verbose=False)
     if resume:
-        model = model_from_config(read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["atomdiff"]["model_config"])
+        model = resumed_model(run_dir)
         if not isinstance(model, VoxelDiffusion):
             raise InputError("the run's checkpoint is not of a voxel diffusion model", path=str(run_dir))
         if model.cell is None or np.abs(model.cell - box).max() > BOX_TOLERANCE:
@@ -124,15 +122,7 @@ def train_voxel(
         model = build_voxel_model(config, train, box)
     model.grid.check_cell(box)
     model.grid.channels_of(np.concatenate([s.numbers for s in [*train, *val]]))  # every element has a channel
-    module = LocalModelModule(
-        model,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps,
-        cosine=config.schedule == "cosine",
-        ema_decay=config.ema_decay,
-        seed=config.seed,
-    )
+    module = local_module(model, config)
     collate = VoxelCollate(model.grid, box)
     data = StructureDataModule(train, val, config.batch_size, config.num_workers, config.seed, collate)
     return fit_run(config, run_dir, module, data, len(train), len(val), resume, command)
