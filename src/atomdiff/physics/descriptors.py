@@ -30,7 +30,7 @@ _CARBON = 6
 Cutoff = float | Mapping[tuple[str, str], float] | None
 
 
-def _pairs(structure: Structure, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pairs(structure: Structure, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(i, j, vectors)``: directed pairs closer than ``cutoff`` (Å), shapes ``(n,)`` and ``(n, 3)``."""
     if len(structure) == 0 or cutoff <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 3))
@@ -79,7 +79,7 @@ def coordination_numbers(structure: Structure, cutoff: Cutoff = None) -> np.ndar
     if len(numbers) == 0:
         return np.zeros(0, dtype=np.int64)
     zs, table = _cutoff_matrix(numbers, cutoff)
-    i, j, vec = _pairs(structure, float(table.max()))
+    i, j, vec = pairs(structure, float(table.max()))
     species = np.searchsorted(zs, numbers)
     bonded = np.linalg.norm(vec, axis=1) < table[species[i], species[j]]
     return np.bincount(i[bonded], minlength=len(numbers)).astype(np.int64)
@@ -108,7 +108,7 @@ def rdf(structure: Structure, r_max: float = 10.0, dr: float = 0.02) -> tuple[np
         raise InputError(f"r_max and dr must be positive, got {r_max}, {dr}")
     n_bins = int(round(r_max / dr))
     edges = np.arange(n_bins + 1) * dr
-    _, _, vec = _pairs(structure, float(edges[-1]))
+    _, _, vec = pairs(structure, float(edges[-1]))
     counts, _ = np.histogram(np.linalg.norm(vec, axis=1), bins=edges)
     n = len(structure)
     shells = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
@@ -124,7 +124,7 @@ def bond_angle_distribution(structure: Structure, cutoff: float, bins: int = 180
     """
     if cutoff <= 0 or bins < 1:
         raise InputError(f"cutoff and bins must be positive, got {cutoff}, {bins}")
-    i, _, vec = _pairs(structure, float(cutoff))
+    i, _, vec = pairs(structure, float(cutoff))
     order = np.argsort(i, kind="stable")
     i, vec = i[order], vec[order]
     unit = vec / np.linalg.norm(vec, axis=1, keepdims=True)
@@ -165,7 +165,7 @@ def min_distance(structure: Structure) -> float:
     bound = bound * (1.0 + 1e-9) + 1e-9
     cutoff = min(3.0, bound)
     while True:
-        _, _, vec = _pairs(structure, cutoff)
+        _, _, vec = pairs(structure, cutoff)
         if len(vec):
             return float(np.linalg.norm(vec, axis=1).min())
         if cutoff >= bound:  # pragma: no cover - the bound always has a pair
