@@ -142,7 +142,6 @@ def classify(structure: Structure) -> PhaseAssignment:
     """The phase of ``structure`` and how much of it is ordered (see the module's docstring)."""
     labels = lattice_labels(structure)
     counts = dict(Counter(labels.tolist()))
-    n = len(structure)
     ordered = Counter(label for label in labels.tolist() if label != "other")
     if not ordered:
         return PhaseAssignment(None, "other", 0.0, False, counts)
