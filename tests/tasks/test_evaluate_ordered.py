@@ -1,0 +1,78 @@
+"""The ordered-phase experiment (``atomdiff evaluate ordered``) on tiny untrained models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from ase.io import write
+
+from atomdiff.cli.main import run
+from atomdiff.data.generate.ordered import BOX, ordered_structures
+from atomdiff.diffusion.amorphous import AmorphousDiffusion
+from atomdiff.diffusion.voxel import VoxelDiffusion
+from atomdiff.models.local import LocalNetConfig
+from atomdiff.models.voxel_unet import VoxelUNetConfig
+from atomdiff.representations.voxel import VoxelGrid
+from atomdiff.structure.structure import Structure
+from atomdiff.tasks.evaluate_ordered import reference_ceiling, sample_record, summarise
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ordered")
+    data = folder / "ordered.extxyz"
+    write(data, ordered_structures(1, seed=0, phases=("fcc", "CsCl"), sigmas=(0.02,)), format="extxyz")
+    torch.manual_seed(0)
+    voxel = VoxelDiffusion(
+        VoxelGrid(("Cu", "Zn"), (8, 8, 8), sigma=0.8),
+        VoxelUNetConfig(channels=2, base=4, mults=(1, 2), time_dim=8, groups=2),
+        torch.eye(3).numpy() * BOX,
+    )
+    voxel.save(folder / "voxel")
+    AmorphousDiffusion(LocalNetConfig(hidden=8, layers=1, cutoff=3.0), elements=[29, 30]).save(folder / "point")
+    return folder, data
+
+
+def test_the_training_boxes_are_their_own_ceiling(setup):
+    _, data = setup
+    from atomdiff.structure.io import read_structures
+
+    ceiling = reference_ceiling(read_structures(data))
+    assert ceiling["perfect_fraction"] == 1.0
+    assert set(ceiling["per_phase"]) == {"fcc", "CsCl"}
+
+
+def test_a_sample_of_the_wrong_phase_is_not_counted_perfect():
+    fcc = ordered_structures(1, phases=("fcc",), sigmas=(0.0,))[0]
+    record = sample_record(Structure.from_ase(fcc), intended="bcc")
+    assert record["phase"] == "fcc" and not record["perfect"]
+    summary = summarise([record, {**record, "perfect": True, "intended": "fcc"}], "intended")
+    assert summary["per_phase"]["bcc"]["perfect"] == 0 and summary["per_phase"]["fcc"]["perfect"] == 1
+    assert summary["perfect_fraction"] == 0.5
+
+
+def test_evaluate_ordered_writes_result_and_samples(setup, tmp_path):
+    folder, data = setup
+    out = tmp_path / "result.json"
+    args = ["evaluate", "ordered", "--data", str(data), "--voxel-model", str(folder / "voxel")]
+    args += ["--point-model", str(folder / "point"), "-n", "2", "--steps", "2", "--seed", "1", "-o", str(out)]
+    assert run(args) == 0
+    result = json.loads(out.read_text())
+    assert result["reference"]["perfect_fraction"] == 1.0
+    for key in ("voxel", "point_cloud"):
+        assert result[key]["samples"] == 2 and len(result[key]["samples_detail"]) == 2
+        assert (tmp_path / f"result_{key}.extxyz").is_file()
+    assert all(r["intended"] in ("fcc", "CsCl") for r in result["point_cloud"]["samples_detail"])
+
+
+def test_unlabelled_data_is_refused(setup, tmp_path):
+    folder, _ = setup
+    plain = tmp_path / "plain.extxyz"
+    atoms = ordered_structures(1, phases=("fcc",))[0]
+    atoms.info.clear()
+    write(plain, atoms, format="extxyz")
+    args = ["evaluate", "ordered", "--data", str(plain), "--voxel-model", str(folder / "voxel"), "-o"]
+    assert run([*args, str(tmp_path / "r.json")]) == 2
+    assert not (tmp_path / "r.json").exists()
