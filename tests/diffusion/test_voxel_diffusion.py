@@ -137,3 +137,28 @@ def test_errors_name_the_parameter():
         model.loss(torch.zeros(1, 2, 16, 16, 16))
     with pytest.raises(InputError, match="net_config"):
         VoxelDiffusion(model.grid, VoxelUNetConfig(channels=2))
+
+
+@pytest.mark.parametrize("resample", [1, 2])
+def test_inpainting_keeps_the_known_voxels_and_is_reproducible(resample):
+    model = _model().eval()
+    known = _fields(model, n=1)[0]
+    mask = torch.zeros(known.shape[1:])
+    mask[:, :, :8] = 1.0
+    run = [
+        model.inpaint(known, mask, n=2, steps=3, generator=torch.Generator().manual_seed(5), resample=resample)
+        for _ in range(2)
+    ]
+    assert torch.equal(run[0], run[1])
+    assert run[0].shape == (2, *known.shape)
+    assert torch.allclose(run[0][:, :, :, :, :8], known[None, :, :, :, :8].expand(2, -1, -1, -1, -1), atol=1e-5)
+    assert not torch.allclose(run[0][0, :, :, :, 8:], known[:, :, :, 8:], atol=1e-2)  # generated, not copied
+
+
+def test_inpainting_rejects_bad_masks():
+    model = _model().eval()
+    known = _fields(model, n=1)[0]
+    with pytest.raises(InputError, match="mask"):
+        model.inpaint(known, torch.ones(8, 8, 8), steps=1)
+    with pytest.raises(InputError, match="known"):
+        model.inpaint(known[0], torch.ones(16, 16, 16), steps=1)
