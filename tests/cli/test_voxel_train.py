@@ -49,6 +49,12 @@ def test_train_generate_and_resume(data, tmp_path):
     assert run([*args, "--max-steps", "3", "--resume"]) == 0
     assert _steps(model) == 3
 
+    tuned = tmp_path / "tuned"
+    init = ["--set", f"init={model}", "--set", "prediction=v"]
+    assert run(["voxel", "train", "-d", str(data), "-o", str(tuned), *init, *QUIET, "--max-steps", "1"]) == 0
+    fine = VoxelDiffusion.load(tuned / "model")
+    assert fine.noise.prediction == "v" and fine.grid.shape == (8, 8, 8)  # the init model's grid, not the default
+
 
 def test_structures_in_different_boxes_are_refused(tmp_path):
     path = tmp_path / "two_boxes.extxyz"

@@ -208,8 +208,12 @@ class VoxelTrainConfig(RunConfig):
     Grid: ``grid`` (``"48"`` or ``"48,48,48"``; empty: from ``spacing``, Å, rounded up to a multiple of the
     U-Net's downsampling factor), ``sigma`` (Å) of the Gaussians, ``species`` (channels; empty: the elements
     of the data, by atomic number).
-    Model: ``base``, ``mults`` (``"1,2,2"``), ``blocks``, ``time_dim`` of the U-Net; ``prediction`` (``eps`` or
-    ``v``) of the noise process.
+    Model: ``base``, ``mults`` (``"1,2,2"``), ``blocks``, ``time_dim`` of the U-Net; ``prediction`` (``v`` or
+    ``eps``) of the noise process — ``v`` by default: with ``eps`` the estimate of the clean field at the
+    highest noise levels divides the network's error by sqrt(ᾱ) ≈ 10⁻³, saturates at the clip, and the
+    field's mean (the atom count) drifts to "full" during sampling (measured: every voxel occupied);
+    ``init``: a voxel model folder (or shipped name) whose grid and network weights start the run
+    (fine-tuning; its U-Net settings replace ``base``/``mults``/..., ``prediction`` still applies).
     """
 
     batch_size: int = 16
@@ -224,7 +228,8 @@ class VoxelTrainConfig(RunConfig):
     mults: str = "1,2,2,2"
     blocks: int = 2
     time_dim: int = 128
-    prediction: str = "eps"
+    prediction: str = "v"
+    init: str = ""
 
     def validate(self) -> None:
         super().validate()

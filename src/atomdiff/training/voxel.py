@@ -118,6 +118,20 @@ def train_voxel(
             raise InputError("the run's checkpoint is not of a voxel diffusion model", path=str(run_dir))
         if model.cell is None or np.abs(model.cell - box).max() > BOX_TOLERANCE:
             raise InputError("the data's box differs from the box of the run being resumed", path=str(run_dir))
+    elif config.init:
+        from atomdiff.weights import load_voxel_model
+
+        model = load_voxel_model(config.init)
+        if model.cell is None or np.abs(model.cell - box).max() > BOX_TOLERANCE:
+            raise InputError(f"init: the model {config.init!r} was trained in another box than the data's")
+        model.noise = VoxelNoise(
+            prediction=config.prediction,
+            shift=model.noise.shift,
+            scale=model.noise.scale,
+            field_range=model.noise.field_range,
+            s=model.noise.s,
+        )
+        model.train()  # loading leaves a model in eval mode
     else:
         model = build_voxel_model(config, train, box)
     model.grid.check_cell(box)
