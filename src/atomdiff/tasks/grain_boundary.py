@@ -41,6 +41,9 @@ EV_PER_A2_TO_J_PER_M2 = 16.021766339
 MODEL_LATTICE_CONSTANTS = {"bcc": (3.0, 4.0), "fcc": (4.0, 6.0)}
 """Lattice constants (Å) of the elemental phases in ``atomdiff data ordered`` (the shipped voxel model's data)."""
 
+MIN_GRAIN_CORE = 4.0
+"""Thickness (Å) of each grain that stays known between the two regenerated slabs."""
+
 Progress = Callable[[str, float, float], None] | None
 
 
@@ -125,7 +128,7 @@ def fit_to_grid(
     preferring fewer atoms among near fits (≤ 3 % mismatch)."""
     best = None
     block = factor * spacing
-    for expand_times in range(2, 7):
+    for expand_times in range(1, 9):
         base = build_bicrystal(
             settings.element,
             reference.lattice,
@@ -136,6 +139,9 @@ def fit_to_grid(
             settings.axis,
             expand_times=expand_times,
         )
+        height = base.structure.volume / base.area
+        if height / 2 - 2 * settings.width < MIN_GRAIN_CORE:
+            continue  # the grains must keep a known core between the two regenerated slabs
         lengths = np.linalg.norm(base.structure.cell, axis=1) * scale
         for na, nb in itertools.product(range(1, 6), repeat=2):
             scaled = lengths * np.array([na, nb, 1])
@@ -148,7 +154,10 @@ def fit_to_grid(
             if best is None or key < best[0]:
                 best = (key, expand_times, (na, nb), tuple(int(b * factor) for b in blocks))
     if best is None:
-        raise InputError(f"no bicrystal of at most {settings.max_atoms} atoms fits the voxel grid; raise max_atoms")
+        raise InputError(
+            f"no bicrystal of at most {settings.max_atoms} atoms fits the voxel grid with grains thicker than "
+            f"2 × --width + {MIN_GRAIN_CORE} Å; lower --width"
+        )
     _, expand_times, in_plane, shape = best
     bicrystal = build_bicrystal(
         settings.element,
