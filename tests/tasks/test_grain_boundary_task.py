@@ -72,3 +72,13 @@ def test_gb_command_writes_energies_structures_and_plot(model_dir, tmp_path):
 def test_gb_bad_options_exit_2(model_dir, tmp_path, extra):
     args = ["gb", "--element", "Cu", "--model", str(model_dir), "-n", "1", "--steps", "1", "-o", str(tmp_path / "o")]
     assert run([*args, *extra]) == 2
+
+
+def test_builder_only_needs_no_model(tmp_path):
+    out = tmp_path / "builder"
+    args = ["gb", "--element", "Cu", "--sigma", "5", "--plane", "1,0,0", "--potential", "emt", "--builder-only"]
+    assert run([*args, "--shifts", "1", "-o", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["generated"] == [] and summary["model"] is None
+    assert 0.3 < summary["best_builder_E_gb"] < 1.5
+    assert not (out / "generated.extxyz").exists() and (out / "builder.extxyz").is_file()

@@ -53,6 +53,9 @@ def gb(
     ] = None,
     shifts: Annotated[int, typer.Option(min=1, help="Builder boundaries: SHIFTS × SHIFTS rigid in-plane shifts.")] = 3,
     relax_steps: Annotated[int, typer.Option(min=1, help="Largest number of FIRE steps per relaxation.")] = 2000,
+    builder_only: Annotated[
+        bool, typer.Option(help="Only the builder's boundaries (rigid shifts, relaxed): no model, no generation.")
+    ] = False,
     seed: Seed = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace the results of an earlier run in the folder.")] = False,
 ) -> None:
@@ -97,12 +100,13 @@ def gb(
         relax_steps=relax_steps,
     )
     settings.validate()
-    diffusion = load_voxel_model(model)
+    diffusion = None if builder_only else load_voxel_model(model)
     with stage_bars(["inpainting", "builder", "relaxing"]) as bar:
         summary, builder_atoms, generated_atoms, _ = run_gb(settings, diffusion, bar)
-    summary["model"] = model or "voxel_ordered"
+    summary["model"] = None if builder_only else (model or "voxel_ordered")
     output.mkdir(parents=True, exist_ok=True)
-    write_structures([Structure.from_ase(a) for a in generated_atoms], output / "generated.extxyz")
+    if generated_atoms:
+        write_structures([Structure.from_ase(a) for a in generated_atoms], output / "generated.extxyz")
     write_structures([Structure.from_ase(a) for a in builder_atoms], output / "builder.extxyz")
     rows = summary["builder"] + summary["generated"]
     with atomic_path(output / "energies.csv") as tmp, open(tmp, "w", newline="") as fh:
@@ -139,10 +143,15 @@ def gb(
     table.add_column("median", justify="right")
     table.add_column("atoms", justify="right")
     for source in ("builder", "generated"):
+        if not summary[source]:
+            continue
         energies = [r["E_gb_J_m2"] for r in summary[source]]
         atoms = sorted({r["atoms"] for r in summary[source]})
         table.add_row(source, f"{min(energies):.3f}", f"{float(np.median(energies)):.3f}", f"{atoms[0]}–{atoms[-1]}")
     console.print(table)
+    if builder_only:
+        console.print(f"wrote {output}")
+        return
     console.print(
         f"{summary['generated_at_or_below_builder']}/{number} generated boundaries at or below the best builder "
         f"boundary; wrote {output}"

@@ -41,6 +41,9 @@ EV_PER_A2_TO_J_PER_M2 = 16.021766339
 MODEL_LATTICE_CONSTANTS = {"bcc": (3.0, 4.0), "fcc": (4.0, 6.0)}
 """Lattice constants (Å) of the elemental phases in ``atomdiff data ordered`` (the shipped voxel model's data)."""
 
+BUILDER_ONLY_EXPAND = 4
+"""Grain thickness (CSL periods) of the builder's boundaries when nothing is generated."""
+
 MIN_GRAIN_CORE = 4.0
 """Thickness (Å) of each grain that stays known between the two regenerated slabs."""
 
@@ -262,11 +265,26 @@ def run_gb(
     settings: GBSettings, model, progress: Progress = None
 ) -> tuple[dict[str, Any], list[Any], list[Any], list[Structure]]:
     """The whole pipeline; returns the JSON-ready summary, relaxed builder and generated atoms, and the
-    unrelaxed generated candidates."""
+    unrelaxed generated candidates. With ``model=None`` only the builder's boundaries are made (grains of
+    ``BUILDER_ONLY_EXPAND`` CSL periods)."""
     settings.validate()
     reference = bulk_reference(settings.element, settings.lattice, settings.potential)
     calc = calculator(settings.element, settings.potential)
-    bicrystal, candidates, info = generate_boundaries(model, settings, reference, progress)
+    if model is None:
+        bicrystal = build_bicrystal(
+            settings.element,
+            reference.lattice,
+            reference.lattice_constant,
+            settings.sigma,
+            settings.plane,
+            settings.kind,
+            settings.axis,
+            expand_times=BUILDER_ONLY_EXPAND,
+        )
+        candidates: list[Structure] = []
+        info: dict[str, Any] = {"expand_times": BUILDER_ONLY_EXPAND, "area_A2": bicrystal.area}
+    else:
+        bicrystal, candidates, info = generate_boundaries(model, settings, reference, progress)
     builder_records, builder_atoms = builder_boundaries(settings, reference, calc, info["expand_times"], progress)
     records, relaxed_atoms = [], []
     for k, candidate in enumerate(candidates):
