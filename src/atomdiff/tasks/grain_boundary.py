@@ -72,6 +72,20 @@ class GBSettings:
     relax_steps: int = 2000
     max_atoms: int = 3000
 
+    def bicrystal(self, reference: BulkReference, **options) -> Bicrystal:
+        """The builder's bicrystal of this boundary at the potential's lattice constant (``options`` go to
+        :func:`~atomdiff.structure.grain_boundary.build_bicrystal`)."""
+        return build_bicrystal(
+            self.element,
+            reference.lattice,
+            reference.lattice_constant,
+            self.sigma,
+            self.plane,
+            self.kind,
+            self.axis,
+            **options,
+        )
+
     def validate(self) -> None:
         if self.number < 1 or self.steps < 1 or self.resample < 1 or self.shifts < 1:
             raise InputError("number, steps, resample and shifts must be at least 1")
@@ -104,17 +118,7 @@ def builder_boundaries(
     grid = [i / settings.shifts for i in range(settings.shifts)]
     shifts = list(itertools.product(grid, grid))
     for k, shift in enumerate(shifts):
-        bicrystal = build_bicrystal(
-            settings.element,
-            reference.lattice,
-            reference.lattice_constant,
-            settings.sigma,
-            settings.plane,
-            settings.kind,
-            settings.axis,
-            expand_times=expand_times,
-            ab_shift=shift,
-        )
+        bicrystal = settings.bicrystal(reference, expand_times=expand_times, ab_shift=shift)
         relaxed = relax(bicrystal.structure.to_ase(), calc, fmax=settings.fmax, steps=settings.relax_steps)
         records.append(_record("builder", relaxed, reference, bicrystal.area, shift=list(shift)))
         structures.append(relaxed.atoms)
@@ -132,16 +136,7 @@ def fit_to_grid(
     best = None
     block = factor * spacing
     for expand_times in range(1, 9):
-        base = build_bicrystal(
-            settings.element,
-            reference.lattice,
-            reference.lattice_constant,
-            settings.sigma,
-            settings.plane,
-            settings.kind,
-            settings.axis,
-            expand_times=expand_times,
-        )
+        base = settings.bicrystal(reference, expand_times=expand_times)
         height = base.structure.volume / base.area
         if height / 2 - 2 * settings.width < MIN_GRAIN_CORE:
             continue  # the grains must keep a known core between the two regenerated slabs
@@ -162,17 +157,7 @@ def fit_to_grid(
             f"2 × --width + {MIN_GRAIN_CORE} Å; lower --width"
         )
     _, expand_times, in_plane, shape = best
-    bicrystal = build_bicrystal(
-        settings.element,
-        reference.lattice,
-        reference.lattice_constant,
-        settings.sigma,
-        settings.plane,
-        settings.kind,
-        settings.axis,
-        expand_times=expand_times,
-        in_plane=in_plane,
-    )
+    bicrystal = settings.bicrystal(reference, expand_times=expand_times, in_plane=in_plane)
     return bicrystal, shape, expand_times, in_plane  # type: ignore[return-value]
 
 
@@ -271,16 +256,7 @@ def run_gb(
     reference = bulk_reference(settings.element, settings.lattice, settings.potential)
     calc = calculator(settings.element, settings.potential)
     if model is None:
-        bicrystal = build_bicrystal(
-            settings.element,
-            reference.lattice,
-            reference.lattice_constant,
-            settings.sigma,
-            settings.plane,
-            settings.kind,
-            settings.axis,
-            expand_times=BUILDER_ONLY_EXPAND,
-        )
+        bicrystal = settings.bicrystal(reference, expand_times=BUILDER_ONLY_EXPAND)
         candidates: list[Structure] = []
         info: dict[str, Any] = {"expand_times": BUILDER_ONLY_EXPAND, "area_A2": bicrystal.area}
     else:
