@@ -63,11 +63,9 @@ def _triple(values: Sequence[int], what: str) -> tuple[int, int, int]:
 
 
 def _same_plane(a: Sequence[int], b: Sequence[int]) -> bool:
+    """Parallel or antiparallel Miller indices (one plane)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return bool(
-        np.allclose(a / np.linalg.norm(a), b / np.linalg.norm(b))
-        or np.allclose(a / np.linalg.norm(a), -b / np.linalg.norm(b))
-    )
+    return bool(abs(a @ b) > (1 - 1e-9) * np.linalg.norm(a) * np.linalg.norm(b))
 
 
 def csl_angle(sigma: int, axis: Sequence[int], plane: Sequence[int], kind: str) -> float:
