@@ -162,3 +162,20 @@ def test_inpainting_rejects_bad_masks():
         model.inpaint(known, torch.ones(8, 8, 8), steps=1)
     with pytest.raises(InputError, match="known"):
         model.inpaint(known[0], torch.ones(16, 16, 16), steps=1)
+
+
+def test_occupied_weighting_changes_the_loss_but_not_its_scale_on_uniform_error():
+    model = _model()
+    fields = _fields(model, n=2)
+    plain = model.loss(fields, torch.Generator().manual_seed(0))["loss"]
+    model.occupied_weight = 10.0
+    weighted = model.loss(fields, torch.Generator().manual_seed(0))["loss"]
+    assert torch.isfinite(weighted) and not torch.isclose(plain, weighted)
+    noise = model.noise
+    x0 = torch.zeros(1, 1, 4, 4, 4)
+    eps = torch.ones_like(x0)
+    w = torch.rand(1, 1, 4, 4, 4) + 0.5
+    w = w / w.mean()
+    t = torch.full((1,), 0.5, dtype=torch.float64)
+    out = noise.target(x0, eps, t).float() + 1.0  # the same error everywhere
+    assert torch.isclose(noise.loss(out, x0, eps, t, w), noise.loss(out, x0, eps, t))

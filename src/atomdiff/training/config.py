@@ -213,7 +213,9 @@ class VoxelTrainConfig(RunConfig):
     highest noise levels divides the network's error by sqrt(ᾱ) ≈ 10⁻³, saturates at the clip, and the
     field's mean (the atom count) drifts to "full" during sampling (measured: every voxel occupied);
     ``init``: a voxel model folder (or shipped name) whose grid and network weights start the run
-    (fine-tuning; its U-Net settings replace ``base``/``mults``/..., ``prediction`` still applies).
+    (fine-tuning; its U-Net settings replace ``base``/``mults``/..., ``prediction`` still applies);
+    ``occupied_weight``: the loss weight of a voxel is ``1 + occupied_weight × density`` (normalised per box),
+    so that the few voxels holding atoms are not drowned by empty space.
     """
 
     batch_size: int = 16
@@ -230,6 +232,7 @@ class VoxelTrainConfig(RunConfig):
     time_dim: int = 128
     prediction: str = "v"
     init: str = ""
+    occupied_weight: float = 0.0
 
     def validate(self) -> None:
         super().validate()

@@ -134,6 +134,9 @@ def train_voxel(
         model.train()  # loading leaves a model in eval mode
     else:
         model = build_voxel_model(config, train, box)
+    if config.occupied_weight < 0:
+        raise InputError(f"occupied_weight must not be negative, got {config.occupied_weight}")
+    model.occupied_weight = float(config.occupied_weight)
     model.grid.check_cell(box)
     model.grid.channels_of(np.concatenate([s.numbers for s in [*train, *val]]))  # every element has a channel
     module = local_module(model, config)

@@ -82,9 +82,18 @@ class VoxelNoise:
         ab = self._expand(self.alpha_bar(t), x0)
         return ab.sqrt() * eps - (1 - ab).sqrt() * x0
 
-    def loss(self, output: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Mean squared error of the network output against :meth:`target`."""
-        return ((output - self.target(x0, eps, t).to(output)) ** 2).mean()
+    def loss(
+        self,
+        output: torch.Tensor,
+        x0: torch.Tensor,
+        eps: torch.Tensor,
+        t: torch.Tensor,
+        weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean squared error of the network output against :meth:`target`, optionally weighted per voxel
+        (``weight`` broadcast against the output; the mean is taken over ``weight * error``)."""
+        error = (output - self.target(x0, eps, t).to(output)) ** 2
+        return (error if weight is None else weight * error).mean()
 
     # --- reverse process ----------------------------------------------------------------------------
     def denoise(self, x: torch.Tensor, output: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
