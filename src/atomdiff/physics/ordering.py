@@ -71,30 +71,29 @@ class PhaseAssignment:
     counts: dict[str, int]
 
 
-def _nearest(structure: Structure, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices ``(n, k)``, distances ``(n, k)`` and vectors ``(n, k, 3)`` of every atom's ``k`` nearest
-    neighbours (periodic images included); rows with fewer than ``k`` neighbours are padded with ``inf``."""
+def _nearest(structure: Structure, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distances ``(n, k)`` and vectors ``(n, k, 3)`` of every atom's ``k`` nearest neighbours (periodic images
+    included); rows with fewer than ``k`` neighbours are padded with ``inf``."""
     n = len(structure)
     scale = (structure.volume / max(n, 1)) ** (1.0 / 3.0)
     cutoff = 1.8 * scale
     while True:
-        i, j, vec = pairs(structure, cutoff)
+        i, _, vec = pairs(structure, cutoff)
         d = np.linalg.norm(vec, axis=1)
         counts = np.bincount(i, minlength=n)
         if counts.min() >= k or cutoff > 4.0 * scale:
             break
         cutoff *= 1.3
-    idx = np.full((n, k), -1, dtype=np.int64)
     dist = np.full((n, k), np.inf)
     vecs = np.zeros((n, k, 3))
     order = np.lexsort((d, i))
-    i, j, d, vec = i[order], j[order], d[order], vec[order]
+    i, d, vec = i[order], d[order], vec[order]
     starts = np.searchsorted(i, np.arange(n))
     for a in range(n):
         m = min(counts[a], k)
         sl = slice(starts[a], starts[a] + m)
-        idx[a, :m], dist[a, :m], vecs[a, :m] = j[sl], d[sl], vec[sl]
-    return idx, dist, vecs
+        dist[a, :m], vecs[a, :m] = d[sl], vec[sl]
+    return dist, vecs
 
 
 def _simple_cubic(dist: np.ndarray, vecs: np.ndarray) -> np.ndarray:
@@ -133,7 +132,7 @@ def lattice_labels(structure: Structure) -> np.ndarray:
         labels[rest & (np.asarray(atoms.arrays["pyscal_structure"]) == 1)] = "diamond"
     rest = labels == "other"
     if rest.any() and n >= _NEIGHBOURS + 1:
-        _, dist, vecs = _nearest(structure, _NEIGHBOURS)
+        dist, vecs = _nearest(structure, _NEIGHBOURS)
         labels[rest & _simple_cubic(dist, vecs)] = "sc"
     return labels
 
