@@ -170,6 +170,54 @@ def ordered(
     console.print(f"wrote {len(structures)} structures in a {BOX:g} Å cubic box to {output}: {summary}")
 
 
+@app.command("amorphous")
+def amorphous(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Data-set folder (resumed if it exists).")],
+    element: Annotated[str, typer.Option(help="Element: C or Si.")] = "C",
+    densities: Annotated[
+        str, typer.Option(help="Densities in g/cm³: 'a,b,c' or 'start:stop:step' (stop included).")
+    ] = "1.5:3.5:0.25",
+    per_density: Annotated[int, typer.Option(min=1, help="Cells per density.")] = 4,
+    atoms: Annotated[int, typer.Option(min=2, help="Atoms per cell.")] = 216,
+    potential: Annotated[
+        str, typer.Option(help="C: tersoff, lcbop, airebo, snap; Si: tersoff, sw, edip (LAMMPS's files).")
+    ] = "lcbop",
+    split: Annotated[str, typer.Option(help="Split to write: OUT/poscar/<split>/.")] = "train",
+    quench_rate: Annotated[float | None, typer.Option(help="Quench rate, K/ps (default: the element's).")] = None,
+    anneal_temperature: Annotated[float | None, typer.Option(help="Anneal plateau, K (default: none).")] = None,
+    anneal_time: Annotated[float, typer.Option(min=0, help="Anneal time, ps.")] = 0.0,
+    workers: Annotated[int, typer.Option(min=1, help="Cells at once (processes, one core each).")] = 1,
+    seed: Seed = 0,
+) -> None:
+    """Amorphous cells by melt–quench MD in LAMMPS (random start, liquid, quench, minimisation); resumable.
+
+    Writes OUT/poscar/<split>/d<density>_<index>.vasp (what `atomdiff train amorphous --data OUT` reads),
+    OUT/summary.csv (energy and, for carbon, sp/sp2/sp3 fractions per cell) and OUT/settings.json.
+    """
+    import dataclasses
+
+    from atomdiff.cli.progress import stage_bars
+    from atomdiff.data.generate.amorphous import DEFAULT_PROTOCOLS, MeltQuench, MeltQuenchGenerator, parse_densities
+
+    values = parse_densities(densities)
+    protocol = DEFAULT_PROTOCOLS.get(element, MeltQuench())
+    changes: dict[str, float] = {}
+    if quench_rate is not None:
+        changes["quench_rate"] = quench_rate
+    if anneal_temperature is not None:
+        changes["anneal_temperature"] = anneal_temperature
+        changes["anneal_time"] = anneal_time
+    protocol = dataclasses.replace(protocol, **changes)
+    generator = MeltQuenchGenerator(output, element, atoms, potential, protocol, split, seed, workers)
+    with stage_bars(("cells",)) as update:
+        summary = generator.run(values, per_density, lambda done, total: update("cells", done, total))
+    per_cell = f", {summary.seconds / summary.written:.1f} s per cell" if summary.written else ""
+    console.print(
+        f"{summary.written} cells written, {summary.skipped} already there{per_cell}: {generator.folder}",
+        highlight=False,
+    )
+
+
 @app.command("download")
 def download(
     names: Annotated[
