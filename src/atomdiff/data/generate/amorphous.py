@@ -252,7 +252,7 @@ def melt_quench(
         lmp.command("minimize 0 1e-3 200 2000")  # remove the worst contacts of the random start
         lmp.command("reset_timestep 0")
         lmp.command(f"velocity all create {protocol.melt_temperature!r} {seed} dist gaussian mom yes rot yes")
-        for stage, t0, t1, steps in protocol.stages():
+        for _stage, t0, t1, steps in protocol.stages():
             lmp.command(f"fix md all nvt temp {t0!r} {t1!r} {protocol.thermostat_time!r}")
             lmp.command(f"run {steps}")
             lmp.command("unfix md")
