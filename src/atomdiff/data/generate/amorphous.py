@@ -272,9 +272,7 @@ def melt_quench(
 def _pair(element: str, potential: str) -> PairPotential:
     table = MELT_QUENCH_POTENTIALS.get(element)
     if table is None:
-        raise InputError(
-            f"no melt–quench potential for {element}; available for {', '.join(MELT_QUENCH_POTENTIALS)}"
-        )
+        raise InputError(f"no melt–quench potential for {element}; available for {', '.join(MELT_QUENCH_POTENTIALS)}")
     if potential not in table:
         raise InputError(f"no potential {potential!r} for {element}; choose one of {', '.join(table)}")
     return table[potential]
