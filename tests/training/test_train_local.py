@@ -14,6 +14,8 @@ from atomdiff.diffusion.amorphous import AmorphousDiffusion, SampleOptions
 from atomdiff.models.xanes import XanesSurrogate
 from atomdiff.structure import Structure, StructureBatch
 from atomdiff.structure.io import write_structures
+from atomdiff.training.lightning import NoiseLevelWeighting
+from atomdiff.training.local import balance_by_density
 
 TINY = [
     "--hidden",
@@ -86,3 +88,40 @@ def test_train_xanes_exports_a_surrogate(dataset, tmp_path):
     with torch.no_grad():
         assert model(batch).shape == (1, 5)
     assert run(["train", "xanes", "-d", str(dataset), "-o", str(out), "--max-steps", "2"]) == 2  # refuses to overwrite
+
+
+def test_weighted_balanced_run_fine_tuned_from_a_prior_resumes(dataset, tmp_path):
+    first = tmp_path / "first"
+    assert run(["train", "amorphous", "-d", str(dataset), "-o", str(first), "--max-steps", "2", *TINY]) == 0
+    out = tmp_path / "tuned"
+    extra = ["--set", "noise_weighting=true", "--set", "balance_density=true", "--set", f"init={first / 'model'}"]
+    args = ["train", "amorphous", "-d", str(dataset), "-o", str(out), "--max-steps", "2", *TINY, *extra]
+    assert run(args) == 0
+    start = AmorphousDiffusion.load(first / "model").net.state_dict()
+    tuned = AmorphousDiffusion.load(out / "model").net.state_dict()
+    assert start.keys() == tuned.keys()  # the learned loss scale is not exported
+    assert any(not torch.equal(start[k], tuned[k]) for k in start)
+    assert run(["train", "amorphous", "-o", str(out), "--resume", "--max-steps", "4"]) == 0
+    assert json.loads((out / "model" / "config.json").read_text())["training"]["steps"] == 4
+
+
+def test_noise_weighting_minimum_is_the_mean_loss_of_the_level():
+    weighting = NoiseLevelWeighting(seed=0)
+    sigma = torch.tensor([0.05, 2.5])
+    target = torch.tensor([0.3, 30.0])  # mean loss at each level
+    opt = torch.optim.Adam(weighting.parameters(), lr=0.05)
+    for _ in range(600):
+        u = weighting(sigma)
+        loss = (target * torch.exp(-u) + u).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    np.testing.assert_allclose(torch.exp(weighting(sigma)).detach().numpy(), target.numpy(), rtol=0.02)
+
+
+def test_balance_by_density_evens_out_densities():
+    cells = [Structure(np.full(4, 6), np.zeros((4, 3)), np.eye(3) * a) for a in (4.0, 4.0, 4.0, 4.0, 3.0, 3.5, 3.5)]
+    counts = {}
+    for s in balance_by_density(cells):
+        counts[round(s.density, 3)] = counts.get(round(s.density, 3), 0) + 1
+    assert sorted(counts.values()) == [4, 4, 4]

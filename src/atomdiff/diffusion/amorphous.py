@@ -132,6 +132,17 @@ class AmorphousDiffusion(nn.Module):
 
     def loss(self, batch: StructureBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Denoising loss at noise levels drawn log-uniformly, one per structure."""
+        per_structure, _ = self.loss_terms(batch, generator)
+        return {"loss": per_structure.mean()}
+
+    def loss_terms(self, batch: StructureBatch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-structure EDM-weighted denoising losses and their noise levels σ (Å), one level per structure.
+
+        Above σ of about the bond length the atoms' identities are lost and the loss has an irreducible part
+        that grows like (σ/σ_data)², so that the few high-σ structures of a batch dominate the gradient; a
+        trainer can divide each term by a learned per-level scale (:class:`~atomdiff.training.lightning.
+        NoiseLevelWeighting`).
+        """
         dtype = batch.frac.dtype
         t = torch.rand(len(batch), generator=generator, dtype=dtype).to(batch.frac.device)
         sigma = self.noise.sigma(t)
@@ -144,7 +155,7 @@ class AmorphousDiffusion(nn.Module):
         per_atom = (((x0_hat - x0) / c_out) ** 2).sum(-1) / 3.0
         n = torch.bincount(batch.batch_idx, minlength=len(batch)).clamp_min(1)
         per_structure = torch.zeros(len(batch), dtype=dtype, device=x0.device).index_add(0, batch.batch_idx, per_atom)
-        return {"loss": (per_structure / n).mean()}
+        return per_structure / n, sigma
 
     # --- sampling ------------------------------------------------------------------------------------------
     def _x0(self, batch: StructureBatch, x: torch.Tensor, sigma: float, guidance) -> torch.Tensor:

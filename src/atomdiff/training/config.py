@@ -140,6 +140,10 @@ class LocalTrainConfig(RunConfig):
     ``val_split`` (when set) reads the same folders' other split for validation.
     Model: hidden, layers, cutoff (Å), n_rbf of :class:`~atomdiff.models.local.LocalNetConfig`; absorber (element
     symbol) and edge of a XANES surrogate; sigma_max (Å) of the position noise.
+    Amorphous diffusion only: ``noise_weighting`` divides the loss at each noise level by a learned scale
+    (:class:`~atomdiff.training.lightning.NoiseLevelWeighting`); ``balance_density`` repeats the structures of
+    rarer densities (bins of 0.05 g/cm³) so that every density is drawn about equally often; ``init`` starts from
+    the weights of a prior (folder or shipped name; its network shape replaces hidden/layers/cutoff/n_rbf).
     """
 
     split: str = "train"
@@ -154,6 +158,9 @@ class LocalTrainConfig(RunConfig):
     sigma_max: float = 3.0
     absorber: str = "C"
     edge: str = "K"
+    noise_weighting: bool = False
+    balance_density: bool = False
+    init: str = ""
 
     def validate(self) -> None:
         super().validate()

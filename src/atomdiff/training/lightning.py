@@ -136,9 +136,13 @@ class EMATrainingModule(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         self.ema.update(self.model.net)
 
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser updates: the network (subclasses add training-only parameters)."""
+        return list(self.model.net.parameters())
+
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        opt = torch.optim.AdamW(self.model.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        opt = torch.optim.AdamW(self.trainable_parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         total = float(self.trainer.estimated_stepping_batches)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupSchedule(hp.warmup_steps, total, hp.cosine))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -194,8 +198,36 @@ class CrystalDiffusionModule(EMATrainingModule):
         return self.model.loss(batch, self.hparams.csp_fraction, self.loss_weights, generator)
 
 
+class NoiseLevelWeighting(nn.Module):
+    """A learned log-scale ``u(σ)`` of the loss at each noise level: the loss ``L`` becomes ``L / e^u + u``,
+    whose minimum over ``u`` is at ``e^u = E[L | σ]`` (Karras et al., "Analyzing and improving the training
+    dynamics of diffusion models", CVPR 2024, §B.2). Every noise level then contributes a loss of about one,
+    whatever its irreducible part; the scale is a training-only parameter and is not exported.
+
+    ``u`` is linear in fixed random Fourier features of ``log σ`` (seeded, so runs are reproducible), zero at
+    the start.
+    """
+
+    def __init__(self, features: int = 64, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("freqs", 2 * math.pi * torch.randn(features, generator=g))
+        self.register_buffer("phases", 2 * math.pi * torch.rand(features, generator=g))
+        self.linear = nn.Linear(features, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, sigma: torch.Tensor) -> torch.Tensor:
+        c = torch.log(sigma.float()).unsqueeze(-1) / 4.0
+        return self.linear(math.sqrt(2.0) * torch.cos(c * self.freqs + self.phases)).squeeze(-1)
+
+
 class LocalModelModule(EMATrainingModule):
-    """Trains a model whose ``loss(batch, generator)`` needs nothing else (amorphous diffusion, surrogates)."""
+    """Trains a model whose ``loss(batch, generator)`` needs nothing else (amorphous diffusion, surrogates).
+
+    With ``noise_weighting`` (models with ``loss_terms(batch, generator) -> (per-structure loss, σ)`` only), each
+    term is scaled by a learned :class:`NoiseLevelWeighting`; ``train/edm`` logs the unscaled mean.
+    """
 
     def __init__(
         self,
@@ -206,12 +238,24 @@ class LocalModelModule(EMATrainingModule):
         cosine: bool = True,
         ema_decay: float = 0.999,
         seed: int = 0,
+        noise_weighting: bool = False,
     ):
         super().__init__(model, ema_decay)
         self.save_hyperparameters(ignore=["model"])
+        if noise_weighting and not hasattr(model, "loss_terms"):
+            raise ValueError(f"{type(model).__name__} has no per-noise-level loss terms to weight")
+        self.weighting = NoiseLevelWeighting(seed=seed) if noise_weighting else None
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        extra = list(self.weighting.parameters()) if self.weighting is not None else []
+        return super().trainable_parameters() + extra
 
     def compute_loss(self, batch: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return self.model.loss(batch, generator)
+        if self.weighting is None:
+            return self.model.loss(batch, generator)
+        per_structure, sigma = self.model.loss_terms(batch, generator)
+        u = self.weighting(sigma).to(per_structure.dtype)
+        return {"loss": (per_structure * torch.exp(-u) + u).mean(), "edm": per_structure.mean()}
 
 
 class StepDelay(L.Callback):

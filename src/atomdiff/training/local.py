@@ -74,8 +74,18 @@ def train_amorphous(
         train, val = structures, read_amorphous_data(config.val_data, config.split, config.limit)
     else:
         train, val = split_structures(structures, config.val_fraction, config.seed)
+    if config.balance_density:
+        train = balance_by_density(train)
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = resumed_model(run_dir) if resume else None
+    if model is None and config.init:
+        from atomdiff.weights import load_amorphous_model
+
+        model = load_amorphous_model(config.init)
+        model.train()  # loading leaves a model in eval mode
+        unknown = {int(z) for s in train for z in s.numbers} - set(model.elements)
+        if unknown:
+            raise InputError(f"init: the model {config.init!r} does not know the elements {sorted(unknown)}")
     if model is None:
         densities = [s.density for s in train]
         elements = sorted({int(z) for s in train for z in s.numbers})
@@ -86,7 +96,18 @@ def train_amorphous(
             densities=(min(densities), max(densities)),
         )
     data = StructureDataModule(train, val, config.batch_size, config.num_workers, config.seed, collate_float32)
-    return fit_run(config, run_dir, local_module(model, config), data, len(train), len(val), resume, command)
+    module = local_module(model, config, noise_weighting=config.noise_weighting)
+    return fit_run(config, run_dir, module, data, len(train), len(val), resume, command)
+
+
+def balance_by_density(structures: Sequence[Structure], bin_width: float = 0.05) -> list[Structure]:
+    """``structures`` with those of each density bin repeated ``round(largest bin / its bin)`` times (in order),
+    so that a shuffled epoch draws every density about equally often."""
+    bins: dict[int, list[Structure]] = {}
+    for s in structures:
+        bins.setdefault(int(round(s.density / bin_width)), []).append(s)
+    largest = max(len(v) for v in bins.values())
+    return [s for s in structures for _ in range(max(1, round(largest / len(bins[int(round(s.density / bin_width))]))))]
 
 
 def train_xanes(

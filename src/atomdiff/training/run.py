@@ -145,7 +145,7 @@ def resumed_model(run_dir: Path) -> torch.nn.Module:
     return model_from_config(read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["atomdiff"]["model_config"])
 
 
-def local_module(model: torch.nn.Module, config: RunConfig) -> LocalModelModule:
+def local_module(model: torch.nn.Module, config: RunConfig, noise_weighting: bool = False) -> LocalModelModule:
     """The Lightning module of a model whose ``loss(batch, generator)`` needs nothing else."""
     return LocalModelModule(
         model,
@@ -155,6 +155,7 @@ def local_module(model: torch.nn.Module, config: RunConfig) -> LocalModelModule:
         cosine=config.schedule == "cosine",
         ema_decay=config.ema_decay,
         seed=config.seed,
+        noise_weighting=noise_weighting,
     )
 
 
