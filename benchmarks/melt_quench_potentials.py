@@ -1,9 +1,9 @@
 """Which melt–quench potential makes amorphous carbon like C-GAP-17's? sp3 fraction against density.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/melt_quench_potentials.py --potentials tersoff lcbop \
-        --densities 1.5 2.0 2.5 3.0 3.5 --per-density 1 --workers 2 -o docs/results/melt_quench_potentials.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/melt_quench_potentials.py --potentials tersoff lcbop snap@3.5 \
+        --densities 1.5 2.0 2.5 3.0 3.5 --per-density 2 -o docs/results/melt_quench_potentials.json
 
-For each potential, ``atomdiff data amorphous``'s generator (default carbon schedule: 9000 K for 1 ps, 5000 K
+For each potential (``NAME@3.5`` runs that one at the listed densities only, one cell each), ``atomdiff data amorphous``'s generator (default carbon schedule: 9000 K for 1 ps, 5000 K
 for 3 ps, quench at 1000 K/ps to 300 K, minimisation; 216 atoms) makes cells at each density into
 ``--work/<potential>`` (resumable: a rerun reuses the cells). Their sp3 fractions (neighbours within 1.85 Å) are
 compared with two references read from ``../shared/data``:
@@ -54,7 +54,9 @@ def xanes_cells_reference() -> dict[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--potentials", nargs="+", default=["tersoff", "lcbop"])
+    parser.add_argument(
+        "--potentials", nargs="+", default=["tersoff", "lcbop"], help="NAME or NAME@D1,D2 (one cell at each listed density)"
+    )
     parser.add_argument("--densities", nargs="+", type=float, default=[1.5, 2.0, 2.5, 3.0, 3.5])
     parser.add_argument("--per-density", type=int, default=1)
     parser.add_argument("--atoms", type=int, default=216)
@@ -74,13 +76,18 @@ def main() -> None:
         "a-C_xanes_train_sp3": xanes,
         "potentials": {},
     }
-    for name in args.potentials:
+    names = []
+    for item in args.potentials:
+        name, _, only = item.partition("@")
+        names.append(name)
+        densities = [float(d) for d in only.split(",")] if only else args.densities
+        count = 1 if only else args.per_density
         generator = MeltQuenchGenerator(args.work / name, "C", args.atoms, name, seed=args.seed, workers=args.workers)
         start = time.perf_counter()
-        generator.run(args.densities, args.per_density, lambda done, total: print(f"{name}: {done}/{total}"))
+        generator.run(densities, count, lambda done, total: print(f"{name}: {done}/{total}"))
         print(f"{name}: {time.perf_counter() - start:.0f} s")
         rows = [r for r in csv.DictReader(open(generator.summary_path))]
-        wanted = {generator.name(d, i) for d in args.densities for i in range(args.per_density)}
+        wanted = {generator.name(d, i) for d in densities for i in range(count)}
         rows = [r for r in rows if r["name"] in wanted]
         cells = []
         for r in rows:
@@ -106,12 +113,12 @@ def main() -> None:
             "cells": cells,
         }
 
-    print(f"\n{'density':>8} {'GAP-17':>7} {'a-C_xanes':>9} " + " ".join(f"{p:>8}" for p in args.potentials))
+    print(f"\n{'density':>8} {'GAP-17':>7} {'a-C_xanes':>9} " + " ".join(f"{p:>8}" for p in names))
     for rho in args.densities:
         near = xanes.get(round(rho * 2) / 2)
         line = f"{rho:8.2f} {gap[min(gap, key=lambda d: abs(d - rho))]:7.3f} "
         line += f"{near:9.3f} " if near is not None else f"{'':9} "
-        for p in args.potentials:
+        for p in names:
             values = [c["sp3"] for c in result["potentials"][p]["cells"] if abs(c["density"] - rho) < 1e-6]
             line += f"{np.mean(values):8.3f} " if values else f"{'':8} "
         print(line)
