@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/melt_quench_potentials.py --potentials tersoff lcbop snap@3.5 \
         --densities 1.5 2.0 2.5 3.0 3.5 --per-density 2 -o docs/results/melt_quench_potentials.json
 
-For each potential (``NAME@3.5`` runs that one at the listed densities only, one cell each), ``atomdiff data amorphous``'s generator (default carbon schedule: 9000 K for 1 ps, 5000 K
-for 3 ps, quench at 1000 K/ps to 300 K, minimisation; 216 atoms) makes cells at each density into
+For each potential (``NAME@3.5`` runs that one at the listed densities only, one cell each), the generator
+of ``atomdiff data amorphous`` (default carbon schedule: 9000 K for 1 ps, 5000 K for 3 ps, quench at 1000 K/ps to 300 K, minimisation; 216 atoms) makes cells at each density into
 ``--work/<potential>`` (resumable: a rerun reuses the cells). Their sp3 fractions (neighbours within 1.85 Å) are
 compared with two references read from ``../shared/data``:
 
@@ -55,7 +55,7 @@ def xanes_cells_reference() -> dict[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--potentials", nargs="+", default=["tersoff", "lcbop"], help="NAME or NAME@D1,D2 (one cell at each listed density)"
+        "--potentials", nargs="+", default=["tersoff", "lcbop"], help="NAME or NAME@D1,D2 (one cell per density)"
     )
     parser.add_argument("--densities", nargs="+", type=float, default=[1.5, 2.0, 2.5, 3.0, 3.5])
     parser.add_argument("--per-density", type=int, default=1)
