@@ -6,7 +6,8 @@
 For each potential (``NAME@3.5`` runs that one at the listed densities only, one cell each), the generator
 of ``atomdiff data amorphous`` (default carbon schedule: 9000 K for 1 ps, 5000 K for 3 ps, quench at 1000 K/ps
 to 300 K, minimisation; 216 atoms) makes cells at each density into ``--work/<potential>`` (resumable: a rerun
-reuses the cells). Their sp3 fractions (neighbours within 1.85 Å) are compared with two references read from ``../shared/data``:
+reuses the cells). Their sp3 fractions (neighbours within 1.85 Å) are compared with two references read
+from ``../shared/data``:
 
 - the C-GAP-17 melt–quench–anneal cells of ``amorphous_carbon/`` (200 atoms, 1.0–3.5 g/cm³; the reference curve
   the issue names), at the nearest reference density, and
