@@ -66,8 +66,8 @@ def test_local_net_is_local():
     np.testing.assert_allclose(a["scalars"][:-1], b["scalars"][:-1], atol=1e-12)
 
 
-def test_checkpointed_blocks_give_the_same_gradients(monkeypatch):
-    """Large graphs recompute blocks in the backward pass; the gradient must not change."""
+def test_recomputed_messages_give_the_same_gradients(monkeypatch):
+    """Large graphs recompute messages in the backward pass; the gradient must not change."""
     import atomdiff.models.local as local
 
     net = _net()
