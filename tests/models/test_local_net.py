@@ -75,13 +75,18 @@ def test_recomputed_messages_give_the_same_gradients(monkeypatch):
     b = StructureBatch.from_structures([s])
     cond = torch.tensor([[0.1, 0.2]], dtype=torch.float64)
 
-    def grad() -> np.ndarray:
+    params = list(net.parameters())
+
+    def grad() -> list[np.ndarray]:
         cart = b.cart.clone().requires_grad_(True)
         vec, scal = net(b.numbers, cart, Graph.build(b, cart, net.config.cutoff), b.batch_idx, cond)
-        (g,) = torch.autograd.grad((vec**2).sum() + scal.sum(), cart)
-        return g.numpy()
+        grads = torch.autograd.grad((vec**2).sum() + scal.sum(), [cart, *params], allow_unused=True)
+        return [g.numpy() for g in grads if g is not None]
 
     plain = grad()
     monkeypatch.setattr(local, "_CHECKPOINT_EDGES", 0)
     monkeypatch.setattr(local, "_EDGE_CHUNK", 7)  # many chunks too
-    np.testing.assert_allclose(grad(), plain, rtol=1e-10, atol=1e-12)
+    recomputed = grad()
+    assert len(recomputed) == len(plain) > 10  # positions and the parameters, the filters' included
+    for a, b_ in zip(recomputed, plain, strict=True):
+        np.testing.assert_allclose(a, b_, rtol=1e-10, atol=1e-12)

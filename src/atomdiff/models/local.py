@@ -26,14 +26,13 @@ import math
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.neighbors import neighbor_list
 
 _MAX_Z = 100
 _EDGE_CHUNK = 16384  # edges per chunk of message passing
-_CHECKPOINT_EDGES = 500_000  # above this many edges, messages are recomputed in the backward pass
+_CHECKPOINT_EDGES = 100_000  # above this many edges under autograd, messages are recomputed in the backward pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,17 +118,16 @@ class _Interaction(nn.Module):
         # of a 16,000-atom cell are ~170 MB each and made a step cost 2.4x more per atom than at 4,000 atoms).
         # Under autograd on very large graphs each chunk's messages are recomputed in the backward pass, so that
         # what is kept per chunk is its slice of the inputs, not its per-edge temporaries (10⁵-atom guidance).
-        recompute = torch.is_grad_enabled() and g.i.shape[0] > _CHECKPOINT_EDGES
-        for start in range(0, g.i.shape[0], _EDGE_CHUNK):
-            part = slice(start, start + _EDGE_CHUNK)
-            i, j = g.i[part], g.j[part]
-            args = (phi, v, rbf[part], env[part], unit[part], j, scale)
-            if recompute:
-                a, b = checkpoint(self._messages, *args, use_reentrant=False)
-            else:
-                a, b = self._messages(*args)
-            ds.index_add_(0, i, a)
-            dv.index_add_(0, i, b)
+        if torch.is_grad_enabled() and g.i.shape[0] > _CHECKPOINT_EDGES:
+            w, bias = self.filter.weight, self.filter.bias
+            ds, dv = _RecomputedMessages.apply(phi, v, rbf, env, unit, w, bias, g.i, g.j, scale, self.hidden)
+        else:
+            for start in range(0, g.i.shape[0], _EDGE_CHUNK):
+                part = slice(start, start + _EDGE_CHUNK)
+                i, j = g.i[part], g.j[part]
+                a, b = _messages(phi[j], v[j], self.filter(rbf[part]), env[part], unit[part], scale, self.hidden)
+                ds.index_add_(0, i, a)
+                dv.index_add_(0, i, b)
         s = s + ds
         v = v + dv
         uv, vv = self.u(v), self.v(v)
@@ -139,20 +137,77 @@ class _Interaction(nn.Module):
         s = s + a_sv * (uv * vv).sum(1) + a_ss
         return s, v
 
-    def _messages(
-        self,
-        phi: torch.Tensor,
-        v: torch.Tensor,
-        rbf: torch.Tensor,
-        env: torch.Tensor,
-        unit: torch.Tensor,
-        j: torch.Tensor,
-        scale: float,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scalar and vector messages along edges to their receiving atoms (summed there by the caller)."""
-        x = phi[j] * self.filter(rbf) * (env * scale).unsqueeze(-1)
-        a, b, c = x.split(self.hidden, dim=-1)
-        return a, b.unsqueeze(1) * v[j] + c.unsqueeze(1) * unit.unsqueeze(-1)
+
+def _messages(
+    phi_j: torch.Tensor,
+    v_j: torch.Tensor,
+    filt: torch.Tensor,
+    env: torch.Tensor,
+    unit: torch.Tensor,
+    scale: float,
+    hidden: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scalar ``(E, F)`` and vector ``(E, 3, F)`` messages of edges from their sending atoms' features."""
+    x = phi_j * filt * (env * scale).unsqueeze(-1)
+    a, b, c = x.split(hidden, dim=-1)
+    return a, b.unsqueeze(1) * v_j + c.unsqueeze(1) * unit.unsqueeze(-1)
+
+
+class _RecomputedMessages(torch.autograd.Function):
+    """Messages summed onto receiving atoms, chunk by chunk, keeping no per-edge tensor for the backward pass.
+
+    Autograd through the plain loop keeps ~5 kB per edge and block (every gather, filter and product of every
+    chunk; ``index_add`` alone keeps its source), 9 GB for a guided 16,000-atom cell and more than the machine
+    has at 10⁵ atoms. Here the forward pass keeps only its inputs (per atom, or per edge with ≤ 16 numbers) and
+    the backward pass recomputes each chunk's messages and back-propagates through them at once.
+    """
+
+    @staticmethod
+    def forward(ctx, phi, v, rbf, env, unit, weight, bias, i, j, scale, hidden):
+        ds = phi.new_zeros((phi.shape[0], hidden))
+        dv = v.new_zeros(v.shape)
+        with torch.no_grad():
+            for start in range(0, i.shape[0], _EDGE_CHUNK):
+                part = slice(start, start + _EDGE_CHUNK)
+                filt = torch.nn.functional.linear(rbf[part], weight, bias)
+                a, b = _messages(phi[j[part]], v[j[part]], filt, env[part], unit[part], scale, hidden)
+                ds.index_add_(0, i[part], a)
+                dv.index_add_(0, i[part], b)
+        ctx.save_for_backward(phi, v, rbf, env, unit, weight, bias, i, j)
+        ctx.scale, ctx.hidden = scale, hidden
+        return ds, dv
+
+    @staticmethod
+    def backward(ctx, g_ds, g_dv):
+        phi, v, rbf, env, unit, weight, bias, i, j = ctx.saved_tensors
+        wanted = ctx.needs_input_grad[:7]
+        inputs = (phi, v, rbf, env, unit, weight, bias)
+        grads = [torch.zeros_like(t) if need else None for t, need in zip(inputs, wanted, strict=True)]
+        for start in range(0, i.shape[0], _EDGE_CHUNK):
+            part = slice(start, start + _EDGE_CHUNK)
+            jj, ii = j[part], i[part]
+            leaves = [phi[jj], v[jj], rbf[part], env[part], unit[part], weight, bias]
+            leaves = [t.detach().requires_grad_(need) for t, need in zip(leaves, wanted, strict=True)]
+            with torch.enable_grad():
+                filt = torch.nn.functional.linear(leaves[2], leaves[5], leaves[6])
+                a, b = _messages(leaves[0], leaves[1], filt, leaves[3], leaves[4], ctx.scale, ctx.hidden)
+                inputs = [t for t in leaves if t.requires_grad]
+                if not inputs:
+                    continue
+                got = iter(torch.autograd.grad((a, b), inputs, (g_ds[ii], g_dv[ii]), allow_unused=True))
+            for k, t in enumerate(leaves):
+                if not t.requires_grad:
+                    continue
+                g = next(got)
+                if g is None:
+                    continue
+                if k < 2:  # gathered per sending atom
+                    grads[k].index_add_(0, jj, g)
+                elif k < 5:  # per edge
+                    grads[k][part] += g
+                else:  # filter parameters
+                    grads[k] += g
+        return (*grads, None, None, None, None)
 
 
 class LocalEquivariantNet(nn.Module):
