@@ -73,16 +73,17 @@ img { max-width: 680px; }
 """
 
 
-def viewer_data(structure: Structure, pad: float = 0.02) -> dict:
-    """Atoms of the unit cell (with their periodic images on faces/edges/corners) and the cell edges."""
+def viewer_data(structure: Structure, pad: float = 0.02, images: bool = True) -> dict:
+    """Atoms of the unit cell (with their periodic images on faces/edges/corners unless ``images`` is false)
+    and the cell edges."""
     from ase.data import covalent_radii
     from ase.data.colors import jmol_colors
 
-    frac = np.mod(structure.frac, 1.0)
+    frac = np.mod(structure.frac, 1.0) if images else structure.frac
     atoms = []
     shifts = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
     for f, z in zip(frac, structure.numbers, strict=True):
-        for s in shifts:
+        for s in shifts if images else shifts[:1]:
             g = f + np.array(s)
             if np.all(g <= 1.0 + pad):
                 xyz = g @ structure.cell
@@ -133,9 +134,32 @@ def write_report(path: str | os.PathLike, title: str, sections: Sequence[str]) -
         tmp.write_text(page, encoding="utf-8")
 
 
-def structure_section(key: str, heading: str, structure: Structure, image: str | os.PathLike | None, notes: str) -> str:
-    """A candidate: its fit plot next to a rotatable view of the structure."""
-    data = json.dumps(viewer_data(structure))
+def block_of(structure: Structure, max_atoms: int) -> tuple[Structure, float]:
+    """The atoms of the corner block ``[0, f)³`` (fractional) of a periodic cell holding about ``max_atoms``
+    atoms, as a non-periodic structure in the block ``f · cell``; and ``f`` (1 when the cell is small enough)."""
+    n = len(structure)
+    if n <= max_atoms:
+        return structure, 1.0
+    f = (max_atoms / n) ** (1.0 / 3.0)
+    frac = np.mod(structure.frac, 1.0)
+    inside = np.all(frac < f, axis=1)
+    block = Structure(
+        numbers=structure.numbers[inside], frac=frac[inside] / f, cell=structure.cell * f, pbc=(False,) * 3
+    )
+    return block, f
+
+
+def structure_section(
+    key: str,
+    heading: str,
+    structure: Structure,
+    image: str | os.PathLike | None,
+    notes: str,
+    images: bool = True,
+) -> str:
+    """A candidate: its fit plot next to a rotatable view of the structure (periodic images on the cell's
+    faces unless ``images`` is false, e.g. for a block cut out of a larger cell)."""
+    data = json.dumps(viewer_data(structure, images=images))
     img = f'<img src="{image_uri(image)}" alt="fit">' if image is not None else ""
     return (
         f"<h2>{html.escape(heading)}</h2><p>{notes}</p><div class='cand'>{img}<div>"

@@ -29,7 +29,7 @@ from atomdiff.files import atomic_path
 from atomdiff.models.xanes import XanesSurrogate
 from atomdiff.physics import descriptors
 from atomdiff.physics.total_scattering import PDFForwardModel, ScatteringForwardModel
-from atomdiff.report.html import image_uri, structure_section, table_html, write_report
+from atomdiff.report.html import block_of, image_uri, structure_section, table_html, write_report
 from atomdiff.report.plots import plot_curves
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.elements import atomic_masses, atomic_number
@@ -332,11 +332,13 @@ def _html(result: AmorphousResult, rows: list[dict], plots: dict[str, Path], rep
     for key in ("xanes", "pdf", "sq", "guidance", "rdf", "angles", "coordination"):
         if key in plots:
             sections.append(f"<img src='{image_uri(plots[key])}' alt='{key}'>")
-    if len(first) <= _VIEWER_MAX_ATOMS:
+    block, f = block_of(first, _VIEWER_MAX_ATOMS)
+    if f == 1.0:
         sections.append(structure_section("1", "Sample 1", first, None, "drag to rotate"))
     else:
-        sections.append(
-            f"<p>Sample 1 has {len(first)} atoms: open the extxyz file in a viewer (the page shows "
-            f"cells up to {_VIEWER_MAX_ATOMS} atoms).</p>"
+        note = (
+            f"drag to rotate; sample 1 has {len(first)} atoms: shown is the corner block of {f:.3f} of each cell "
+            f"edge ({len(block)} atoms, no periodic images); the whole cell is in the extxyz file"
         )
+        sections.append(structure_section("1", "Sample 1 (a block)", block, None, note, images=False))
     write_report(report / "report.html", "atomdiff amorphous", sections)
