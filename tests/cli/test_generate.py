@@ -168,6 +168,8 @@ def pattern_file(tmp_path: Path) -> Path:
         (["--formula", "CaTiO3", "--elements", "Sr"], "lacks required"),
         ([], "--elements and/or --formula"),
         (["--formula", "CaTiO3", "--top", "30"], "--top"),
+        (["--formula", "CaTiO3", "--texture", "0,0,0"], "--texture"),
+        (["--formula", "CaTiO3", "--texture", "1,1"], "--texture"),
     ],
 )
 def test_solve_refuses_contradicting_or_missing_chemistry(pattern_file, tmp_path, capsys, args, message):

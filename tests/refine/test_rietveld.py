@@ -19,10 +19,17 @@ def _perovskite(a: float) -> Structure:
     return Structure([38, 22, 8, 8, 8], frac, np.eye(3) * a)
 
 
-def _target(structure: Structure, noise: bool = True) -> PatternTarget:
+def _target(structure: Structure, noise: bool = True, po_ratio: float = 1.0) -> PatternTarget:
     x = two_theta_grid(15, 90, 0.03)
     truth = PowderDiffractionModel(
-        "xray", "CuKa1", x, profile=Profile(0.01, -0.004, 0.008, 0.4, cutoff=20), zero_shift=0.04, b_iso=0.5
+        "xray",
+        "CuKa1",
+        x,
+        profile=Profile(0.01, -0.004, 0.008, 0.4, cutoff=20),
+        zero_shift=0.04,
+        b_iso=0.5,
+        po_ratio=po_ratio,
+        po_direction=(0, 0, 1),
     )
     y = truth(StructureBatch.from_structures([structure])).y[0]
     y = y / y.max() * 2e4 + 150
@@ -70,3 +77,20 @@ def test_keep_refines_only_the_best_through_the_last_stage():
 def test_unknown_group_is_refused():
     with pytest.raises(InputError, match="unknown refinement group"):
         RietveldRefiner(_target(_perovskite(3.9)), stages=(RefinementStage(("occupancy",)),))
+
+
+def test_texture_ratio_refined_along_the_given_direction():
+    # tetragonal: along [001] a cubic family's March–Dollase factor is nearly the same for r and ~1/r
+    truth = _perovskite(3.905).replace(cell=np.diag([3.905, 3.905, 4.1]))
+    target = _target(truth, po_ratio=0.8)
+    start = truth.replace(cell=truth.cell * 1.01)
+    stages = (
+        RefinementStage(("lattice", "zero_shift"), 0.3, 4),
+        RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), 0.0, 8),
+    )
+    profile = Profile(0, 0, 0.01, 0.5, cutoff=20)
+    (plain,) = RietveldRefiner(target, profile, stages=stages).refine([start])
+    (textured,) = RietveldRefiner(target, profile, stages=stages, texture=(0, 0, 1)).refine([start])
+    assert plain.texture_ratio is None
+    assert textured.texture_ratio == pytest.approx(0.8, abs=0.03)
+    assert textured.rwp < 0.7 * plain.rwp

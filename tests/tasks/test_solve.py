@@ -43,7 +43,14 @@ def test_solve_writes_ranked_cifs_table_plots_and_report(tiny_model, tmp_path: P
     pattern = measured(_perovskite(), two_theta_grid(15, 80, 0.04))
     fast = (RefinementStage(("lattice", "zero_shift"), 0.3, 2), RefinementStage(("lattice", "positions"), 0.0, 2))
     settings = SolveSettings(
-        candidates=3, top=2, steps=5, refine_keep=2, guidance=0.5, profile=Profile(cutoff=20), stages=fast
+        candidates=3,
+        top=2,
+        steps=5,
+        refine_keep=2,
+        guidance=0.5,
+        profile=Profile(cutoff=20),
+        stages=fast,
+        texture=(0, 0, 1),
     )
     constraint = CompositionConstraint(formula={20: 1, 22: 1, 8: 3})
     result = solve(tiny_model, pattern, constraint, tmp_path, settings=settings)
@@ -57,6 +64,7 @@ def test_solve_writes_ranked_cifs_table_plots_and_report(tiny_model, tmp_path: P
     ranked = [r for r in rows if r["rank"]]
     assert [int(r["rank"]) for r in ranked] == list(range(1, len(ranked) + 1))
     assert [float(r["rwp"]) for r in ranked] == sorted(float(r["rwp"]) for r in ranked)
+    assert all(0.3 <= float(r["texture_ratio"]) <= 3.0 for r in ranked)  # refined along the given direction
     assert (tmp_path / "01_fit.png").stat().st_size > 1000
     page = (tmp_path / "report.html").read_text()
     assert "<canvas" in page and "data:image/png;base64," in page and "http" not in page.split("<body>")[1]

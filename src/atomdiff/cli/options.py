@@ -15,6 +15,22 @@ StructurePath = Annotated[
 ]
 
 
+Texture = Annotated[
+    str | None,
+    typer.Option(help="h,k,l: also refine a March–Dollase preferred-orientation ratio along this direction."),
+]
+
+
+def parse_texture(text: str | None) -> tuple[float, float, float] | None:
+    """``--texture "0,0,1"`` → ``(0.0, 0.0, 1.0)``; ``None`` when not given."""
+    values = parse_floats(text, "--texture")
+    if values is None:
+        return None
+    if len(values) != 3 or not any(values):
+        raise InputError(f"--texture: expected a direction h,k,l (not all zero), got {text!r}")
+    return (values[0], values[1], values[2])
+
+
 def parse_floats(text: str | None, what: str) -> list[float] | None:
     """``"1,2.5,3"`` → ``[1.0, 2.5, 3.0]``; a clear error naming the option otherwise."""
     if text is None or text == "":

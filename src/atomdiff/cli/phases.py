@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atomdiff.cli.options import Seed
+from atomdiff.cli.options import Seed, Texture, parse_texture
 from atomdiff.cli.progress import stage_bars
 from atomdiff.errors import InputError
 
@@ -30,6 +30,7 @@ def phases(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Crystal model for --formula phases.")] = None,
     candidates: Annotated[int, typer.Option(min=1, help="Candidates generated per --formula.")] = 20,
     min_fraction: Annotated[float, typer.Option(help="Phases below this weight fraction are dropped.")] = 0.005,
+    texture: Texture = None,
     seed: Seed = 0,
 ) -> None:
     """Decompose a pattern into phases: refine candidates jointly, report weight fractions (Hill–Howard)."""
@@ -41,6 +42,7 @@ def phases(
     from atomdiff.weights import choose_crystal_model, load_crystal_model
 
     allowed = set(parse_element_list(elements))
+    direction = parse_texture(texture)
     measured = read_pattern(pattern, axis)
     radiation = "neutron" if neutron else "xray"
     lam = measured.wavelength if measured.wavelength and wavelength == "CuKa1" else wavelength
@@ -83,7 +85,13 @@ def phases(
         if not found:
             raise InputError("no candidate phases: give --known CIFs and/or --formula compositions")
         analysis = analyse_phases(
-            measured, found, radiation=radiation, wavelength=lam, min_fraction=min_fraction, progress=update
+            measured,
+            found,
+            radiation=radiation,
+            wavelength=lam,
+            min_fraction=min_fraction,
+            texture=direction,
+            progress=update,
         )
     write_phase_outputs(analysis, measured, measured.axis, output, radiation, lam)
     table = Table(title=f"phases in {pattern.name} (Rwp {100 * analysis.rwp:.2f} %)")

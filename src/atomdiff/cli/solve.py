@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from atomdiff.cli.generate import SamplerOpt, Steps, build_constraint, check_sampler
-from atomdiff.cli.options import Seed
+from atomdiff.cli.options import Seed, Texture, parse_texture
 from atomdiff.cli.progress import stage_bars
 from atomdiff.errors import InputError
 
@@ -39,6 +39,7 @@ def solve(
     top: Annotated[int, typer.Option(min=1, help="Candidates written as CIF with a fit plot.")] = 5,
     guidance: Annotated[float, typer.Option(min=0.0, help="Physics-guidance strength (0 = off).")] = 0.5,
     refine_keep: Annotated[int, typer.Option(min=1, help="Candidates refined through positions and B.")] = 8,
+    texture: Texture = None,
     steps: Steps = 200,
     sampler: SamplerOpt = "pc",
     seed: Seed = 0,
@@ -50,6 +51,7 @@ def solve(
     from atomdiff.weights import choose_crystal_model, load_crystal_model
 
     check_sampler(sampler)
+    direction = parse_texture(texture)
     if top > candidates:
         raise InputError(f"--top ({top}) cannot exceed --candidates ({candidates})")
     constraint = build_constraint(formula, elements, exclude, atoms)
@@ -66,6 +68,7 @@ def solve(
         guidance=guidance,
         refine_keep=refine_keep,
         seed=seed,
+        texture=direction,
     )
     console.print(f"model [bold]{name}[/bold]; {candidates} candidates, guidance {guidance:g}, seed {seed}")
     with stage_bars(("generate", "refine")) as update:

@@ -34,6 +34,8 @@ from atomdiff.structure.structure import Structure
 _MAX_STEP = {"strain": 0.01, "dfrac": 0.01, "zero": 0.05, "uvw": 0.01, "eta": 0.1, "b": 0.5, "po": 0.1}
 
 #: parameter groups that can be refined
+TEXTURE_SCAN = (0.6, 0.75, 0.9, 1.0, 1.15, 1.35, 1.6)
+"""March–Dollase ratios tried before the texture ratio is refined."""
 GROUPS = ("lattice", "zero_shift", "width", "profile", "b_iso", "positions", "texture")
 
 
@@ -277,6 +279,18 @@ class RietveldRefiner:
             state.batch.pbc,
         )
 
+    def _scan_texture(self, state: _State, extra: float) -> None:
+        """Start the texture ratio at the best of a few values: at a ratio of 1 the derivative of a reflection
+        family's March–Dollase factor averages to zero in cubic (and other high) symmetry, so least squares
+        started there never moves."""
+        rwp = []
+        with torch.no_grad():
+            for r in TEXTURE_SCAN:
+                state.po.fill_(r)
+                rwp.append(self._fit(state, state.values(), extra).rwp)
+        best = torch.stack(rwp).argmin(0)  # per candidate, or one value for a mixture
+        state.po.copy_(torch.as_tensor(TEXTURE_SCAN, dtype=torch.float64)[best].expand(state.n))
+
     def _jacobian(
         self, state: _State, blocks: list, extra: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -417,6 +431,8 @@ class RietveldRefiner:
                 wss = self._fit(state, state.values(), stages[-1].extra_fwhm).wss
             keep = torch.argsort(wss)[: self.keep].sort().values
             state = state.subset(keep, self.profile, self.zero_shift, self.texture or (0, 0, 1))
+        if self.texture is not None:
+            self._scan_texture(state, stages[-1].extra_fwhm)
         self._lm_stage(state, stages[-1], tick)
         final = self._results(state, stages[-1].groups, start if self.mixture else start[keep], True)
         for i, r in zip(keep.tolist(), final, strict=True):

@@ -167,6 +167,7 @@ def analyse_phases(
     profile: Profile | None = None,
     min_fraction: float = 0.005,
     stages: Sequence[RefinementStage] = MIXTURE_STAGES,
+    texture: Sequence[float] | None = None,
     progress: Callable[[str, float, float], None] | None = None,
 ) -> PhaseAnalysis:
     """Refine the candidate phases jointly and keep those the pattern needs (see the module docstring)."""
@@ -177,7 +178,7 @@ def analyse_phases(
     active = list(candidates)
     dropped: list[tuple[str, str]] = []
     while True:
-        refiner = RietveldRefiner(target, profile, stages=stages, volume_scan=None, mixture=True)
+        refiner = RietveldRefiner(target, profile, stages=stages, volume_scan=None, mixture=True, texture=texture)
 
         def tick(done: int, total: int, label: str = f"refine {len(active)} phases") -> None:
             if progress is not None:

@@ -52,6 +52,7 @@ CANDIDATE_COLUMNS = (
     "density",
     "min_distance",
     "zero_shift",
+    "texture_ratio",
     "file",
     "sample",
     "rejected",
@@ -78,6 +79,8 @@ class SolveSettings:
     background_order: int = 6
     symprec: float = 0.1
     stages: tuple[RefinementStage, ...] = DEFAULT_STAGES
+    texture: tuple[float, float, float] | None = None
+    """Refine a March–Dollase preferred-orientation ratio along this direction (hkl) in the last stage."""
 
 
 @dataclasses.dataclass
@@ -189,7 +192,8 @@ class Solver:
                 f"({'2θ, degrees' if self.target.model.axis == 'two_theta' else 'Q, Å⁻¹'}): is the axis or the "
                 "wavelength right?"
             )
-        refiner = RietveldRefiner(self.target, s.profile, stages=s.stages, keep=min(s.refine_keep, len(structures)))
+        keep = min(s.refine_keep, len(structures))
+        refiner = RietveldRefiner(self.target, s.profile, stages=s.stages, keep=keep, texture=s.texture)
 
         def tick(done: int, total: int) -> None:
             if progress is not None:
@@ -252,7 +256,8 @@ class Solver:
             RefinementStage(("zero_shift", "profile"), 0.0, 3),
             RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), 0.0, 4),
         )
-        refiner = RietveldRefiner(self.target, self.settings.profile, stages=stages, volume_scan=None)
+        s = self.settings
+        refiner = RietveldRefiner(self.target, s.profile, stages=stages, volume_scan=None, texture=s.texture)
 
         def tick(done: int, total: int) -> None:
             if progress is not None:
@@ -297,6 +302,7 @@ def candidate_row(c: Candidate) -> dict[str, object]:
         "density": round(s.density, 5),
         "min_distance": round(c.min_distance, 4) if math.isfinite(c.min_distance) else "",
         "zero_shift": round(c.refinement.zero_shift, 5),
+        "texture_ratio": "" if c.refinement.texture_ratio is None else round(c.refinement.texture_ratio, 4),
         "file": c.file,
         "sample": c.index,
         "rejected": c.rejected,
