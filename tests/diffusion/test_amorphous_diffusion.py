@@ -165,3 +165,43 @@ def test_model_round_trips_through_safetensors(tmp_path):
     b = loaded.sample(template, opts, torch.Generator().manual_seed(2))
     assert torch.allclose(a, b)
     assert loaded.elements == [6]
+
+
+def test_denoiser_moves_are_bounded_outside_training_only():
+    model = _model()
+    batch = _template(copies=1)
+    sigma = torch.tensor([0.05])
+
+    def wild(numbers, cart, graph, batch_idx, cond):
+        out = torch.full_like(cart, 1e6)
+        out[0] = float("nan")
+        return out, None
+
+    model.net.forward = wild
+    model.eval()
+    moved = model.denoise(batch, batch.cart, sigma) - batch.cart
+    assert torch.isfinite(moved).all()
+    assert torch.equal(moved[0], torch.zeros(3))  # a non-finite move is no move
+    np.testing.assert_allclose(moved[1:].norm(dim=-1).numpy(), 1.0, rtol=1e-6)  # max(6σ, 1 Å) = 1 Å
+    model.train()
+    assert (model.denoise(batch, batch.cart, sigma) - batch.cart)[1:].abs().min() > 1e3  # training sees the truth
+
+
+def test_guided_sampling_is_the_same_on_two_threads():
+    from atomdiff.weights import load_amorphous_model, load_xanes_surrogate
+
+    model, surrogate = load_amorphous_model("amorphous_carbon"), load_xanes_surrogate("xanes_carbon_k")
+    batch = StructureBatch.from_structures(
+        [Structure(np.full(216, 6), np.zeros((216, 3)), density_cell(np.full(216, 6), 3.5))], dtype=torch.float32
+    )
+    guidance = SpectralGuidance([SpectrumTerm("xanes", surrogate, torch.as_tensor(surrogate.mean))])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = [
+            model.sample(batch, SampleOptions(steps=40, min_distance=1.1), torch.Generator().manual_seed(0), guidance)
+            for _ in range(2)
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(runs[0], runs[1])

@@ -91,6 +91,12 @@ class SampleOptions:
             raise InputError(f"min_distance must not be negative, got {self.min_distance}")
 
 
+DENOISE_LIMIT = 6.0
+"""Largest move of an atom by the denoiser outside training, in units of the noise level σ ..."""
+DENOISE_FLOOR = 1.0
+"""... but never below this many Å (see :meth:`AmorphousDiffusion.denoise`)."""
+
+
 class AmorphousDiffusion(nn.Module):
     """Score model of positions in a fixed cell, its training loss and its samplers."""
 
@@ -121,14 +127,27 @@ class AmorphousDiffusion(nn.Module):
         return torch.cat([torch.sin(phase), torch.cos(phase), (density - 2.5).unsqueeze(-1)], dim=-1)
 
     def denoise(self, batch: StructureBatch, cart: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """Denoised estimate ``x̂₀`` (``(n_atoms, 3)``) of positions ``cart`` at per-structure noise ``sigma``."""
+        """Denoised estimate ``x̂₀`` (``(n_atoms, 3)``) of positions ``cart`` at per-structure noise ``sigma``.
+
+        Outside training, each atom's move ``x̂₀ − x`` is limited to ``max(DENOISE_LIMIT · σ, DENOISE_FLOOR)``
+        and a non-finite move is replaced by none. Sampling with very few steps feeds the network configurations
+        far from anything it was trained on (nearly random positions labelled with a small σ), where its output
+        can be arbitrarily large or overflow (the shipped prior: NaN with 2 steps). In 100-step guided samples
+        the largest move measured was 0.84 Å (at σ 0.03 Å up to 12σ, after the minimum-distance separation),
+        so the floor of 1 Å leaves normal sampling unchanged.
+        """
         moved = with_positions(batch, cart)
         graph = Graph.build(moved, cart, self.net_config.cutoff)
         cond = self.conditioning(sigma.to(cart.dtype), mass_density(batch).to(cart.dtype))
         out, _ = self.net(batch.numbers, cart, graph, batch.batch_idx, cond)
         s = sigma.to(cart.dtype)[batch.batch_idx].unsqueeze(-1)
         c_out = s * self.sigma_data / torch.sqrt(s * s + self.sigma_data**2)
-        return cart + c_out * out
+        move = c_out * out
+        if not self.training:
+            move = torch.nan_to_num(move, nan=0.0, posinf=0.0, neginf=0.0)
+            norm = torch.sqrt((move * move).sum(-1, keepdim=True) + 1e-30)
+            move = move * torch.clamp(torch.clamp(DENOISE_LIMIT * s, min=DENOISE_FLOOR) / norm, max=1.0)
+        return cart + move
 
     def loss(self, batch: StructureBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Denoising loss at noise levels drawn log-uniformly, one per structure."""

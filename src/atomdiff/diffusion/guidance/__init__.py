@@ -1,7 +1,8 @@
 """Terms that steer sampling towards data: physics guidance by a measured pattern (crystals) and spectral
 guidance by XANES, G(r) or S(Q) (amorphous positions)."""
 
+from atomdiff.diffusion.guidance.determinism import deterministic
 from atomdiff.diffusion.guidance.physics import PhysicsGuidance
 from atomdiff.diffusion.guidance.spectra import SpectralGuidance, SpectrumTerm
 
-__all__ = ["PhysicsGuidance", "SpectralGuidance", "SpectrumTerm"]
+__all__ = ["PhysicsGuidance", "SpectralGuidance", "SpectrumTerm", "deterministic"]

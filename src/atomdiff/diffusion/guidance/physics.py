@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from atomdiff.diffusion.guidance.determinism import deterministic
 from atomdiff.physics.profile import Instrument
 from atomdiff.physics.target import PatternTarget
 from atomdiff.structure.batch import StructureBatch
@@ -58,9 +59,10 @@ class PhysicsGuidance:
     def gradients(self, batch: StructureBatch, x0: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised descent directions ``(d_frac (n_atoms, 3), d_x (n, 6))`` of the misfit; ``batch.frac``
         and ``x0`` must require gradients and ``batch.cell`` be computed from ``x0``."""
-        loss = self.misfit(batch, t)
-        finite = torch.isfinite(loss)
-        g_frac, g_x = torch.autograd.grad(torch.where(finite, loss, torch.zeros_like(loss)).sum(), (batch.frac, x0))
+        with deterministic():  # the same seed must give the same structures on any number of threads
+            loss = self.misfit(batch, t)
+            finite = torch.isfinite(loss)
+            g_frac, g_x = torch.autograd.grad(torch.where(finite, loss, torch.zeros_like(loss)).sum(), (batch.frac, x0))
         g_frac = torch.nan_to_num(g_frac)
         g_x = torch.nan_to_num(g_x)
         # per-structure RMS normalisation: direction from the data, size from the score

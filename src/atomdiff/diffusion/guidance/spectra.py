@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import torch
 
+from atomdiff.diffusion.guidance.determinism import deterministic
 from atomdiff.errors import InputError
 from atomdiff.structure.batch import StructureBatch
 
@@ -108,6 +109,19 @@ class SpectralGuidance:
 
     def guide(self, model, batch: StructureBatch, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Denoised estimate of positions ``x`` at noise ``sigma`` (per structure), moved down the misfit."""
+        with deterministic():
+            x0, loss, grad = self._gradient(model, batch, x, sigma)
+        self.history.append((float(sigma[0]), [float(v) for v in loss.detach()]))
+        grad = torch.nan_to_num(grad.detach())
+        n = len(batch)
+        sq = torch.zeros(n, dtype=grad.dtype, device=grad.device).index_add(0, batch.batch_idx, (grad * grad).sum(-1))
+        count = torch.bincount(batch.batch_idx, minlength=n).clamp_min(1).to(grad.dtype)
+        rms = torch.sqrt(sq / count).clamp_min(1e-30)
+        step = (self.strength * sigma.to(grad.dtype) / rms)[batch.batch_idx].unsqueeze(-1)
+        return x0 - step * grad
+
+    def _gradient(self, model, batch: StructureBatch, x: torch.Tensor, sigma: torch.Tensor):
+        """``(x̂₀, misfit per structure, gradient of the misfit)`` where :attr:`mode` takes the gradient."""
         from atomdiff.diffusion.amorphous import with_positions
 
         if self.mode == "dps":
@@ -124,11 +138,4 @@ class SpectralGuidance:
                 at = (x0 if self.mode == "tweedie" else x).detach().requires_grad_(True)
                 loss = self.misfit(with_positions(batch, at))
                 (grad,) = torch.autograd.grad(loss.sum(), at)
-        self.history.append((float(sigma[0]), [float(v) for v in loss.detach()]))
-        grad = torch.nan_to_num(grad.detach())
-        n = len(batch)
-        sq = torch.zeros(n, dtype=grad.dtype, device=grad.device).index_add(0, batch.batch_idx, (grad * grad).sum(-1))
-        count = torch.bincount(batch.batch_idx, minlength=n).clamp_min(1).to(grad.dtype)
-        rms = torch.sqrt(sq / count).clamp_min(1e-30)
-        step = (self.strength * sigma.to(grad.dtype) / rms)[batch.batch_idx].unsqueeze(-1)
-        return x0 - step * grad
+        return x0, loss, grad
