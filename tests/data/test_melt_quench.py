@@ -108,8 +108,11 @@ def test_cells_are_bonded_carbon_networks_at_the_density(generated):
 def test_resume_skips_finished_cells_and_same_seed_gives_same_cells(generated, tmp_path):
     generator, _ = generated
     again = MeltQuenchGenerator(generator.output, "C", 32, "tersoff", FAST, seed=3)
-    summary = again.run([2.0, 3.0], 2)  # one more cell per density
-    assert (summary.written, summary.skipped) == (2, 2)
+    (again.folder / "d2.00_000.vasp").unlink()  # as if stopped after its summary row, before the cell
+    summary = again.run([2.0, 3.0], 2)  # that cell again, and one more cell per density
+    assert (summary.written, summary.skipped) == (3, 1)
+    names = [r["name"] for r in csv.DictReader(open(again.summary_path))]
+    assert names == ["d2.00_000", "d2.00_001", "d3.00_000", "d3.00_001"]  # one row per cell
     fresh = MeltQuenchGenerator(tmp_path / "b", "C", 32, "tersoff", FAST, seed=3, workers=2)
     fresh.run([2.0, 3.0], 2)
     for name in ("d2.00_000", "d3.00_001"):

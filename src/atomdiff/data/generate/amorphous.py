@@ -29,8 +29,9 @@ Si        edip        Justo et al., Phys. Rev. B 58, 2539 (1998)
 ¹ one core, 216 atoms of liquid carbon at 2.5 g/cm³ (measured on the development machine).
 
 Each cell is written as soon as it is finished, as ``OUT/poscar/<split>/<name>.vasp`` (the layout
-``atomdiff train amorphous --data OUT`` and ``atomdiff data xanes`` read), with one row in ``OUT/summary.csv``;
-a rerun skips finished cells, so an interrupted run resumes. ``OUT/settings.json`` fixes the potential and the
+``atomdiff train amorphous --data OUT`` and ``atomdiff data xanes`` read), with one row in ``OUT/summary.csv``
+(rewritten whole, sorted by name, replacing an older row of the same cell); a rerun skips finished cells, so an
+interrupted run resumes. ``OUT/settings.json`` fixes the potential and the
 protocol: resuming with other settings is an error rather than a mixed data set. Every cell has its own seed,
 derived from the run's seed, its density and its index, so adding densities or cells later leaves the existing
 cells unchanged, and the same seed gives the same cell.
@@ -429,7 +430,6 @@ class MeltQuenchGenerator:
 
         structure = Structure.from_ase(result.atoms)
         fractions = hybridisation_fractions(structure) if self.element == "C" else {}
-        write_structures(structure, self.folder / f"{result.name}.vasp")
         row = {
             "name": result.name,
             "density": f"{result.density:.4f}",
@@ -442,9 +442,15 @@ class MeltQuenchGenerator:
             "seconds": f"{result.seconds:.2f}",
             "seed": result.seed,
         }
-        new = not self.summary_path.is_file()
-        with open(self.summary_path, "a", newline="") as handle:
+        # the row first, then the cell: a run stopped in between leaves a row without a cell, which the resumed
+        # run recomputes and replaces (a cell without a row could not get its energy back)
+        rows = []
+        if self.summary_path.is_file():
+            with open(self.summary_path, newline="") as handle:
+                rows = [r for r in csv.DictReader(handle) if r.get("name") != result.name]
+        rows = sorted([*rows, row], key=lambda r: str(r["name"]))
+        with atomic_path(self.summary_path) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+            writer.writeheader()
+            writer.writerows(rows)
+        write_structures(structure, self.folder / f"{result.name}.vasp")
