@@ -84,7 +84,7 @@ def test_recomputed_messages_give_the_same_gradients(monkeypatch):
         return [g.numpy() for g in grads if g is not None]
 
     plain = grad()
-    monkeypatch.setattr(local, "_CHECKPOINT_EDGES", 0)
+    monkeypatch.setattr(local, "_RECOMPUTE_EDGES", 0)
     monkeypatch.setattr(local, "_EDGE_CHUNK", 7)  # many chunks too
     recomputed = grad()
     assert len(recomputed) == len(plain) > 10  # positions and the parameters, the filters' included

@@ -32,7 +32,7 @@ from atomdiff.structure.neighbors import neighbor_list
 
 _MAX_Z = 100
 _EDGE_CHUNK = 16384  # edges per chunk of message passing
-_CHECKPOINT_EDGES = 100_000  # above this many edges under autograd, messages are recomputed in the backward pass
+_RECOMPUTE_EDGES = 100_000  # above this many edges under autograd, messages are recomputed in the backward pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +118,7 @@ class _Interaction(nn.Module):
         # of a 16,000-atom cell are ~170 MB each and made a step cost 2.4x more per atom than at 4,000 atoms).
         # Under autograd on very large graphs each chunk's messages are recomputed in the backward pass, so that
         # what is kept per chunk is its slice of the inputs, not its per-edge temporaries (10⁵-atom guidance).
-        if torch.is_grad_enabled() and g.i.shape[0] > _CHECKPOINT_EDGES:
+        if torch.is_grad_enabled() and g.i.shape[0] > _RECOMPUTE_EDGES:
             w, bias = self.filter.weight, self.filter.bias
             ds, dv = _RecomputedMessages.apply(phi, v, rbf, env, unit, w, bias, g.i, g.j, scale, self.hidden)
         else:
@@ -181,8 +181,8 @@ class _RecomputedMessages(torch.autograd.Function):
     def backward(ctx, g_ds, g_dv):
         phi, v, rbf, env, unit, weight, bias, i, j = ctx.saved_tensors
         wanted = ctx.needs_input_grad[:7]
-        inputs = (phi, v, rbf, env, unit, weight, bias)
-        grads = [torch.zeros_like(t) if need else None for t, need in zip(inputs, wanted, strict=True)]
+        saved = (phi, v, rbf, env, unit, weight, bias)
+        grads = [torch.zeros_like(t) if need else None for t, need in zip(saved, wanted, strict=True)]
         for start in range(0, i.shape[0], _EDGE_CHUNK):
             part = slice(start, start + _EDGE_CHUNK)
             jj, ii = j[part], i[part]
@@ -191,10 +191,10 @@ class _RecomputedMessages(torch.autograd.Function):
             with torch.enable_grad():
                 filt = torch.nn.functional.linear(leaves[2], leaves[5], leaves[6])
                 a, b = _messages(leaves[0], leaves[1], filt, leaves[3], leaves[4], ctx.scale, ctx.hidden)
-                inputs = [t for t in leaves if t.requires_grad]
-                if not inputs:
+                free = [t for t in leaves if t.requires_grad]
+                if not free:
                     continue
-                got = iter(torch.autograd.grad((a, b), inputs, (g_ds[ii], g_dv[ii]), allow_unused=True))
+                got = iter(torch.autograd.grad((a, b), free, (g_ds[ii], g_dv[ii]), allow_unused=True))
             for k, t in enumerate(leaves):
                 if not t.requires_grad:
                     continue

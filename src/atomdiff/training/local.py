@@ -6,6 +6,7 @@ Same run-folder layout, checkpoints, EMA and export as crystal diffusion (:mod:`
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -103,11 +104,10 @@ def train_amorphous(
 def balance_by_density(structures: Sequence[Structure], bin_width: float = 0.05) -> list[Structure]:
     """``structures`` with those of each density bin repeated ``round(largest bin / its bin)`` times (in order),
     so that a shuffled epoch draws every density about equally often."""
-    bins: dict[int, list[Structure]] = {}
-    for s in structures:
-        bins.setdefault(int(round(s.density / bin_width)), []).append(s)
-    largest = max(len(v) for v in bins.values())
-    return [s for s in structures for _ in range(max(1, round(largest / len(bins[int(round(s.density / bin_width))]))))]
+    keys = [int(round(s.density / bin_width)) for s in structures]
+    counts = Counter(keys)
+    largest = max(counts.values())
+    return [s for s, k in zip(structures, keys, strict=True) for _ in range(max(1, round(largest / counts[k])))]
 
 
 def train_xanes(

@@ -222,14 +222,14 @@ def melt_quench(
     name: str = "cell",
 ) -> CellResult:
     """One melt–quench cell (runs LAMMPS in this process; see the module's docstring)."""
-    from atomdiff.physics.potentials import _lammps_potentials, _load_mpi
+    from atomdiff.physics.potentials import lammps_potentials, load_mpi
 
     pair = _pair(element, potential)
-    folder = _lammps_potentials()
+    folder = lammps_potentials()
     length = box_length(element, atoms, density)
     rng = np.random.default_rng(seed)
     positions = random_positions(atoms, length, protocol.min_distance, rng)
-    _load_mpi()
+    load_mpi()
     from lammps import lammps
 
     start = time.perf_counter()
