@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -160,6 +161,26 @@ def test_evaluate_csp_writes_json(files, tmp_path):
     assert CSP_KEYS <= set(result)
     assert result["n_structures"] == 3 and result["samples"] == 2 and result["steps"] == 3
     assert 0.0 <= result["match_rate_top1"] <= result["match_rate"] <= 1.0
+
+
+def test_evaluate_csp_conditioned_on_matched_and_mismatched_patterns(files, tmp_path):
+    from atomdiff.models.pattern_encoder import PatternEncoderConfig
+
+    model, data = files
+    args = ["--data", str(data), "--limit", "3", "--samples", "1", "--steps", "3", "--patterns", "matched"]
+    assert run(["evaluate", "csp", "--model", str(model), *args, "-o", str(tmp_path / "a.json")]) == 2  # no encoder
+    torch.manual_seed(0)
+    encoder = PatternEncoderConfig(n_q=256, channels=(8, 8), cond_dim=8)
+    net = CrystalNetConfig(hidden=16, layers=1, cond_dim=8, encoder=dataclasses.asdict(encoder))
+    CrystalDiffusion(net, DataStatistics.from_structures(TESTS)).save(tmp_path / "cond")
+    results = {}
+    for kind in ("matched", "mismatched"):
+        out = tmp_path / f"{kind}.json"
+        argv = [*args[:-1], kind, "--cfg", "2"]
+        assert run(["evaluate", "csp", "--model", str(tmp_path / "cond"), *argv, "-o", str(out)]) == 0
+        results[kind] = json.loads(out.read_text())
+        assert results[kind]["patterns"] == kind and results[kind]["cfg_scale"] == 2.0
+    assert CSP_KEYS <= set(results["matched"])
 
 
 def test_evaluate_denovo_writes_json(files, tmp_path):

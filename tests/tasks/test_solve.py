@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,27 @@ def test_patterns_that_cannot_be_solved_are_refused(tiny_model, tmp_path: Path):
     empty = MeasuredPattern(x, np.full_like(x, 10.0), None, "two_theta", "flat.xy")
     with pytest.raises(InputError, match="no candidate has a reflection"):
         solve(tiny_model, empty, constraint, tmp_path / "b", settings=settings)
+
+
+def test_a_pattern_conditioned_model_is_conditioned_on_the_measured_pattern(tmp_path: Path):
+    from atomdiff.models.pattern_encoder import PatternEncoderConfig
+    from atomdiff.tasks.solve import Solver, build_target
+
+    torch.manual_seed(0)
+    encoder = PatternEncoderConfig(n_q=256, channels=(8, 8), cond_dim=8)
+    stats = DataStatistics.from_structures([_perovskite(), _perovskite(4.0), _perovskite(3.8)])
+    net = CrystalNetConfig(hidden=16, layers=1, cond_dim=8, encoder=dataclasses.asdict(encoder))
+    model = CrystalDiffusion(net, stats).eval()
+    constraint = CompositionConstraint(formula={20: 1, 22: 1, 8: 3})
+    x = two_theta_grid(15, 80, 0.04)
+    samples = {}
+    for a in (3.7, 4.1):
+        target = build_target(measured(_perovskite(a), x), "xray", "CuKa1", Profile(cutoff=20))
+        for condition in (True, False):
+            settings = SolveSettings(candidates=2, steps=4, guidance=0.0, condition=condition, cfg=2.0)
+            solver = Solver(model, target, constraint, settings)
+            samples[a, condition] = solver.generate()
+        assert solver.pattern_condition().shape == (1, 8)
+    cells = {key: np.stack([s.cell for s in v]) for key, v in samples.items()}
+    assert np.array_equal(cells[3.7, False], cells[4.1, False])  # unconditioned: the pattern plays no part
+    assert not np.allclose(cells[3.7, True], cells[4.1, True])  # conditioned: another pattern, other samples

@@ -235,3 +235,55 @@ def test_data_cache_and_ema(data_csv, tmp_path, monkeypatch):
     with ema.swapped_in(net):
         assert torch.equal(net.weight, ema.shadow["weight"])
     assert torch.equal(net.weight, start + 1)
+
+
+def test_pattern_conditioned_training_resume_and_cfg_sampling(data_csv, tmp_path):
+    from atomdiff.data.generate.patterns import simulate_training_patterns
+    from atomdiff.diffusion.crystal import CrystalDiffusion
+
+    out = tmp_path / "cond"
+    args = ["train", "crystal", "--data", str(data_csv), "--out", str(out), *TINY, "--seed", "0"]
+    assert run([*args, "--max-steps", "3", "--set", "patterns=2", "--set", "warmup_steps=1"]) == 0
+    (cache,) = (out / "data_cache").glob("patterns_train_*.npz")
+    with np.load(cache) as data:
+        assert data["features"].shape[:2] == (16, 2) and data["radiation"].shape == (16, 2)
+    model = CrystalDiffusion.load(out / "model")
+    assert model.conditioned and model.net.config.cond_dim == model.net.pattern_encoder.config.cond_dim
+    before = _ckpt(out / "checkpoints" / "last.ckpt")["global_step"]
+    assert run(["train", "crystal", "--out", str(out), "--resume", "--max-steps", "5"]) == 0
+    assert _ckpt(out / "checkpoints" / "last.ckpt")["global_step"] == 5 > before
+    assert run(["train", "crystal", "--out", str(out), "--resume", "--set", "patterns=0"]) == 2  # refused
+
+    structures = _structures(2)
+    feats, rads = simulate_training_patterns(structures, 1, model.net.pattern_encoder.config, seed=0)
+    with torch.no_grad():
+        cond = model.encode_patterns(torch.as_tensor(feats[:, 0]), torch.as_tensor(rads[:, 0])).double()
+    numbers = [s.numbers for s in structures]
+    plain = model.sample(2, steps=3, seed=1, numbers=numbers, condition=cond, cfg_scale=0.0)
+    guided = model.sample(2, steps=3, seed=1, numbers=numbers, condition=cond, cfg_scale=2.0)
+    again = model.sample(2, steps=3, seed=1, numbers=numbers, condition=cond, cfg_scale=2.0)
+    assert all(np.array_equal(a.frac, b.frac) for a, b in zip(guided, again, strict=True))
+    assert not all(np.allclose(a.frac, b.frac) for a, b in zip(plain, guided, strict=True))
+
+
+def test_fine_tuning_adds_a_pattern_encoder_that_starts_silent(data_csv, tmp_path):
+    from atomdiff.diffusion.crystal import CrystalDiffusion
+    from atomdiff.training.config import TrainConfig
+    from atomdiff.training.run import _build_model
+
+    base_dir = tmp_path / "base"
+    args = ["train", "crystal", "--data", str(data_csv), "--out", str(base_dir), *TINY, "--max-steps", "2"]
+    assert run(args) == 0
+    base = CrystalDiffusion.load(base_dir / "model")
+    config = TrainConfig(data=[str(data_csv)], init=str(base_dir / "model"), patterns=2)
+    model = _build_model(config, _structures(), None).eval()
+    assert model.conditioned and model.stats == base.stats
+    batch_args = (torch.tensor([8, 22, 38]), torch.rand(3, 3, dtype=torch.float64), torch.zeros(1, 6).double())
+    gram = model.lattice_noise.gram(batch_args[2], torch.tensor([3]))
+    with torch.no_grad():
+        want = base.net(*batch_args, gram, torch.zeros(3, dtype=torch.long), torch.tensor([0.5]).double())
+        got = model.net(
+            *batch_args, gram, torch.zeros(3, dtype=torch.long), torch.tensor([0.5]).double(), torch.randn(1, 128)
+        )
+    for w, g in zip(want, got, strict=True):
+        torch.testing.assert_close(w, g)

@@ -52,6 +52,15 @@ def csp(
     sampler: SamplerOpt = "pc",
     seed: Seed = 0,
     batch_size: BatchSize = 256,
+    patterns: Annotated[
+        str | None,
+        typer.Option(
+            "--patterns",
+            help="Pattern-conditioned model: condition on a simulated powder pattern of each test structure "
+            "(random instrument) ('matched'), or of the next one ('mismatched', a control).",
+        ),
+    ] = None,
+    cfg: Annotated[float, typer.Option("--cfg", min=0.0, help="Classifier-free guidance scale with --patterns.")] = 1.0,
 ) -> None:
     """Crystal structure prediction: match rate and RMSE (pymatgen StructureMatcher, DiffCSP's tolerances)
     of samples with each test structure's exact atoms, top-k and top-1, plus validity."""
@@ -65,12 +74,22 @@ def csp(
     diffusion = load_crystal_model(model)
     with progress_bar("test structures") as update:
         result = evaluate_csp(
-            diffusion, tests, samples, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size, progress=update
+            diffusion,
+            tests,
+            samples,
+            steps=steps,
+            sampler=sampler,
+            seed=seed,
+            batch_size=batch_size,
+            progress=update,
+            patterns=patterns,
+            cfg_scale=cfg,
         )
     result = {**result, "model": str(model), "data": str(data)}
     write_result(result, output)
     _print_table(
-        f"CSP on {len(tests)} structures, {samples} samples each, {steps} {sampler} steps",
+        f"CSP on {len(tests)} structures, {samples} samples each, {steps} {sampler} steps"
+        + (f", conditioned on {patterns} patterns (cfg {cfg:g})" if patterns else ""),
         result,
         [
             *(

@@ -40,6 +40,15 @@ def solve(
     guidance: Annotated[float, typer.Option(min=0.0, help="Physics-guidance strength (0 = off).")] = 0.5,
     refine_keep: Annotated[int, typer.Option(min=1, help="Candidates refined through positions and B.")] = 8,
     texture: Texture = None,
+    condition: Annotated[
+        bool,
+        typer.Option(
+            "--condition/--no-condition",
+            help="Condition a pattern-conditioned model on the pattern (classifier-free guidance; other models "
+            "ignore it).",
+        ),
+    ] = True,
+    cfg: Annotated[float, typer.Option("--cfg", min=0.0, help="Classifier-free guidance scale.")] = 1.0,
     steps: Steps = 200,
     sampler: SamplerOpt = "pc",
     seed: Seed = 0,
@@ -69,8 +78,13 @@ def solve(
         refine_keep=refine_keep,
         seed=seed,
         texture=direction,
+        condition=condition,
+        cfg=cfg,
     )
-    console.print(f"model [bold]{name}[/bold]; {candidates} candidates, guidance {guidance:g}, seed {seed}")
+    conditioned = f", conditioned on the pattern (cfg {cfg:g})" if condition and diffusion.conditioned else ""
+    console.print(
+        f"model [bold]{name}[/bold]; {candidates} candidates, guidance {guidance:g}{conditioned}, seed {seed}"
+    )
     with stage_bars(("generate", "refine")) as update:
         result = run_solve(
             diffusion,

@@ -2,6 +2,11 @@
 
 :class:`CrystalDiffusion` bundles the score network with its three noise processes and the statistics of the
 data it was trained on; it is saved as ``model.safetensors`` plus ``config.json`` (no pickles).
+
+A model whose network carries a :class:`~atomdiff.models.pattern_encoder.PatternEncoder` is conditioned on a powder
+pattern (trained with the condition dropped for a fraction of structures) and is sampled with classifier-free
+guidance, ``(1 + w)·conditioned − w·unconditioned`` for the coordinate score, the lattice noise and the species
+logits, where ``w = cfg_scale``; ``w = 0`` is plain conditional sampling.
 """
 
 from __future__ import annotations
@@ -74,6 +79,27 @@ class CrystalDiffusion(nn.Module):
         self.lattice_noise = LatticeNoise(torch.tensor(self.stats.lattice_mean), torch.tensor(self.stats.lattice_std))
         self.species_noise = MaskedSpeciesNoise(self.net.config.vocab)
 
+    @property
+    def conditioned(self) -> bool:
+        """Whether the model takes a powder pattern (has a pattern encoder)."""
+        return self.net.pattern_encoder is not None
+
+    def encode_patterns(self, features: torch.Tensor, radiation: torch.Tensor) -> torch.Tensor:
+        """Conditioning vectors ``(B, cond_dim)`` of encoder inputs ``(B, 2, n_q)`` (see :mod:`pattern_encoder`)."""
+        if self.net.pattern_encoder is None:
+            raise InputError("this model is not pattern-conditioned (it has no pattern encoder)")
+        return self.net.pattern_encoder(features, radiation)
+
+    def _predict(self, tokens, frac, x, n_atoms, batch_idx, t_vec, condition, cfg_scale):
+        """The network's outputs, with classifier-free guidance when a condition and a scale are given."""
+        gram = self.lattice_noise.gram(x, n_atoms)
+        out = self.net(tokens, frac, x, gram, batch_idx, t_vec, condition)
+        if condition is None or cfg_scale == 0:
+            return out
+        # the unconditioned branch sees the zero vector, as structures whose condition was dropped in training
+        free = self.net(tokens, frac, x, gram, batch_idx, t_vec, torch.zeros_like(condition))
+        return tuple(c + cfg_scale * (c - u) for c, u in zip(out, free, strict=True))
+
     # --- training --------------------------------------------------------------------------------------
     def loss(
         self,
@@ -125,6 +151,7 @@ class CrystalDiffusion(nn.Module):
         condition: torch.Tensor | None = None,
         progress: Callable[[int, int], None] | None = None,
         guidance: PhysicsGuidance | None = None,
+        cfg_scale: float = 0.0,
     ) -> list[Structure]:
         """Generate ``n`` structures.
 
@@ -136,6 +163,8 @@ class CrystalDiffusion(nn.Module):
             numbers: the exact atomic numbers of each cell (CSP), overriding ``constraint``.
             progress: called with ``(step, steps)``.
             guidance: steers every step by a measured pattern (see :mod:`atomdiff.diffusion.guidance`).
+            condition: ``(n, cond_dim)`` conditioning vectors (e.g. :meth:`encode_patterns`), or ``None``.
+            cfg_scale: classifier-free guidance scale ``w`` for ``condition`` (0: plain conditional sampling).
         """
         if sampler not in ("pc", "ode"):
             raise InputError(f"sampler must be 'pc' or 'ode', got {sampler!r}")
@@ -171,13 +200,9 @@ class CrystalDiffusion(nn.Module):
             sigma = self.frac_noise.sigma(torch.tensor(t, dtype=torch.float64))
             norm = self.frac_noise.score_norm(sigma)
             if sampler == "pc":
-                frac_out, _, _ = self.net(
-                    tokens, frac, x, self.lattice_noise.gram(x, n_atoms), batch_idx, t_vec, condition
-                )
+                frac_out, _, _ = self._predict(tokens, frac, x, n_atoms, batch_idx, t_vec, condition, cfg_scale)
                 frac = self.frac_noise.langevin_step(frac, frac_out.double() * norm, t, corrector_snr, gen)
-            frac_out, eps, logits = self.net(
-                tokens, frac, x, self.lattice_noise.gram(x, n_atoms), batch_idx, t_vec, condition
-            )
+            frac_out, eps, logits = self._predict(tokens, frac, x, n_atoms, batch_idx, t_vec, condition, cfg_scale)
             score, eps = frac_out.double() * norm, eps.double()
             if guidance is not None and guidance.active(t):
                 score, eps = self._guide(guidance, tokens, logits, frac, x, score, eps, sigma, norm, batch_idx, t)

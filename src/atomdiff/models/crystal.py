@@ -22,6 +22,8 @@ import math
 import torch
 from torch import nn
 
+from atomdiff.errors import InputError
+from atomdiff.models.pattern_encoder import PatternEncoder, PatternEncoderConfig
 from atomdiff.structure.neighbors import all_pairs
 
 
@@ -36,6 +38,9 @@ class CrystalNetConfig:
     r_max: float = 8.0
     vocab: int = 101
     cond_dim: int = 0
+    #: settings of a :class:`~atomdiff.models.pattern_encoder.PatternEncoder` (a pattern-conditioned model),
+    #: whose ``cond_dim`` must equal the network's; kept inside the network so that EMA and export cover it
+    encoder: dict | None = None
 
 
 class _Layer(nn.Module):
@@ -81,6 +86,12 @@ class CrystalScoreNet(nn.Module):
         self.time = nn.Sequential(nn.Linear(c.hidden, c.hidden), nn.SiLU(), nn.Linear(c.hidden, c.hidden))
         self.lattice_in = nn.Sequential(nn.Linear(6, c.hidden), nn.SiLU(), nn.Linear(c.hidden, c.hidden))
         self.cond = nn.Linear(c.cond_dim, c.hidden) if c.cond_dim else None
+        self.pattern_encoder = None
+        if c.encoder is not None:
+            encoder = PatternEncoderConfig(**c.encoder)
+            if encoder.cond_dim != c.cond_dim:
+                raise InputError(f"pattern encoder cond_dim {encoder.cond_dim} differs from the network's {c.cond_dim}")
+            self.pattern_encoder = PatternEncoder(encoder)
         edge_dim = 6 * c.n_frequencies + c.n_rbf + 6
         self.layers = nn.ModuleList(_Layer(c.hidden, edge_dim) for _ in range(c.layers))
         self.out_norm = nn.LayerNorm(c.hidden)

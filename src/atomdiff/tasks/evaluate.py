@@ -173,6 +173,8 @@ def evaluate_csp(
     seed: int = 0,
     batch_size: int = 256,
     progress: Progress | None = None,
+    patterns: str | None = None,
+    cfg_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Crystal structure prediction benchmark (see the module docstring).
 
@@ -181,6 +183,11 @@ def evaluate_csp(
 
     Args:
         progress: called with ``(test structures done, test structures in all)``, fractionally during sampling.
+        patterns: for a pattern-conditioned model: ``"matched"`` conditions the samples of each test structure on
+            a simulated powder pattern of it, with an instrument drawn at random as in training
+            (:mod:`atomdiff.data.generate.patterns`, seeded by ``seed``); ``"mismatched"`` on the pattern of the
+            next test structure (a control: the pattern must drive the answer); ``None``: unconditioned.
+        cfg_scale: classifier-free guidance scale for ``patterns``.
 
     Returns:
         ``match_rate``, ``match_rate_top1``, ``rmse``, ``rmse_top1``, ``structural_validity``,
@@ -197,6 +204,7 @@ def evaluate_csp(
     n = len(tests)
     rms: list[list[float | None]] = []
     n_struct = n_comp = 0
+    conditions = _pattern_conditions(model, tests, patterns, seed)
     for k, start in enumerate(range(0, n, per_call)):
         chunk = tests[start : start + per_call]
         callback = None
@@ -206,8 +214,18 @@ def evaluate_csp(
                 progress(done + size * step / (total + 1), n)
 
         numbers = [t.numbers for t in chunk for _ in range(samples)]
+        condition = None
+        if conditions is not None:
+            condition = conditions[start : start + len(chunk)].repeat_interleave(samples, 0)
         out = model.sample(
-            len(numbers), steps=steps, sampler=sampler, seed=chunk_seed(seed, k), numbers=numbers, progress=callback
+            len(numbers),
+            steps=steps,
+            sampler=sampler,
+            seed=chunk_seed(seed, k),
+            numbers=numbers,
+            progress=callback,
+            condition=condition,
+            cfg_scale=cfg_scale if condition is not None else 0.0,
         )
         for j, test in enumerate(chunk):
             group = out[j * samples : (j + 1) * samples]
@@ -230,8 +248,30 @@ def evaluate_csp(
         "sampler": sampler,
         "seed": seed,
         "batch_size": batch_size,
+        "patterns": patterns,
+        "cfg_scale": cfg_scale if patterns else None,
         "wall_time_s": time.perf_counter() - t0,
     }
+
+
+def _pattern_conditions(
+    model: CrystalDiffusion, tests: Sequence[Structure], patterns: str | None, seed: int
+) -> torch.Tensor | None:
+    """Encoded simulated patterns of ``tests`` (rolled by one for ``"mismatched"``), or ``None``."""
+    if patterns is None:
+        return None
+    if patterns not in ("matched", "mismatched"):
+        raise InputError(f"patterns must be 'matched' or 'mismatched', got {patterns!r}")
+    if not model.conditioned:
+        raise InputError("--patterns needs a pattern-conditioned model (this one has no pattern encoder)")
+    from atomdiff.data.generate.patterns import simulate_training_patterns
+
+    encoder = model.net.pattern_encoder.config
+    feats, rads = simulate_training_patterns(tests, 1, encoder, seed=seed + 7919)
+    if patterns == "mismatched":
+        feats, rads = np.roll(feats, 1, axis=0), np.roll(rads, 1, axis=0)
+    with torch.no_grad():
+        return model.encode_patterns(torch.as_tensor(feats[:, 0]), torch.as_tensor(rads[:, 0])).double()
 
 
 # --- de novo generation -------------------------------------------------------------------------------------

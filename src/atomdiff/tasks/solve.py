@@ -81,6 +81,10 @@ class SolveSettings:
     stages: tuple[RefinementStage, ...] = DEFAULT_STAGES
     texture: tuple[float, float, float] | None = None
     """Refine a March–Dollase preferred-orientation ratio along this direction (hkl) in the last stage."""
+    condition: bool = True
+    """Condition a pattern-conditioned model on the measured pattern (ignored by an unconditioned model)."""
+    cfg: float = 1.0
+    """Classifier-free guidance scale of that conditioning."""
 
 
 @dataclasses.dataclass
@@ -171,6 +175,7 @@ class Solver:
             if progress is not None:
                 progress("generate", step, total)
 
+        condition = self.pattern_condition() if s.condition and self.model.conditioned else None
         return self.model.sample(
             s.candidates,
             self.constraint,
@@ -179,7 +184,21 @@ class Solver:
             seed=chunk_seed(s.seed, 0),
             guidance=guidance,
             progress=tick,
+            condition=None if condition is None else condition.expand(s.candidates, -1),
+            cfg_scale=s.cfg if condition is not None else 0.0,
         )
+
+    def pattern_condition(self) -> torch.Tensor:
+        """``(1, cond_dim)`` encoding of the measured pattern by the model's pattern encoder."""
+        from atomdiff.models.pattern_encoder import RADIATIONS, pattern_features
+
+        model = self.target.model
+        encoder = self.model.net.pattern_encoder.config
+        x, y = model.x.cpu().numpy(), self.target.y_obs.cpu().numpy()
+        feats = pattern_features(x, y, model.axis, model.wavelength.primary, encoder)
+        radiation = torch.tensor([RADIATIONS.index(model.radiation)])
+        with torch.no_grad():
+            return self.model.encode_patterns(torch.as_tensor(feats)[None], radiation).double()
 
     def refine(self, structures: Sequence[Structure], progress: Progress | None = None) -> list[Candidate]:
         s = self.settings

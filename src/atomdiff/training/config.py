@@ -116,6 +116,17 @@ class TrainConfig(RunConfig):
     Loss:
         csp_fraction: fraction of structures trained with known species (structure prediction);
         weight_frac, weight_lattice, weight_species: weights of the three loss terms.
+    Pattern conditioning (issue: solve a powder pattern):
+        patterns: simulated powder patterns per structure with randomised instruments
+            (:mod:`atomdiff.data.generate.patterns`); > 0 trains a pattern-conditioned model with a pattern
+            encoder; each step draws one of a structure's patterns.
+        cond_dropout: fraction of structures trained without their pattern (classifier-free guidance).
+        neutron_fraction: fraction of the simulated patterns that are neutron patterns.
+    Start:
+        init: fine-tune from a crystal model (shipped name or folder): its network shape and data statistics
+            replace hidden/layers and the statistics of ``data``; a pattern encoder is added when
+            ``patterns`` > 0 (its conditioning layer starts at zero, so training starts from the unconditional
+            model).
     """
 
     hidden: int = 256
@@ -124,11 +135,20 @@ class TrainConfig(RunConfig):
     weight_frac: float = 1.0
     weight_lattice: float = 1.0
     weight_species: float = 1.0
+    patterns: int = 0
+    cond_dropout: float = 0.15
+    neutron_fraction: float = 0.2
+    init: str = ""
 
     def validate(self) -> None:
         super().validate()
         if not 0.0 <= self.csp_fraction <= 1.0:
             raise InputError(f"csp_fraction must be in [0, 1], got {self.csp_fraction}")
+        if self.patterns < 0:
+            raise InputError(f"patterns must not be negative, got {self.patterns}")
+        for key in ("cond_dropout", "neutron_fraction"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise InputError(f"{key} must be in [0, 1), got {getattr(self, key)}")
 
 
 @dataclasses.dataclass

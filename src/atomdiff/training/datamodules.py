@@ -8,6 +8,7 @@ written next to the data files.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -130,6 +131,27 @@ class StructureDataset(Dataset):
 def collate_structures(items: Sequence[Structure], dtype: torch.dtype = torch.float64) -> StructureBatch:
     """Batch structures (float64 coordinates; the network casts to the dtype of its parameters)."""
     return StructureBatch.from_structures(items, dtype=dtype)
+
+
+@dataclasses.dataclass
+class ConditionedBatch:
+    """Structures with their simulated patterns: ``features (B, K, 2, n_q)``, ``radiation (B, K)`` (K variants)."""
+
+    structures: StructureBatch
+    features: torch.Tensor
+    radiation: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+
+def collate_conditioned(items: Sequence[tuple[Structure, np.ndarray, np.ndarray]]) -> ConditionedBatch:
+    """Batch ``(structure, features, radiation)`` items (see :func:`simulate_training_patterns`)."""
+    return ConditionedBatch(
+        collate_structures([it[0] for it in items]),
+        torch.as_tensor(np.stack([it[1] for it in items])),
+        torch.as_tensor(np.stack([it[2] for it in items])).long(),
+    )
 
 
 class StructureDataModule(L.LightningDataModule):

@@ -21,6 +21,7 @@ from torch import nn
 
 from atomdiff.diffusion.crystal import CrystalDiffusion, LossWeights
 from atomdiff.structure.batch import StructureBatch
+from atomdiff.training.datamodules import ConditionedBatch
 
 STEP_DELAY_ENV = "ATOMDIFF_TRAIN_STEP_DELAY"
 
@@ -189,13 +190,26 @@ class CrystalDiffusionModule(EMATrainingModule):
         weight_lattice: float = 1.0,
         weight_species: float = 1.0,
         seed: int = 0,
+        cond_dropout: float = 0.15,
     ):
         super().__init__(model, ema_decay)
         self.save_hyperparameters(ignore=["model"])
         self.loss_weights = LossWeights(weight_frac, weight_lattice, weight_species)
 
-    def compute_loss(self, batch: StructureBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return self.model.loss(batch, self.hparams.csp_fraction, self.loss_weights, generator)
+    def compute_loss(
+        self, batch: StructureBatch | ConditionedBatch, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        condition = None
+        if isinstance(batch, ConditionedBatch):
+            # one of each structure's simulated patterns, and none (the zero vector) for a cond_dropout fraction
+            n = len(batch)
+            pick = torch.randint(batch.features.shape[1], (n,), generator=generator).to(batch.features.device)
+            rows = torch.arange(n, device=pick.device)
+            condition = self.model.encode_patterns(batch.features[rows, pick], batch.radiation[rows, pick])
+            keep = torch.rand(n, generator=generator) >= self.hparams.cond_dropout
+            condition = condition * keep.to(condition).unsqueeze(-1)
+            batch = batch.structures
+        return self.model.loss(batch, self.hparams.csp_fraction, self.loss_weights, generator, condition)
 
 
 class NoiseLevelWeighting(nn.Module):

@@ -16,20 +16,31 @@ checks and writes the run directory; the others read the data cache that rank ze
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import json
 import os
 import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 
 from atomdiff.diffusion.crystal import CrystalDiffusion, DataStatistics
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
 from atomdiff.models.crystal import CrystalNetConfig
+from atomdiff.models.pattern_encoder import PatternEncoderConfig
 from atomdiff.training.config import RunConfig, TrainConfig
-from atomdiff.training.datamodules import StructureDataModule, load_structures, split_structures
+from atomdiff.training.datamodules import (
+    StructureDataModule,
+    collate_conditioned,
+    collate_structures,
+    load_structures,
+    split_structures,
+)
 from atomdiff.training.export import export, hardware_info, model_from_config, read_checkpoint
 from atomdiff.training.lightning import (
     CrystalDiffusionModule,
@@ -109,19 +120,92 @@ def build_trainer(config: RunConfig, run_dir: Path, has_val: bool) -> L.Trainer:
     )
 
 
+def _encoder_settings() -> dict:
+    """Network settings that add a pattern encoder (:class:`PatternEncoderConfig` defaults)."""
+    encoder = PatternEncoderConfig()
+    return {"cond_dim": encoder.cond_dim, "encoder": dataclasses.asdict(encoder)}
+
+
+def _init_model(config: TrainConfig) -> CrystalDiffusion:
+    """The crystal model named by ``config.init``, with a pattern encoder added when ``config.patterns`` > 0."""
+    from atomdiff.weights import load_crystal_model
+
+    base = load_crystal_model(config.init)
+    net = base.net.config
+    if config.patterns and net.encoder is None:
+        net = dataclasses.replace(net, **_encoder_settings())
+    model = CrystalDiffusion(net, base.stats, base.frac_noise.sigma_min, base.frac_noise.sigma_max)
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    if unexpected or any(not k.startswith(("net.cond.", "net.pattern_encoder.")) for k in missing):
+        raise InputError(f"cannot start from {config.init}: weights do not fit ({unexpected[:3]} {missing[:3]})")
+    if missing:  # a new conditioning layer starts at zero: the model starts as the unconditional one
+        torch.nn.init.zeros_(model.net.cond.weight)
+        torch.nn.init.zeros_(model.net.cond.bias)
+    return model
+
+
 def _build_model(config: TrainConfig, train_structures: list, resume_from: Path | None) -> CrystalDiffusion:
     if resume_from is None:
-        net = CrystalNetConfig(hidden=config.hidden, layers=config.layers)
+        if config.init:
+            return _init_model(config)
+        extra = _encoder_settings() if config.patterns else {}
+        net = CrystalNetConfig(hidden=config.hidden, layers=config.layers, **extra)
         return CrystalDiffusion(net, DataStatistics.from_structures(train_structures))
     model_config = read_checkpoint(resume_from)["atomdiff"]["model_config"]
     for key in ("hidden", "layers"):
-        if model_config["net"][key] != getattr(config, key):
+        if not config.init and model_config["net"][key] != getattr(config, key):
             raise InputError(
                 f"cannot change {key} when resuming (checkpoint has {model_config['net'][key]}, "
                 f"settings say {getattr(config, key)})",
                 path=str(resume_from),
             )
+    if bool(config.patterns) != bool(model_config["net"].get("encoder")):
+        raise InputError("cannot switch pattern conditioning on or off when resuming", path=str(resume_from))
     return CrystalDiffusion.from_config(model_config)
+
+
+def _with_patterns(
+    structures: list, config: TrainConfig, cache: Path, name: str, seed: int, write_cache: bool
+) -> list[tuple]:
+    """``(structure, features, radiation)`` items with ``config.patterns`` simulated patterns each, cached in
+    ``cache`` (keyed by the structures, the number of patterns and the seed)."""
+    from atomdiff.data.generate.patterns import simulate_training_patterns
+
+    encoder = PatternEncoderConfig()
+    digest = hashlib.sha256()
+    for s in structures:
+        digest.update(np.ascontiguousarray(s.numbers).tobytes() + np.ascontiguousarray(s.frac).tobytes())
+    key = f"{digest.hexdigest()[:16]}_{config.patterns}_{seed}_{config.neutron_fraction}_{encoder.n_q}"
+    file = cache / f"patterns_{name}_{key}.npz"
+    if file.exists():
+        with np.load(file) as data:
+            feats, rads = data["features"].astype(np.float32), data["radiation"]
+    else:
+        with contextlib.ExitStack() as stack:
+            update = None
+            if config.progress_bar and write_cache:
+                from rich.progress import Progress
+
+                bar = stack.enter_context(Progress())
+                task = bar.add_task(f"simulating {name} patterns", total=None)
+
+                def update(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+            feats, rads = simulate_training_patterns(
+                structures,
+                config.patterns,
+                encoder,
+                seed=seed,
+                neutron_fraction=config.neutron_fraction,
+                progress=update,
+            )
+        feats = feats.astype(np.float16).astype(np.float32)  # as a resumed run reads them from the cache
+        if write_cache:
+            cache.mkdir(parents=True, exist_ok=True)
+            with atomic_path(file) as tmp, open(tmp, "wb") as fh:
+                np.savez_compressed(fh, features=feats.astype(np.float16), radiation=rads)
+    return [(s, feats[i], rads[i]) for i, s in enumerate(structures)]
 
 
 def prepare_run(config: RunConfig, run_dir: str | os.PathLike, resume: bool) -> tuple[Path, bool]:
@@ -221,6 +305,12 @@ def train_crystal(
         weight_lattice=config.weight_lattice,
         weight_species=config.weight_species,
         seed=config.seed,
+        cond_dropout=config.cond_dropout,
     )
-    data = StructureDataModule(train, val, config.batch_size, config.num_workers, config.seed)
+    collate = collate_structures
+    if config.patterns:
+        train = _with_patterns(train, config, cache, "train", config.seed, rank_zero)
+        val = _with_patterns(val, config, cache, "val", config.seed + 1, rank_zero) if val else val
+        collate = collate_conditioned
+    data = StructureDataModule(train, val, config.batch_size, config.num_workers, config.seed, collate)
     return fit_run(config, run_dir, module, data, len(train), len(val), resume, command)

@@ -97,6 +97,9 @@ class LatticeNoise:
         x0 = (x - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)
         x0 = x0.clamp(-6, 6)
         if ode:
+            # DDIM moves along the noise that is consistent with the clamped x0; the raw eps would carry an
+            # out-of-range prediction on unchanged (deterministic) and blow the lattice up
+            eps = (x - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)
             return math.sqrt(ab_p) * x0 + math.sqrt(1 - ab_p) * eps
         alpha = ab_t / ab_p
         var = (1 - ab_p) / (1 - ab_t) * (1 - alpha)
