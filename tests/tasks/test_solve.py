@@ -106,3 +106,23 @@ def test_a_pattern_conditioned_model_is_conditioned_on_the_measured_pattern(tmp_
     cells = {key: np.stack([s.cell for s in v]) for key, v in samples.items()}
     assert np.array_equal(cells[3.7, False], cells[4.1, False])  # unconditioned: the pattern plays no part
     assert not np.allclose(cells[3.7, True], cells[4.1, True])  # conditioned: another pattern, other samples
+
+
+def test_an_off_centred_candidate_is_written_in_the_symmetry_the_data_allow(tiny_model):
+    from atomdiff.refine import RietveldRefiner
+    from atomdiff.tasks.solve import Candidate, Solver, build_target
+
+    truth = Structure([38, 22, 8, 8, 8], _perovskite().frac, np.eye(3) * 3.905)
+    x = two_theta_grid(15, 90, 0.02)
+    target = build_target(measured(truth, x), "xray", "CuKa1", Profile(0, 0, 0.02, 0.5, cutoff=20))
+    shift = 0.2 / 3.905 / np.sqrt(3)  # Ti 0.2 Å off centre along [111]: R3m at spglib's usual tolerances
+    off = truth.replace(frac=truth.frac + np.array([[0, 0, 0], [shift] * 3, [0, 0, 0], [0, 0, 0], [0, 0, 0]]))
+    stages = (RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), 0.0, 4),)
+    refiner = RietveldRefiner(target, Profile(0, 0, 0.02, 0.5, cutoff=20), stages=stages, volume_scan=None)
+    (refined,) = refiner.refine([off])
+    candidate = Candidate(0, off, refined, 2.0, rank=1, space_group="R3m (160)")
+    Solver(tiny_model, target, CompositionConstraint(formula={38: 1, 22: 1, 8: 3}), SolveSettings(top=1)).symmetrise(
+        [candidate]
+    )
+    assert candidate.space_group == "Pm-3m (221)"
+    assert candidate.refinement.rwp <= 1.03 * refined.rwp
