@@ -58,6 +58,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--given", choices=("formula", "elements"), default="formula")
     ap.add_argument("--control", action="store_true", help="solve with a mismatched pattern")
+    ap.add_argument(
+        "--no-condition", action="store_true", help="do not condition a pattern-conditioned model on the pattern"
+    )
+    ap.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (conditioned models)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--output", type=Path)
     args = ap.parse_args()
@@ -65,6 +69,7 @@ def main() -> None:
     structures = read_structures(args.data)
     tests = structures[args.start : args.start + args.limit]
     model = load_crystal_model(args.model)
+    args.conditioned = bool(model.conditioned and not args.no_condition)
     matcher = make_matcher()
     rows = []
     for k, truth in enumerate(tests):
@@ -88,6 +93,8 @@ def main() -> None:
             steps=args.steps,
             seed=args.seed,
             profile=Profile(cutoff=20.0),
+            condition=not args.no_condition,
+            cfg=args.cfg,
         )
         target = build_target(pattern, "xray", "CuKa1", settings.profile)
         solver = Solver(model, target, constraint, settings)
@@ -127,6 +134,8 @@ def write_summary(args, rows: list[dict]) -> dict:
         "model": args.model,
         "given": args.given,
         "control": args.control,
+        "conditioned": args.conditioned,
+        "cfg": args.cfg if args.conditioned else None,
         "candidates": args.candidates,
         "guidance": args.guidance,
         "steps": args.steps,
