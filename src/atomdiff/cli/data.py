@@ -27,9 +27,17 @@ def crystals(
     relax_steps: Annotated[int, typer.Option(min=0, help="CHGNet relaxation steps (0: energy only).")] = 300,
     energy_window: Annotated[float, typer.Option(min=0.0, help="Kept above the lowest energy, eV/atom.")] = 0.1,
     list_systems: Annotated[bool, typer.Option("--list", help="List the known systems and exit.")] = False,
+    source: Annotated[
+        str,
+        typer.Option(
+            help="Starting structures: 'pyxtal' (random symmetric crystals) or 'tetrahedral' (cation orderings on "
+            "sphalerite/wurtzite, for compositions with one cation per anion; the others are skipped)."
+        ),
+    ] = "pyxtal",
     seed: Seed = 0,
 ) -> None:
-    """Random symmetric crystals (PyXtal) relaxed with CHGNet; resumable; writes OUT/train.csv for training."""
+    """Crystals relaxed with CHGNet, from random symmetric crystals (PyXtal) or tetrahedral cation orderings;
+    resumable; writes OUT/train.csv for training."""
     from atomdiff.cli.progress import stage_bars
     from atomdiff.data.generate import SYSTEMS, CrystalDataGenerator
 
@@ -46,7 +54,12 @@ def crystals(
     if unknown:
         raise InputError(f"unknown system {', '.join(unknown)}; known: {', '.join(SYSTEMS)}")
     compositions = [c for n in names for c in SYSTEMS[n]] + list(formula or [])
-    generator = CrystalDataGenerator(output, compositions, per_composition, max_atoms, relax_steps, energy_window, seed)
+    generator = CrystalDataGenerator(
+        output, compositions, per_composition, max_atoms, relax_steps, energy_window, seed, source
+    )
+    skipped = sorted(set(compositions) - set(generator.compositions))
+    if skipped:
+        console.print(f"not tetrahedral, skipped: {', '.join(skipped)}")
     with stage_bars(("relax",)) as update:
         computed = generator.run(lambda done, total: update("relax", done, total))
     kept, relaxed = generator.finish()

@@ -1,9 +1,18 @@
-"""Random symmetric crystals (PyXtal) relaxed with CHGNet, for training crystal diffusion models.
+"""Crystals relaxed with CHGNet, for training crystal diffusion models.
 
-For each composition of the chosen chemical systems and each number of formula units Z that fits within
-``max_atoms``, candidates are drawn in random space groups compatible with the composition (PyXtal's Wyckoff
-assignment), relaxed (cell and positions) with the pretrained CHGNet universal potential, whose weights ship
-inside its package (no download), and stored with their energy per atom. The finished set keeps, for each
+Two sources of starting structures (``source``):
+
+- ``"pyxtal"``: for each composition of the chosen chemical systems and each number of formula units Z that
+  fits within ``max_atoms``, candidates drawn in random space groups compatible with the composition (PyXtal's
+  Wyckoff assignment);
+- ``"tetrahedral"``: for the compositions with one cation per anion (kesterite, chalcopyrite, sphalerite, ...),
+  every symmetry-distinct cation ordering on the sphalerite and wurtzite frameworks
+  (:mod:`atomdiff.data.generate.tetrahedral`); when a composition has more orderings than ``per_composition``,
+  the ones with the lowest CHGNet energy as ideal frameworks are taken (the screened list is stored in
+  ``plan.json``, so a resumed run relaxes the same ones). Compositions that are not tetrahedral are skipped.
+
+Every candidate is relaxed (cell and positions) with the pretrained CHGNet universal potential, whose weights
+ship inside its package (no download), and stored with its energy per atom. The finished set keeps, for each
 composition, the structures within ``energy_window`` eV/atom of the lowest energy found.
 
 Resumable: candidate ``i`` is fully determined by ``(seed, i)`` and written as ``structures/{i:06d}.extxyz``
@@ -42,11 +51,26 @@ SYSTEMS: dict[str, tuple[str, ...]] = {
 }
 
 
+SOURCES = ("pyxtal", "tetrahedral")
+
+
 @dataclasses.dataclass
 class Candidate:
+    """Candidate ``index``: ``z`` formula units (PyXtal), or the ``z``-th screened ordering (tetrahedral)."""
+
     index: int
     composition: str
     z: int
+
+
+def _is_tetrahedral(composition: str) -> bool:
+    from atomdiff.data.generate.tetrahedral import split_composition
+
+    try:
+        split_composition(composition)
+    except InputError:
+        return False
+    return True
 
 
 class CrystalDataGenerator:
@@ -60,6 +84,7 @@ class CrystalDataGenerator:
         relax_steps: FIRE steps of the CHGNet relaxation.
         energy_window: eV/atom above the lowest energy of a composition kept in ``train.csv``.
         seed: makes candidate ``i`` reproducible.
+        source: ``"pyxtal"`` (random symmetric crystals) or ``"tetrahedral"`` (cation orderings, see the module).
     """
 
     def __init__(
@@ -71,9 +96,15 @@ class CrystalDataGenerator:
         relax_steps: int = 300,
         energy_window: float = 0.1,
         seed: int = 0,
+        source: str = "pyxtal",
     ):
+        if source not in SOURCES:
+            raise InputError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+        self.source = source
+        if source == "tetrahedral":
+            compositions = [c for c in compositions if _is_tetrahedral(c)]
         if not compositions:
-            raise InputError("no compositions to generate")
+            raise InputError("no compositions to generate" + (" (none is tetrahedral)" if source != "pyxtal" else ""))
         if per_composition < 1 or max_atoms < 1 or relax_steps < 0 or energy_window < 0:
             raise InputError("per-composition, max-atoms must be positive and relax-steps, energy-window ≥ 0")
         self.folder = Path(folder)
@@ -84,6 +115,7 @@ class CrystalDataGenerator:
         self.energy_window = float(energy_window)
         self.seed = int(seed)
         self._optimizer = None
+        self._orderings: dict[str, list[Structure]] = {}
 
     @staticmethod
     def _check(text: str, max_atoms: int) -> str:
@@ -96,6 +128,8 @@ class CrystalDataGenerator:
 
     # --- plan ---------------------------------------------------------------------------------------
     def plan(self) -> list[Candidate]:
+        if self.source == "tetrahedral":
+            return self._tetrahedral_plan()
         out = []
         for comp_text in self.compositions:
             per_unit = sum(parse_formula(comp_text).values())
@@ -105,13 +139,44 @@ class CrystalDataGenerator:
         return out
 
     def _settings(self) -> dict:
-        return {
+        settings = {
             "compositions": self.compositions,
             "per_composition": self.per_composition,
             "max_atoms": self.max_atoms,
             "relax_steps": self.relax_steps,
             "seed": self.seed,
         }
+        if self.source != "pyxtal":  # folders of earlier runs (PyXtal only) keep resuming
+            settings["source"] = self.source
+        return settings
+
+    def orderings(self, composition: str) -> list[Structure]:
+        """The distinct tetrahedral orderings of ``composition`` (ideal frameworks), enumerated once."""
+        from atomdiff.data.generate.tetrahedral import tetrahedral_structures
+
+        if composition not in self._orderings:
+            found = tetrahedral_structures(composition, self.max_atoms)
+            self._orderings[composition] = [s.replace(info={"parent": name}) for name, s in found]
+        return self._orderings[composition]
+
+    def _tetrahedral_plan(self) -> list[Candidate]:
+        """Orderings to relax, per composition the ``per_composition`` lowest in CHGNet energy as ideal
+        frameworks; screened once and stored in ``plan.json``."""
+        path = self.folder / "plan.json"
+        if path.is_file():
+            return [Candidate(**row) for row in json.loads(path.read_text())]
+        out = []
+        for comp in self.compositions:
+            structures = self.orderings(comp)
+            chosen = range(len(structures))
+            if len(structures) > self.per_composition:
+                energies = [self.energy(s) for s in structures]
+                chosen = sorted(np.argsort(energies, kind="stable")[: self.per_composition].tolist())
+            out += [Candidate(len(out) + k, comp, int(j)) for k, j in enumerate(chosen)]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps([dataclasses.asdict(c) for c in out]) + "\n")
+        return out
 
     def _check_folder(self) -> None:
         """A folder holding a run with other settings is refused (its structures would not be reproducible)."""
@@ -129,6 +194,15 @@ class CrystalDataGenerator:
                 tmp.write_text(json.dumps(self._settings(), indent=1) + "\n")
 
     # --- one candidate --------------------------------------------------------------------------------
+    def starting_structure(self, cand: Candidate) -> Structure:
+        """The structure candidate ``cand`` starts from (reproducible from the seed and its index)."""
+        if self.source == "pyxtal":
+            return self.random_crystal(cand)
+        rng = np.random.default_rng([self.seed, cand.index])
+        ideal = self.orderings(cand.composition)[cand.z]
+        # a small rattle lets the relaxation leave the ideal framework where a distortion lowers the energy
+        return ideal.replace(frac=ideal.frac + rng.normal(0.0, 0.02, ideal.frac.shape) @ np.linalg.inv(ideal.cell))
+
     def random_crystal(self, cand: Candidate) -> Structure:
         """A random crystal of the candidate's composition and Z in a random compatible space group."""
         from pyxtal import pyxtal
@@ -150,15 +224,23 @@ class CrystalDataGenerator:
                 return Structure.from_pymatgen(crystal.to_pymatgen())
         raise RuntimeError(f"PyXtal found no space group for {cand.composition} × {cand.z} in 200 tries")
 
-    def relax(self, structure: Structure) -> tuple[Structure, float]:
-        """CHGNet relaxation of cell and positions; returns the structure and its energy per atom (eV)."""
+    def _load_optimizer(self):
         if self._optimizer is None:
             from chgnet.model import CHGNet, StructOptimizer
 
             self._optimizer = StructOptimizer(model=CHGNet.load(verbose=False), use_device="cpu")
+        return self._optimizer
+
+    def energy(self, structure: Structure) -> float:
+        """CHGNet energy per atom (eV) of ``structure`` as it is."""
+        pred = self._load_optimizer().calculator.model.predict_structure(structure.to_pymatgen())
+        return float(pred["e"])
+
+    def relax(self, structure: Structure) -> tuple[Structure, float]:
+        """CHGNet relaxation of cell and positions; returns the structure and its energy per atom (eV)."""
+        self._load_optimizer()
         if self.relax_steps == 0:
-            pred = self._optimizer.calculator.model.predict_structure(structure.to_pymatgen())
-            return structure, float(pred["e"])
+            return structure, self.energy(structure)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = self._optimizer.relax(structure.to_pymatgen(), steps=self.relax_steps, verbose=False)
@@ -181,9 +263,11 @@ class CrystalDataGenerator:
         for cand in plan:
             if self.path(cand).is_file():
                 continue
-            crystal = self.random_crystal(cand)
+            crystal = self.starting_structure(cand)
             relaxed, energy = self.relax(crystal)
             info = {"energy_per_atom": energy, "composition": cand.composition, "candidate": cand.index}
+            if "parent" in crystal.info:
+                info["parent"] = crystal.info["parent"]
             write_structures(relaxed.replace(info=info), self.path(cand))
             computed += 1
             done += 1
