@@ -88,5 +88,27 @@ def test_cli_source_option(tmp_path: Path, capsys):
     argv = ["data", "crystals", "-o", str(out), "--formula", "CdTe", "--formula", "Sb2Se3", "--source", "tetrahedral"]
     assert run([*argv, "--per-composition", "1", "--max-atoms", "4", "--relax-steps", "0"]) == 0
     assert "skipped: Sb2Se3" in capsys.readouterr().out
+    assert (
+        run(
+            [
+                "data",
+                "crystals",
+                "-o",
+                str(tmp_path / "s"),
+                "--systems",
+                "Cd-Te,Sb-Se",
+                "--source",
+                "tetrahedral",
+                "--per-composition",
+                "1",
+                "--max-atoms",
+                "4",
+                "--relax-steps",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert "skipped: Sb2Se3" in capsys.readouterr().out
     assert len(read_structures(out / "train.csv")) == 1
     assert run(["data", "crystals", "-o", str(tmp_path / "u"), "--formula", "SnS2", "--source", "tetrahedral"]) == 2

@@ -31,7 +31,8 @@ def crystals(
         str,
         typer.Option(
             help="Starting structures: 'pyxtal' (random symmetric crystals) or 'tetrahedral' (cation orderings on "
-            "sphalerite/wurtzite, for compositions with one cation per anion; the others are skipped)."
+            "sphalerite/wurtzite: of --systems the tetrahedral compounds, of --formula those with one cation per "
+            "anion)."
         ),
     ] = "pyxtal",
     seed: Seed = 0,
@@ -53,11 +54,17 @@ def crystals(
     unknown = [n for n in names if n not in SYSTEMS]
     if unknown:
         raise InputError(f"unknown system {', '.join(unknown)}; known: {', '.join(SYSTEMS)}")
-    compositions = [c for n in names for c in SYSTEMS[n]] + list(formula or [])
+    from_systems = [c for n in names for c in SYSTEMS[n]]
+    requested = from_systems + list(formula or [])
+    if source == "tetrahedral":  # of a system, only the compounds known in tetrahedral structures
+        from atomdiff.data.generate.crystals import TETRAHEDRAL
+
+        from_systems = [c for c in from_systems if c in TETRAHEDRAL]
+    compositions = from_systems + list(formula or [])
     generator = CrystalDataGenerator(
         output, compositions, per_composition, max_atoms, relax_steps, energy_window, seed, source
     )
-    skipped = sorted(set(compositions) - set(generator.compositions))
+    skipped = sorted(set(requested) - set(generator.compositions))
     if skipped:
         console.print(f"not tetrahedral, skipped: {', '.join(skipped)}")
     with stage_bars(("relax",)) as update:

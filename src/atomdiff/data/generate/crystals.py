@@ -53,6 +53,10 @@ SYSTEMS: dict[str, tuple[str, ...]] = {
 
 SOURCES = ("pyxtal", "tetrahedral")
 
+#: the compositions of :data:`SYSTEMS` whose known structures are tetrahedral frameworks (SnS, CuS, ... have one
+#: cation per anion too but other structures, so ``--source tetrahedral`` leaves them out of a system)
+TETRAHEDRAL = frozenset({"Cu2ZnSnS4", "Cu2SnS3", "ZnS", "Cu2ZnSnSe4", "Cu2SnSe3", "ZnSe", "CuInSe2", "CuGaSe2", "CdTe"})
+
 
 @dataclasses.dataclass
 class Candidate:
