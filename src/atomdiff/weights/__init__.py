@@ -96,21 +96,24 @@ def shipped_models(kind: str | None = "crystal_diffusion") -> list[str]:
 
 
 def choose_crystal_model(elements: set[int], formula_given: bool = False) -> str:
-    """The shipped model trained on the fewest elements that include all of ``elements``.
+    """The shipped model trained on the fewest elements that include all of ``elements`` (of two such, the
+    pattern-conditioned one).
 
     With an exact formula (structure prediction, species fixed) a model that never saw some element can
     still propose positions, so the model knowing most of them is returned; otherwise an element unknown
     to every shipped model is an error.
     """
     root = resources.files(__name__)
-    known = {}
+    known, conditioned = {}, {}
     for name in shipped_models():
-        known[name] = set(json.loads(root.joinpath(name, "config.json").read_text())["stats"]["elements"])
+        config = json.loads(root.joinpath(name, "config.json").read_text())
+        known[name] = set(config["stats"]["elements"])
+        conditioned[name] = bool(config["net"].get("encoder"))
     covering = [n for n, els in known.items() if elements <= els]
     if covering:
-        return min(covering, key=lambda n: len(known[n]))
+        return min(covering, key=lambda n: (len(known[n]), not conditioned[n], n))
     if formula_given and known:
-        return max(known, key=lambda n: (len(elements & known[n]), -len(known[n])))
+        return max(known, key=lambda n: (len(elements & known[n]), -len(known[n]), conditioned[n]))
     missing = sorted(elements - set().union(*known.values())) if known else sorted(elements)
     raise InputError(
         f"no shipped model was trained on {', '.join(chemical_symbols[z] for z in missing)}: give --formula "
