@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument(
         "--no-condition", action="store_true", help="do not condition a pattern-conditioned model on the pattern"
     )
-    ap.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (conditioned models)")
+    ap.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (conditioned models)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--output", type=Path)
     args = ap.parse_args()

@@ -60,7 +60,7 @@ def csp(
             "(random instrument) ('matched'), or of the next one ('mismatched', a control).",
         ),
     ] = None,
-    cfg: Annotated[float, typer.Option("--cfg", min=0.0, help="Classifier-free guidance scale with --patterns.")] = 1.0,
+    cfg: Annotated[float, typer.Option("--cfg", min=0.0, help="Classifier-free guidance scale with --patterns.")] = 2.0,
 ) -> None:
     """Crystal structure prediction: match rate and RMSE (pymatgen StructureMatcher, DiffCSP's tolerances)
     of samples with each test structure's exact atoms, top-k and top-1, plus validity."""

@@ -48,7 +48,7 @@ def solve(
             "ignore it).",
         ),
     ] = True,
-    cfg: Annotated[float, typer.Option("--cfg", min=0.0, help="Classifier-free guidance scale.")] = 1.0,
+    cfg: Annotated[float, typer.Option("--cfg", min=0.0, help="Classifier-free guidance scale.")] = 2.0,
     steps: Steps = 200,
     sampler: SamplerOpt = "pc",
     seed: Seed = 0,

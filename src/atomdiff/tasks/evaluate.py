@@ -174,7 +174,7 @@ def evaluate_csp(
     batch_size: int = 256,
     progress: Progress | None = None,
     patterns: str | None = None,
-    cfg_scale: float = 1.0,
+    cfg_scale: float = 2.0,
 ) -> dict[str, Any]:
     """Crystal structure prediction benchmark (see the module docstring).
 

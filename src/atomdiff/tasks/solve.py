@@ -85,8 +85,8 @@ class SolveSettings:
     """Refine a March–Dollase preferred-orientation ratio along this direction (hkl) in the last stage."""
     condition: bool = True
     """Condition a pattern-conditioned model on the measured pattern (ignored by an unconditioned model)."""
-    cfg: float = 1.0
-    """Classifier-free guidance scale of that conditioning."""
+    cfg: float = 2.0
+    """Classifier-free guidance scale of that conditioning (2: best 1-sample match rate of ``perov5_pattern``)."""
 
 
 @dataclasses.dataclass
