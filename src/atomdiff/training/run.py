@@ -174,7 +174,8 @@ def _with_patterns(
     encoder = PatternEncoderConfig()
     digest = hashlib.sha256()
     for s in structures:
-        digest.update(np.ascontiguousarray(s.numbers).tobytes() + np.ascontiguousarray(s.frac).tobytes())
+        for array in (s.numbers, s.frac, s.cell):
+            digest.update(np.ascontiguousarray(array).tobytes())
     key = f"{digest.hexdigest()[:16]}_{config.patterns}_{seed}_{config.neutron_fraction}_{encoder.n_q}"
     file = cache / f"patterns_{name}_{key}.npz"
     if file.exists():
