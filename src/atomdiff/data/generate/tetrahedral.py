@@ -170,10 +170,11 @@ def tetrahedral_structures(
     formula: str, max_atoms: int = 20, parents: Sequence[Parent] = PARENTS
 ) -> list[tuple[str, Structure]]:
     """Every symmetry-distinct cation ordering of ``formula`` on the ``parents`` that fit in ``max_atoms``, as
-    ``(parent name, structure)`` with an ideal framework scaled to the covalent bond length. Orderings that are
+    ``(parent name, primitive cell)`` with an ideal framework scaled to the covalent bond length. Orderings that are
     the same crystal (in a bigger cell, or related by a symmetry that the supercell lacks) are removed with
     pymatgen's StructureMatcher."""
     from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     cations, anions = split_composition(formula)
     (anion,) = anions
@@ -191,5 +192,8 @@ def tetrahedral_structures(
             if any(matcher.fit(pm, k) for k in kept):
                 continue
             kept.append(pm)
-            out.append((parent.name, s))
+            # the primitive cell: a sampler given a formula draws one formula unit per cell by default, so the
+            # 8-atom body-centred cell of kesterite must be in the data, not only its 16-atom conventional cell
+            primitive = SpacegroupAnalyzer(pm, symprec=1e-3).get_primitive_standard_structure()
+            out.append((parent.name, Structure.from_pymatgen(primitive)))
     return out
