@@ -24,6 +24,7 @@ import torch
 
 from atomdiff.data.patterns import MeasuredPattern
 from atomdiff.diffusion.constraints import CompositionConstraint, parse_formula
+from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE
 from atomdiff.physics.diffraction import PowderDiffractionModel, two_theta_grid
 from atomdiff.physics.profile import Profile
 from atomdiff.structure.batch import StructureBatch
@@ -61,7 +62,9 @@ def main() -> None:
     ap.add_argument(
         "--no-condition", action="store_true", help="do not condition a pattern-conditioned model on the pattern"
     )
-    ap.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (conditioned models)")
+    ap.add_argument(
+        "--cfg", type=float, default=DEFAULT_CFG_SCALE, help="classifier-free guidance scale (conditioned models)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--output", type=Path)
     args = ap.parse_args()

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from atomdiff.cli.generate import BatchSize, ModelOpt, SamplerOpt, Steps, check_sampler, progress_bar
-from atomdiff.cli.options import Seed, check_output_suffix
+from atomdiff.cli.options import CfgScale, Seed, check_output_suffix
+from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE
 from atomdiff.errors import InputError
 
 app = typer.Typer(
@@ -60,7 +61,7 @@ def csp(
             "(random instrument) ('matched'), or of the next one ('mismatched', a control).",
         ),
     ] = None,
-    cfg: Annotated[float, typer.Option("--cfg", min=0.0, help="Classifier-free guidance scale with --patterns.")] = 2.0,
+    cfg: CfgScale = DEFAULT_CFG_SCALE,
 ) -> None:
     """Crystal structure prediction: match rate and RMSE (pymatgen StructureMatcher, DiffCSP's tolerances)
     of samples with each test structure's exact atoms, top-k and top-1, plus validity."""

@@ -14,7 +14,10 @@ StructurePath = Annotated[
     Path, typer.Argument(help="Structure file: CIF, extxyz/xyz, POSCAR/.vasp, or CSV of CIFs (first row).")
 ]
 
-
+CfgScale = Annotated[
+    float,
+    typer.Option("--cfg", min=0.0, help="Classifier-free guidance scale of a pattern-conditioned model."),
+]
 Texture = Annotated[
     str | None,
     typer.Option(help="h,k,l: also refine a March–Dollase preferred-orientation ratio along this direction."),

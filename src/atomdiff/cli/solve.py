@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from atomdiff.cli.generate import SamplerOpt, Steps, build_constraint, check_sampler
-from atomdiff.cli.options import Seed, Texture, parse_texture
+from atomdiff.cli.options import CfgScale, Seed, Texture, parse_texture
 from atomdiff.cli.progress import stage_bars
+from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE
 from atomdiff.errors import InputError
 
 console = Console()
@@ -48,7 +49,7 @@ def solve(
             "ignore it).",
         ),
     ] = True,
-    cfg: Annotated[float, typer.Option("--cfg", min=0.0, help="Classifier-free guidance scale.")] = 2.0,
+    cfg: CfgScale = DEFAULT_CFG_SCALE,
     steps: Steps = 200,
     sampler: SamplerOpt = "pc",
     seed: Seed = 0,

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atomdiff.diffusion.crystal import CrystalDiffusion
+from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE, CrystalDiffusion
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
 from atomdiff.physics.descriptors import min_distance
@@ -174,7 +174,7 @@ def evaluate_csp(
     batch_size: int = 256,
     progress: Progress | None = None,
     patterns: str | None = None,
-    cfg_scale: float = 2.0,
+    cfg_scale: float = DEFAULT_CFG_SCALE,
 ) -> dict[str, Any]:
     """Crystal structure prediction benchmark (see the module docstring).
 

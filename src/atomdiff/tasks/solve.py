@@ -27,7 +27,7 @@ import torch
 
 from atomdiff.data.patterns import MeasuredPattern
 from atomdiff.diffusion.constraints import CompositionConstraint
-from atomdiff.diffusion.crystal import CrystalDiffusion
+from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE, CrystalDiffusion
 from atomdiff.diffusion.guidance import PhysicsGuidance
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
@@ -85,8 +85,8 @@ class SolveSettings:
     """Refine a March–Dollase preferred-orientation ratio along this direction (hkl) in the last stage."""
     condition: bool = True
     """Condition a pattern-conditioned model on the measured pattern (ignored by an unconditioned model)."""
-    cfg: float = 2.0
-    """Classifier-free guidance scale of that conditioning (2: best 1-sample match rate of ``perov5_pattern``)."""
+    cfg: float = DEFAULT_CFG_SCALE
+    """Classifier-free guidance scale of that conditioning."""
 
 
 @dataclasses.dataclass
