@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -187,3 +188,22 @@ def test_solve_refuses_a_pattern_with_too_few_points(tmp_path, capsys, model_dir
     code = run(["solve", str(path), "-o", str(tmp_path / "out"), "--formula", "CaTiO3", "-m", str(model_dir)])
     assert code == 2
     assert "short.xy" in capsys.readouterr().err
+
+
+def test_solve_with_elements_places_only_the_listed_elements(pattern_file, model_dir, tmp_path):
+    out = tmp_path / "out"
+    args = ["solve", str(pattern_file), "-o", str(out), "-m", str(model_dir), "--elements", "Ca,Ti,O"]
+    assert run([*args, "--candidates", "3", "--top", "1", "--refine-keep", "1", "--steps", "4", "--atoms", "5"]) == 0
+    with open(out / "candidates.csv") as f:
+        formulas = [row["formula"] for row in csv.DictReader(f)]
+    assert len(formulas) == 3
+    for formula in formulas:
+        assert set(re.findall(r"[A-Z][a-z]?", formula)) == {"Ca", "Ti", "O"}
+
+
+def test_only_elements_excludes_what_the_model_knows_beyond_the_list():
+    from atomdiff.cli.generate import only_elements
+    from atomdiff.diffusion.constraints import CompositionConstraint
+
+    closed = only_elements(CompositionConstraint(required={CA, TI}, excluded={NA}), {CA, TI, O, SR, NA})
+    assert closed.required == {CA, TI} and closed.excluded == {O, SR, NA}

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atomdiff.cli.generate import SamplerOpt, Steps, build_constraint, check_sampler
+from atomdiff.cli.generate import SamplerOpt, Steps, build_constraint, check_sampler, only_elements
 from atomdiff.cli.options import CfgScale, Seed, Texture, parse_texture
 from atomdiff.cli.progress import stage_bars
 from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE
@@ -23,9 +23,20 @@ def solve(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Output folder (CIFs, candidates.csv, plots, report).")
     ],
-    elements: Annotated[str | None, typer.Option(help="Elements that must appear, e.g. Cu,Zn,Sn,S.")] = None,
+    elements: Annotated[
+        str | None,
+        typer.Option(help="The sample's elements, e.g. Cu,Zn,Sn,S: all appear in every candidate (see --only-listed)."),
+    ] = None,
     exclude: Annotated[str | None, typer.Option(help="Elements that must not appear, e.g. O,H.")] = None,
     formula: Annotated[str | None, typer.Option(help="Exact formula unit, e.g. Cu2ZnSnS4.")] = None,
+    only_listed: Annotated[
+        bool,
+        typer.Option(
+            "--only-listed/--allow-others",
+            help="With --elements: candidates hold only the listed elements (default), or may also hold other "
+            "elements the model knows (minus --exclude).",
+        ),
+    ] = True,
     atoms: Annotated[str | None, typer.Option(help="Atoms per cell: 8-16 or 8.")] = None,
     neutron: Annotated[bool, typer.Option("--neutron/--xray", help="Radiation (default X-rays).")] = False,
     wavelength: Annotated[
@@ -70,6 +81,8 @@ def solve(
     measured = read_pattern(pattern, axis)
     name = model or choose_crystal_model(set(constraint.formula or constraint.required), constraint.formula is not None)
     diffusion = load_crystal_model(name)
+    if only_listed and constraint.formula is None:
+        constraint = only_elements(constraint, set(diffusion.stats.elements))
     settings = SolveSettings(
         candidates=candidates,
         top=top,
