@@ -3,7 +3,8 @@
 For each of the first ``--limit`` structures of a test CSV: simulate a Cu Kα1 pattern (2θ 10–90°, step
 0.02°) with realistic broadening (Caglioti U, V, W = 0.01, −0.005, 0.01 deg², eta 0.4), zero shift 0.03°,
 B_iso 0.6 Å², a Chebyshev background and Poisson noise (10⁴ counts at the strongest peak); solve it with
-the formula given (``--given formula``) or only the element list (``--given elements``); report top-1 and
+the formula given (``--given formula``) or only the element list (``--given elements``: candidates hold
+exactly those elements, as with ``atomdiff solve --elements``); report top-1 and
 top-N match rates (pymatgen StructureMatcher with DiffCSP's tolerances, refined candidates vs the truth),
 mean Rwp of the best candidate and wall time per pattern. ``--control`` solves each pattern with the
 pattern of the next structure in the file with another formula (the candidates keep the true formula), to
@@ -88,7 +89,9 @@ def main() -> None:
         constraint = (
             CompositionConstraint(formula=formula)
             if args.given == "formula"
-            else CompositionConstraint(required=frozenset(formula), atoms=(1, max(20, len(truth))))
+            else CompositionConstraint(required=frozenset(formula), atoms=(1, max(20, len(truth)))).only_required(
+                set(model.stats.elements)
+            )
         )
         settings = SolveSettings(
             candidates=args.candidates,

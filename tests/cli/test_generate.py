@@ -199,11 +199,3 @@ def test_solve_with_elements_places_only_the_listed_elements(pattern_file, model
     assert len(formulas) == 3
     for formula in formulas:
         assert set(re.findall(r"[A-Z][a-z]?", formula)) == {"Ca", "Ti", "O"}
-
-
-def test_only_elements_excludes_what_the_model_knows_beyond_the_list():
-    from atomdiff.cli.generate import only_elements
-    from atomdiff.diffusion.constraints import CompositionConstraint
-
-    closed = only_elements(CompositionConstraint(required={CA, TI}, excluded={NA}), {CA, TI, O, SR, NA})
-    assert closed.required == {CA, TI} and closed.excluded == {O, SR, NA}

@@ -83,3 +83,9 @@ def test_same_seed_same_structures():
     c = model.sample(3, steps=3, seed=8)
     assert all(np.array_equal(x.frac, y.frac) for x, y in zip(a, b, strict=True))
     assert not all(np.array_equal(x.frac, y.frac) for x, y in zip(a, c, strict=False) if len(x) == len(y))
+
+
+def test_only_required_excludes_every_other_known_element():
+    closed = CompositionConstraint(required={20, 22}, excluded={11}).only_required({20, 22, 8, 38, 11})
+    assert closed.required == {20, 22} and closed.excluded == {8, 38, 11}
+    assert closed.allowed_elements({20, 22, 8, 38, 11}) == {20, 22}

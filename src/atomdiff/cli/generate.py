@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,12 +52,6 @@ def build_constraint(
         count_ranges=parse_count_ranges(counts) if counts else {},
         atoms=parse_atoms(atoms),
     )
-
-
-def only_elements(constraint, known: set[int]):
-    """``constraint`` with every element the model knows but ``constraint.required`` does not list excluded
-    (the sample holds exactly the listed elements)."""
-    return dataclasses.replace(constraint, excluded=constraint.excluded | (known - constraint.required))
 
 
 def check_sampler(sampler: str) -> str:

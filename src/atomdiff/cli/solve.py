@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atomdiff.cli.generate import SamplerOpt, Steps, build_constraint, check_sampler, only_elements
+from atomdiff.cli.generate import SamplerOpt, Steps, build_constraint, check_sampler
 from atomdiff.cli.options import CfgScale, Seed, Texture, parse_texture
 from atomdiff.cli.progress import stage_bars
 from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE
@@ -82,7 +82,7 @@ def solve(
     name = model or choose_crystal_model(set(constraint.formula or constraint.required), constraint.formula is not None)
     diffusion = load_crystal_model(name)
     if only_listed and constraint.formula is None:
-        constraint = only_elements(constraint, set(diffusion.stats.elements))
+        constraint = constraint.only_required(set(diffusion.stats.elements))
     settings = SolveSettings(
         candidates=candidates,
         top=top,

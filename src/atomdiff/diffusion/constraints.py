@@ -123,6 +123,11 @@ class CompositionConstraint:
             )
         return choices
 
+    def only_required(self, known_elements: set[int]) -> CompositionConstraint:
+        """This constraint with every element of ``known_elements`` that is not required excluded: the cell
+        holds exactly the required elements (``atomdiff solve --elements``: the sample's elements)."""
+        return dataclasses.replace(self, excluded=self.excluded | (set(known_elements) - self.required))
+
     def allowed_elements(self, known_elements: set[int]) -> set[int]:
         allowed = set(known_elements) - self.excluded
         return {z for z in allowed if self.count_ranges.get(z, (0, 1))[1] > 0}
