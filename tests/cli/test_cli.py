@@ -99,6 +99,21 @@ def test_same_seed_same_noise(tmp_path):
     assert not np.array_equal(outs[0], outs[2])
 
 
+def test_background_is_in_the_output_units(tmp_path):
+    """--background 300 with --counts 10000: about 300 counts between the peaks; without --counts, 3 % of the
+    strongest peak."""
+    noisy, clean = tmp_path / "n.xye", tmp_path / "c.xy"
+    args = ["simulate", "xrd", KESTERITE, "--start", "10", "--stop", "80", "--background", "300,-50"]
+    assert run([*args, "-o", str(noisy), "--counts", "10000"]) == 0
+    assert (
+        run(["simulate", "xrd", KESTERITE, "-o", str(clean), "--start", "10", "--stop", "80", "--background", "3"]) == 0
+    )
+    y = read_pattern(noisy).y
+    assert 300 < np.median(y[:200]) < 400  # T1 = -1 at the low end: 300 + 50
+    assert 200 < np.median(y[-200:]) < 300
+    assert 2.9 < np.percentile(read_pattern(clean).y, 20) < 3.2
+
+
 def test_analyze_writes_json_and_plots(tmp_path, capsys):
     assert run(["analyze", KESTERITE, "--json", str(tmp_path / "d.json"), "--plots", str(tmp_path / "plots")]) == 0
     assert "density_g_cm3" in (tmp_path / "d.json").read_text()

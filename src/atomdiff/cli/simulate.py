@@ -16,6 +16,7 @@ from atomdiff.cli.options import Seed, StructurePath, check_output_suffix, parse
 from atomdiff.data.patterns import write_pattern
 from atomdiff.errors import InputError
 from atomdiff.physics.diffraction import PowderDiffractionModel, Profile, two_theta_grid
+from atomdiff.physics.profile import chebyshev_background
 from atomdiff.physics.radiation import parse_wavelength
 from atomdiff.report.plots import plot_pattern
 from atomdiff.structure.io import read_structure
@@ -77,17 +78,20 @@ def _diffraction(
         axis=axis,
         profile=Profile(u, v, w, eta),
         zero_shift=zero_shift,
-        background=parse_floats(background, "--background"),
         polarization=polarization,
         b_iso=b_iso,
         form_factors=form_factors,
     )
     pattern = simulate(model, crystal)
     x = pattern.x.numpy()
-    y = normalise_to(pattern.y[0].numpy())
+    # the background is added in the output's units (strongest peak = 100, or --counts), not the model's
+    coefficients = parse_floats(background, "--background")
+    bg = chebyshev_background(pattern.x, coefficients).numpy() if coefficients else 0.0
     sigma = None
     if counts is not None:
-        y, sigma = add_counting_noise(y, counts, seed=seed)
+        y, sigma = add_counting_noise(pattern.y[0].numpy(), counts, background=bg, seed=seed)
+    else:
+        y = normalise_to(pattern.y[0].numpy()) + bg
     rows = write_peak_table(model, crystal, peaks) if peaks is not None else None
     write_pattern(output, x, y, sigma, axis=axis, header=f"{radiation} pattern of {crystal.formula}, λ = {lam}")
     console.print(f"wrote {output} ({len(x)} points, {crystal.formula}, λ = {lam})")
@@ -118,7 +122,13 @@ CagliotiW = Annotated[float, typer.Option("--w", help="Caglioti W (deg²); FWHM 
 Eta = Annotated[float, typer.Option(help="Pseudo-Voigt Lorentzian fraction.")]
 ZeroShift = Annotated[float, typer.Option(help="Zero shift, degrees 2θ.")]
 Biso = Annotated[float, typer.Option("--biso", help="Isotropic displacement B for all atoms, Å².")]
-Background = Annotated[str | None, typer.Option(help="Chebyshev background coefficients, e.g. '5,1'.")]
+Background = Annotated[
+    str | None,
+    typer.Option(
+        help="Chebyshev background coefficients in the output's units (strongest peak = 100, or counts with "
+        "--counts), e.g. '5,1'."
+    ),
+]
 Peaks = Annotated[Path | None, typer.Option(help="Write the peak list CSV here.")]
 Counts = Annotated[float | None, typer.Option(help="Add Poisson noise for this many counts at the top.")]
 

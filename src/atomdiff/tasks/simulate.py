@@ -29,9 +29,10 @@ def normalise_to(y: np.ndarray, top: float = 100.0) -> np.ndarray:
 
 
 def add_counting_noise(
-    y: np.ndarray, max_counts: float, background: float = 0.0, seed: int = 0
+    y: np.ndarray, max_counts: float, background: float | np.ndarray = 0.0, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Poisson counts for a pattern scaled to ``max_counts`` at its maximum over a flat ``background``.
+    """Poisson counts for a pattern scaled to ``max_counts`` at its maximum over ``background`` (counts: a
+    constant or one value per point).
 
     Returns ``(counts, sigma)`` with ``sigma = sqrt(max(counts, 1))``.
     """
