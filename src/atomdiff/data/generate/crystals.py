@@ -12,7 +12,8 @@ Two sources of starting structures (``source``):
   ``plan.json``, so a resumed run relaxes the same ones). Compositions that are not tetrahedral are skipped.
 
 Every candidate is relaxed (cell and positions) with the pretrained CHGNet universal potential, whose weights
-ship inside its package (no download), and stored with its energy per atom. The finished set keeps, for each
+ship inside its package (no download), and stored with its energy per atom; a relaxation that collapses or
+blows up the cell (:data:`VOLUME_RANGE`) is stopped and stored with a NaN energy, so it never enters the set. The finished set keeps, for each
 composition, the structures within ``energy_window`` eV/atom of the lowest energy found.
 
 Resumable: candidate ``i`` is fully determined by ``(seed, i)`` and written as ``structures/{i:06d}.extxyz``
@@ -67,6 +68,33 @@ class Candidate:
     z: int
 
 
+#: a relaxation whose volume leaves this range (times the starting volume) has failed: CHGNet has unphysical
+#: minima (e.g. a Cu2ZnSnS4 ordering with Sn–Sn contacts shrinks to 1.7 Å³/atom), so it is stopped and the
+#: candidate stored with a NaN energy, which keeps it out of ``train.csv``
+VOLUME_RANGE = (0.6, 2.0)
+
+
+def relax_cell_and_positions(
+    structure: Structure, calculator, steps: int, fmax: float = 0.1, volume_range: tuple[float, float] = VOLUME_RANGE
+) -> tuple[Structure, float]:
+    """FIRE on positions and cell (ASE's FrechetCellFilter, as CHGNet's StructOptimizer) with ``calculator``
+    for at most ``steps`` steps or until forces fall below ``fmax`` eV/Å; returns the structure and its energy
+    per atom, NaN when the volume left ``volume_range`` × the starting volume (the relaxation is stopped
+    there)."""
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import FIRE
+
+    atoms = structure.to_ase()
+    atoms.calc = calculator
+    v0 = atoms.get_volume()
+    optimizer = FIRE(FrechetCellFilter(atoms), logfile=None)
+    for _ in optimizer.irun(fmax=fmax, steps=steps):
+        ratio = atoms.get_volume() / v0
+        if not volume_range[0] <= ratio <= volume_range[1]:
+            return Structure.from_ase(atoms), math.nan
+    return Structure.from_ase(atoms), float(atoms.get_potential_energy()) / len(atoms)
+
+
 def _is_tetrahedral(composition: str) -> bool:
     from atomdiff.data.generate.tetrahedral import split_composition
 
@@ -118,7 +146,7 @@ class CrystalDataGenerator:
         self.relax_steps = int(relax_steps)
         self.energy_window = float(energy_window)
         self.seed = int(seed)
-        self._optimizer = None
+        self._calculator = None
         self._orderings: dict[str, list[Structure]] = {}
 
     @staticmethod
@@ -228,28 +256,27 @@ class CrystalDataGenerator:
                 return Structure.from_pymatgen(crystal.to_pymatgen())
         raise RuntimeError(f"PyXtal found no space group for {cand.composition} × {cand.z} in 200 tries")
 
-    def _load_optimizer(self):
-        if self._optimizer is None:
-            from chgnet.model import CHGNet, StructOptimizer
+    def _load_calculator(self):
+        if self._calculator is None:
+            from chgnet.model import CHGNet
+            from chgnet.model.dynamics import CHGNetCalculator
 
-            self._optimizer = StructOptimizer(model=CHGNet.load(verbose=False), use_device="cpu")
-        return self._optimizer
+            self._calculator = CHGNetCalculator(model=CHGNet.load(verbose=False), use_device="cpu")
+        return self._calculator
 
     def energy(self, structure: Structure) -> float:
         """CHGNet energy per atom (eV) of ``structure`` as it is."""
-        pred = self._load_optimizer().calculator.model.predict_structure(structure.to_pymatgen())
+        pred = self._load_calculator().model.predict_structure(structure.to_pymatgen())
         return float(pred["e"])
 
     def relax(self, structure: Structure) -> tuple[Structure, float]:
-        """CHGNet relaxation of cell and positions; returns the structure and its energy per atom (eV)."""
-        self._load_optimizer()
+        """CHGNet relaxation of cell and positions; returns the structure and its energy per atom (eV), NaN
+        for a relaxation that collapsed or blew up the cell (see :func:`relax_cell_and_positions`)."""
         if self.relax_steps == 0:
             return structure, self.energy(structure)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = self._optimizer.relax(structure.to_pymatgen(), steps=self.relax_steps, verbose=False)
-        final = Structure.from_pymatgen(result["final_structure"])
-        return final, float(result["trajectory"].energies[-1]) / len(final)
+            return relax_cell_and_positions(structure, self._load_calculator(), self.relax_steps)
 
     def path(self, cand: Candidate) -> Path:
         return self.folder / "structures" / f"{cand.index:06d}.extxyz"
