@@ -13,8 +13,9 @@ Two sources of starting structures (``source``):
 
 Every candidate is relaxed (cell and positions) with the pretrained CHGNet universal potential, whose weights
 ship inside its package (no download), and stored with its energy per atom; a relaxation that collapses or
-blows up the cell (:data:`VOLUME_RANGE`) is stopped and stored with a NaN energy, so it never enters the set. The finished set keeps, for each
-composition, the structures within ``energy_window`` eV/atom of the lowest energy found.
+blows up the cell (:data:`VOLUME_RANGE`) is stopped and stored with a NaN energy, so it never enters the set.
+The finished set keeps, for each composition, the structures within ``energy_window`` eV/atom of the lowest
+energy found.
 
 Resumable: candidate ``i`` is fully determined by ``(seed, i)`` and written as ``structures/{i:06d}.extxyz``
 (atomically) once relaxed; a rerun skips the candidates already there, so an interrupted run loses at most
