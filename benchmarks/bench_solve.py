@@ -4,11 +4,12 @@ For each of the first ``--limit`` structures of a test CSV: simulate a Cu Kα1 p
 0.02°) with realistic broadening (Caglioti U, V, W = 0.01, −0.005, 0.01 deg², eta 0.4), zero shift 0.03°,
 B_iso 0.6 Å², a Chebyshev background and Poisson noise (10⁴ counts at the strongest peak); solve it with
 the formula given (``--given formula``) or only the element list (``--given elements``: candidates hold
-exactly those elements, as with ``atomdiff solve --elements``); report top-1 and
-top-N match rates (pymatgen StructureMatcher with DiffCSP's tolerances, refined candidates vs the truth),
-mean Rwp of the best candidate and wall time per pattern. ``--control`` solves each pattern with the
-pattern of the next structure in the file with another formula (the candidates keep the true formula), to
-show that the pattern drives the answer.
+exactly those elements, as with ``atomdiff solve --elements``); report top-1 and top-N match rates (pymatgen
+StructureMatcher with DiffCSP's tolerances, refined candidates vs the truth), mean Rwp of the best candidate
+and wall time per pattern. ``--control`` solves each pattern with the pattern of the next structure in the
+file with another formula (the candidates keep the true formula), to show that the pattern drives the answer.
+``--repeats R`` solves each structure R times with new pattern noise and sampling seeds (for one structure,
+such as the bundled kesterite CIF).
 
     python benchmarks/bench_solve.py --data ../shared/data/perov_5/test.csv --limit 20 -o docs/results/solve_perov5.json
 """
@@ -67,6 +68,9 @@ def main() -> None:
         "--cfg", type=float, default=DEFAULT_CFG_SCALE, help="classifier-free guidance scale (conditioned models)"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--repeats", type=int, default=1, help="solve each structure this many times (new noise and sampling seed)"
+    )
     ap.add_argument("-o", "--output", type=Path)
     args = ap.parse_args()
 
@@ -76,15 +80,18 @@ def main() -> None:
     args.conditioned = bool(model.conditioned and not args.no_condition)
     matcher = make_matcher()
     rows = []
-    for k, truth in enumerate(tests):
+    runs = [(k, r) for k in range(len(tests)) for r in range(args.repeats)]
+    args.n_requested = len(runs)
+    for k, repeat in runs:
+        truth = tests[k]
         index = args.start + k
         source = truth
         if args.control:  # the pattern of the next structure with a different formula
-            k2 = (index + 1) % len(structures)
-            while structures[k2].formula == truth.formula:
-                k2 = (k2 + 1) % len(structures)
-            source = structures[k2]
-        pattern = simulate_measurement(source, seed=index)
+            others = [j for j in range(len(structures)) if structures[j].formula != truth.formula]
+            if not others:
+                raise SystemExit("--control needs a structure with another formula in --data")
+            source = structures[min(others, key=lambda j: (j - index - 1) % len(structures))]
+        pattern = simulate_measurement(source, seed=index + 100_000 * repeat)
         formula = parse_formula(truth.formula)
         constraint = (
             CompositionConstraint(formula=formula)
@@ -97,7 +104,7 @@ def main() -> None:
             candidates=args.candidates,
             guidance=args.guidance,
             steps=args.steps,
-            seed=args.seed,
+            seed=args.seed + repeat,
             profile=Profile(cutoff=20.0),
             condition=not args.no_condition,
             cfg=args.cfg,
@@ -120,6 +127,7 @@ def main() -> None:
         any_raw = any(fits(c.sample) for c in candidates)
         row = {
             "index": index,
+            "repeat": repeat,
             "formula": truth.formula,
             "top1": bool(hits[:1] and hits[0]),
             "topN": any(hits),
@@ -146,7 +154,8 @@ def write_summary(args, rows: list[dict]) -> dict:
         "guidance": args.guidance,
         "steps": args.steps,
         "n_patterns": n,
-        "n_requested": args.limit,
+        "n_requested": args.n_requested,
+        "repeats": args.repeats,
         "top1_match_rate": sum(r["top1"] for r in rows) / n,
         "topN_match_rate": sum(r["topN"] for r in rows) / n,
         "generated_match_rate": sum(r["any_generated"] for r in rows) / n,
@@ -154,7 +163,7 @@ def write_summary(args, rows: list[dict]) -> dict:
         "mean_seconds_per_pattern": float(np.mean([r["seconds"] for r in rows])),
         "rows": rows,
     }
-    if n == args.limit:
+    if n == summary["n_requested"]:
         print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
