@@ -126,3 +126,34 @@ def test_an_off_centred_candidate_is_written_in_the_symmetry_the_data_allow(tiny
     )
     assert candidate.space_group == "Pm-3m (221)"
     assert candidate.refinement.rwp <= 1.03 * refined.rwp
+
+
+def test_an_element_list_solve_proposes_the_training_cell_contents(tmp_path: Path):
+    """Stats from CaTiO3 (5 atoms, twice), Ca2Ti2O6 (10 atoms) and SrTiO3: with Ca, Ti, O listed, 3/4 of the
+    candidates are structure predictions for the two Ca–Ti–O cells (smaller first), the rest sample species
+    freely; with a formula there are no proposals."""
+    from atomdiff.tasks.solve import Solver, build_target
+
+    one = _perovskite()
+    double = Structure(
+        np.tile(one.numbers, 2), np.vstack([one.frac, one.frac + [0, 0, 1]]) / [1, 1, 2], np.diag([3.9, 3.9, 7.8])
+    )
+    strontium = Structure([38, 22, 8, 8, 8], _perovskite().frac, np.eye(3) * 3.9)
+    stats = DataStatistics.from_structures([_perovskite(), _perovskite(4.0), double, strontium])
+    assert stats.cells == {"Ca2O6Ti2": 1, "CaO3Ti": 2, "O3SrTi": 1}
+    torch.manual_seed(0)
+    CrystalDiffusion(CrystalNetConfig(hidden=16, layers=1), stats).save(tmp_path)
+    model = CrystalDiffusion.load(tmp_path)
+    assert model.stats.cells == stats.cells
+    target = build_target(measured(_perovskite(), two_theta_grid(15, 80, 0.04)), "xray", "CuKa1", Profile(cutoff=20))
+    listed = CompositionConstraint(required={20, 22, 8}).only_required(set(stats.elements))
+    solver = Solver(model, target, listed, SolveSettings(candidates=8, steps=3, guidance=0.0))
+    groups = solver.composition_groups()
+    assert [(c.formula, n) for c, n in groups] == [({20: 1, 8: 3, 22: 1}, 3), ({20: 2, 8: 6, 22: 2}, 3), (None, 2)]
+    samples = solver.generate()
+    assert [s.formula for s in samples[:6]] == ["CaO3Ti"] * 3 + ["Ca2O6Ti2"] * 3
+    assert all(set(s.numbers) == {20, 22, 8} for s in samples)
+    formula = CompositionConstraint(formula={20: 1, 22: 1, 8: 3})
+    assert Solver(model, target, formula, SolveSettings(candidates=8)).composition_groups() == [(formula, 8)]
+    everything_free = Solver(model, target, listed, SolveSettings(candidates=8, free_fraction=1.0))
+    assert everything_free.composition_groups() == [(listed, 8)]

@@ -61,6 +61,15 @@ def solve(
         ),
     ] = True,
     cfg: CfgScale = DEFAULT_CFG_SCALE,
+    free_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="With --elements and no --formula: share of the candidates whose species are sampled freely; the "
+            "others predict structures for the model's training compositions with exactly these elements.",
+        ),
+    ] = 0.25,
     steps: Steps = 200,
     sampler: SamplerOpt = "pc",
     seed: Seed = 0,
@@ -94,6 +103,7 @@ def solve(
         texture=direction,
         condition=condition,
         cfg=cfg,
+        free_fraction=free_fraction,
     )
     conditioned = f", conditioned on the pattern (cfg {cfg:g})" if condition and diffusion.conditioned else ""
     console.print(

@@ -128,6 +128,19 @@ class CompositionConstraint:
         holds exactly the required elements (``atomdiff solve --elements``: the sample's elements)."""
         return dataclasses.replace(self, excluded=self.excluded | (set(known_elements) - self.required))
 
+    def cell_proposals(self, cells: dict[str, int]) -> list[dict[int, int]]:
+        """The training cell contents (:attr:`DataStatistics.cells`) this constraint allows, as exact cell
+        formulas, smallest cells first and, of one size, the most frequent first (none with a formula given)."""
+        if self.formula is not None:
+            return []
+        out = []
+        for text, count in cells.items():
+            content = parse_formula(text)
+            n = sum(content.values())
+            if not self.check(np.array([z for z, k in content.items() for _ in range(k)])):
+                out.append((n, -count, text, content))
+        return [content for *_, content in sorted(out, key=lambda row: row[:3])]
+
     def allowed_elements(self, known_elements: set[int]) -> set[int]:
         allowed = set(known_elements) - self.excluded
         return {z for z in allowed if self.count_ranges.get(z, (0, 1))[1] > 0}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -36,12 +37,17 @@ DEFAULT_CFG_SCALE = 2.0
 
 @dataclasses.dataclass
 class DataStatistics:
-    """What the model learned from: lattice statistics, atom counts and elements."""
+    """What the model learned from: lattice statistics, atom counts, elements and cell contents.
+
+    ``cells`` counts the training cells by content (the cell's formula, e.g. ``"Cu2S4SnZn"`` for kesterite's
+    8-atom cell): the compositions and cell sizes an element-list solve proposes (models exported before it
+    existed have none)."""
 
     lattice_mean: list[float] = dataclasses.field(default_factory=lambda: [0.0] * 6)
     lattice_std: list[float] = dataclasses.field(default_factory=lambda: [1.0] * 6)
     atom_counts: dict[int, int] = dataclasses.field(default_factory=lambda: {1: 1})
     elements: list[int] = dataclasses.field(default_factory=list)
+    cells: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_structures(cls, structures: Sequence[Structure]) -> DataStatistics:
@@ -51,8 +57,11 @@ class DataStatistics:
         for s in structures:
             counts[len(s)] = counts.get(len(s), 0) + 1
         elements = sorted({int(z) for s in structures for z in s.numbers})
+        cells = Counter(s.formula for s in structures)
         std = x.std(0).clamp_min(0.05) if len(structures) > 1 else torch.ones(6, dtype=x.dtype)
-        return cls(x.mean(0).tolist(), std.tolist(), dict(sorted(counts.items())), elements)
+        return cls(
+            x.mean(0).tolist(), std.tolist(), dict(sorted(counts.items())), elements, dict(sorted(cells.items()))
+        )
 
     @property
     def max_atoms(self) -> int:

@@ -87,6 +87,9 @@ class SolveSettings:
     """Condition a pattern-conditioned model on the measured pattern (ignored by an unconditioned model)."""
     cfg: float = DEFAULT_CFG_SCALE
     """Classifier-free guidance scale of that conditioning."""
+    free_fraction: float = 0.25
+    """With an element list only: share of the candidates whose species are sampled freely; the others predict
+    structures for the model's training cell contents with those elements (:meth:`Solver.composition_groups`)."""
 
 
 @dataclasses.dataclass
@@ -168,27 +171,55 @@ class Solver:
             raise InputError("--candidates, --top and --refine-keep must be positive")
         if s.guidance < 0:
             raise InputError(f"--guidance must be ≥ 0, got {s.guidance}")
+        if not 0 <= s.free_fraction <= 1:
+            raise InputError(f"--free-fraction must be within 0–1, got {s.free_fraction}")
+
+    def composition_groups(self) -> list[tuple[CompositionConstraint, int]]:
+        """How the candidates are shared out: ``(constraint, number of candidates)``.
+
+        With a formula, all under the user's constraint. With an element list only, the species diffusion alone
+        rarely lands on the right composition (it spreads the probability of excluded elements over the allowed
+        ones), so ``1 − free_fraction`` of the candidates are structure predictions for the cell contents of the
+        model's training cells that satisfy the constraint (:meth:`CompositionConstraint.cell_proposals`, shared
+        out evenly, smallest cells first) and the rest sample species freely under the constraint, so that a
+        composition the model never saw can still come up."""
+        s = self.settings
+        proposals = self.constraint.cell_proposals(self.model.stats.cells)
+        if not proposals:
+            return [(self.constraint, s.candidates)]
+        free = round(s.free_fraction * s.candidates)
+        share, extra = divmod(s.candidates - free, len(proposals))
+        groups = [
+            (dataclasses.replace(self.constraint, formula=content, atoms=None), share + (k < extra))
+            for k, content in enumerate(proposals)
+        ]
+        groups.append((self.constraint, free))
+        return [(c, n) for c, n in groups if n > 0]
 
     def generate(self, progress: Progress | None = None) -> list[Structure]:
         s = self.settings
         guidance = PhysicsGuidance(self.target, s.guidance) if s.guidance > 0 else None
-
-        def tick(step: int, total: int) -> None:
-            if progress is not None:
-                progress("generate", step, total)
-
+        groups = self.composition_groups()
         condition = self.pattern_condition() if s.condition and self.model.conditioned else None
-        return self.model.sample(
-            s.candidates,
-            self.constraint,
-            steps=s.steps,
-            sampler=s.sampler,
-            seed=chunk_seed(s.seed, 0),
-            guidance=guidance,
-            progress=tick,
-            condition=None if condition is None else condition.expand(s.candidates, -1),
-            cfg_scale=s.cfg if condition is not None else 0.0,
-        )
+        out: list[Structure] = []
+        for g, (constraint, n) in enumerate(groups):
+
+            def tick(step: int, total: int, done: int = g) -> None:
+                if progress is not None:
+                    progress("generate", done * total + step, len(groups) * total)
+
+            out += self.model.sample(
+                n,
+                constraint,
+                steps=s.steps,
+                sampler=s.sampler,
+                seed=chunk_seed(s.seed, g),
+                guidance=guidance,
+                progress=tick,
+                condition=None if condition is None else condition.expand(n, -1),
+                cfg_scale=s.cfg if condition is not None else 0.0,
+            )
+        return out
 
     def pattern_condition(self) -> torch.Tensor:
         """``(1, cond_dim)`` encoding of the measured pattern by the model's pattern encoder."""
