@@ -11,7 +11,10 @@ from atomdiff.diffusion.constraints import CompositionConstraint, parse_formula
 from atomdiff.weights import load_crystal_model
 
 
-@pytest.mark.parametrize("name, formula", [("perov5", "SrTiO3"), ("carbon24", "C8"), ("perov5_pattern", "SrTiO3")])
+@pytest.mark.parametrize(
+    "name, formula",
+    [("perov5", "SrTiO3"), ("carbon24", "C8"), ("perov5_pattern", "SrTiO3"), ("chalcogenide_pattern", "Cu2ZnSnS4")],
+)
 def test_shipped_model_loads_and_samples(name, formula):
     model = load_crystal_model(name)
     out = model.sample(2, CompositionConstraint(formula=parse_formula(formula)), steps=5, seed=0)
@@ -23,7 +26,7 @@ def test_shipped_model_loads_and_samples(name, formula):
 def test_shipped_config_records_training():
     from importlib.resources import files
 
-    for name in ("perov5", "carbon24", "perov5_pattern"):
+    for name in ("perov5", "carbon24", "perov5_pattern", "chalcogenide_pattern"):
         config = json.loads((files("atomdiff.weights") / name / "config.json").read_text())
         assert config["kind"] == "crystal_diffusion"
         assert config["training"]["steps"] > 0 and config["training"]["wall_time_s"] > 0
@@ -58,3 +61,12 @@ def test_solve_picks_the_pattern_conditioned_model_where_it_covers_the_chemistry
     assert choose_crystal_model({38, 22, 8}) == "perov5_pattern"
     assert choose_crystal_model({6}) == "carbon24"
     assert choose_crystal_model({38, 22, 8, 118}, formula_given=True) == "perov5_pattern"
+    assert choose_crystal_model({29, 30, 50, 16}) == "chalcogenide_pattern"
+
+
+def test_the_chalcogenide_model_proposes_kesterite_cells_for_its_element_list():
+    from atomdiff.diffusion.constraints import CompositionConstraint
+
+    model = load_crystal_model("chalcogenide_pattern")
+    listed = CompositionConstraint(required={29, 30, 50, 16}).only_required(set(model.stats.elements))
+    assert listed.cell_proposals(model.stats.cells) == [{29: 2, 16: 4, 50: 1, 30: 1}, {29: 4, 16: 8, 50: 2, 30: 2}]
