@@ -413,7 +413,7 @@ class RietveldRefiner:
         if self.texture is not None:
             last = stages[-1]
             stages[-1] = dataclasses.replace(last, groups=(*last.groups, "texture"))
-        total = sum(s.iterations for s in stages)
+        total = sum(s.iterations for s in stages) + sum(s.iterations for s in self._second_path(stages[:-1]))
         done = 0
 
         def tick() -> None:
@@ -422,8 +422,7 @@ class RietveldRefiner:
             if progress is not None:
                 progress(done, total)
 
-        for stage in stages[:-1]:
-            self._lm_stage(state, stage, tick)
+        self._early_stages(state, stages[:-1], tick)
         results = self._results(state, stages[-2].groups if len(stages) > 1 else (), start, complete=False)
         keep = torch.arange(state.n)
         if self.keep is not None and self.keep < state.n and not self.mixture:
@@ -438,6 +437,37 @@ class RietveldRefiner:
         for i, r in zip(keep.tolist(), final, strict=True):
             results[i] = r
         return results
+
+    def _second_path(self, stages: Sequence[RefinementStage]) -> list[RefinementStage]:
+        """The sharp stages that :meth:`_early_stages` runs a second time (none when the early stages are not
+        broadened stages followed by sharp ones, or for a mixture)."""
+        broad = [s for s in stages if s.extra_fwhm > 0]
+        sharp = [s for s in stages if s.extra_fwhm <= 0]
+        if self.mixture or not broad or not sharp or list(stages) != broad + sharp:
+            return []
+        return sharp
+
+    def _early_stages(self, state: _State, stages: Sequence[RefinementStage], tick) -> None:
+        """The stages before the last. Broadened stages pull a rough lattice into the basin of the right one, but
+        they also pull a lattice that was already right off it: with split peaks merged, a tetragonal c/a is
+        free (kesterite's own cell refined to Rwp 12.5 % after them and 6.2 % without, on the bundled
+        pattern). So the sharp stages run twice, from the broadened result and from the start, and each
+        candidate keeps the better end."""
+        sharp = self._second_path(stages)
+        if not sharp:
+            for stage in stages:
+                self._lm_stage(state, stage, tick)
+            return
+        start = state.copy()
+        for stage in stages[: len(stages) - len(sharp)]:
+            self._lm_stage(state, stage, tick)
+        for stage in sharp:
+            wss_broadened = self._lm_stage(state, stage, tick)
+        broadened = state.copy()
+        state.restore(start, torch.ones(state.n, dtype=torch.bool))
+        for stage in sharp:
+            wss_direct = self._lm_stage(state, stage, tick)
+        state.restore(broadened, wss_broadened <= wss_direct)
 
     def _results(self, state: _State, groups: Sequence[str], start: torch.Tensor, complete: bool) -> list[Refinement]:
         with torch.no_grad():
