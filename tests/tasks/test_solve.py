@@ -157,3 +157,20 @@ def test_an_element_list_solve_proposes_the_training_cell_contents(tmp_path: Pat
     assert Solver(model, target, formula, SolveSettings(candidates=8)).composition_groups() == [(formula, 8)]
     everything_free = Solver(model, target, listed, SolveSettings(candidates=8, free_fraction=1.0))
     assert everything_free.composition_groups() == [(listed, 8)]
+
+
+def test_samples_are_refined_from_their_symmetry_made_exact(tiny_model):
+    """A perovskite 0.03 Å off its cubic cell is refined as the exact cubic cell; a sample without symmetry at
+    0.1 Å and idealise_symprec=0 are left as they are."""
+    from atomdiff.tasks.solve import Solver, build_target
+
+    target = build_target(measured(_perovskite(), two_theta_grid(15, 80, 0.04)), "xray", "CuKa1", Profile(cutoff=20))
+    near = _perovskite().replace(cell=np.diag([3.9, 3.93, 3.9]))
+    solver = Solver(tiny_model, target, CompositionConstraint(formula={20: 1, 22: 1, 8: 3}), SolveSettings())
+    ideal = solver.idealised(near)
+    assert len(ideal) == 5 and np.allclose(ideal.lattice_parameters[:3], ideal.lattice_parameters[0])
+    rng = np.random.default_rng(0)
+    rattled = _perovskite().replace(frac=_perovskite().frac + rng.normal(0, 0.08, (5, 3)))
+    assert solver.idealised(rattled) is rattled
+    off = Solver(tiny_model, target, solver.constraint, SolveSettings(idealise_symprec=0.0))
+    assert off.idealised(near) is near
