@@ -96,9 +96,10 @@ def _demo_solve(folder: Path, seed: int, log) -> dict[str, object]:
 
 
 def _demo_solve_kesterite(folder: Path, seed: int, log) -> dict[str, object]:
-    """Kesterite from the bundled lab pattern (Cu Kα1+Kα2) and its element list only: the model is chosen by
-    the elements, the number of atoms and the composition are the model's to find, as ``atomdiff solve
-    kesterite_CuKa.xye --elements Cu,Zn,Sn,S --wavelength CuKa`` does."""
+    """Kesterite from the bundled lab pattern (Cu Kα1+Kα2) and its element list only, as ``atomdiff solve
+    kesterite_CuKa.xye --elements Cu,Zn,Sn,S --wavelength CuKa`` does: the model is chosen by the elements, and
+    compositions and cell sizes come from the model (its training cells with exactly these elements, plus freely
+    sampled species)."""
     from atomdiff.data.patterns import read_pattern
     from atomdiff.diffusion.constraints import CompositionConstraint
     from atomdiff.structure.elements import parse_element_list
