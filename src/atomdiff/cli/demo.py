@@ -27,5 +27,6 @@ def demo(
     for name in summary["files"]:
         console.print(f"  {output / name}")
     if not quick:
-        reports = [output / "phases" / "report.html", output / "solve" / "report.html", summary["amorphous"]["report"]]
+        names = ("phases", "solve", "solve_kesterite")
+        reports = [output / name / "report.html" for name in names] + [summary["amorphous"]["report"]]
         console.print("reports: " + ", ".join(str(r) for r in reports))
