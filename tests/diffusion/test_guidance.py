@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from atomdiff.diffusion.constraints import CompositionConstraint
 from atomdiff.diffusion.crystal import CrystalDiffusion, DataStatistics
 from atomdiff.diffusion.guidance import PhysicsGuidance
+from atomdiff.errors import InputError
 from atomdiff.models.crystal import CrystalNetConfig
 from atomdiff.physics.diffraction import PowderDiffractionModel, Profile, two_theta_grid
 from atomdiff.physics.target import PatternTarget
@@ -58,3 +60,24 @@ def test_guided_sampling_is_reproducible_and_steered():
     for s, t in zip(a, b, strict=True):
         assert np.array_equal(s.frac, t.frac) and np.array_equal(s.cell, t.cell)
     assert not np.allclose(a[0].frac, plain[0].frac)
+
+
+def test_held_cells_are_kept_exactly_and_guided_positions_still_move():
+    torch.manual_seed(0)
+    truth = _perovskite()
+    stats = DataStatistics.from_structures([truth, _perovskite(4.0), _perovskite(3.8)])
+    model = CrystalDiffusion(CrystalNetConfig(hidden=16, layers=1), stats).eval()
+    constraint = CompositionConstraint(formula={20: 1, 22: 1, 8: 3})
+    skew = torch.tensor([[3.9, 0.0, 0.0], [0.4, 4.1, 0.0], [0.2, -0.3, 7.5]], dtype=torch.float64)
+    cells = torch.stack([torch.eye(3, dtype=torch.float64) * 3.9, skew])
+    guide = PhysicsGuidance(_target(truth), strength=1.0, t_start=1.0)
+    a = model.sample(2, constraint, steps=6, seed=3, guidance=guide, cells=cells)
+    b = model.sample(2, constraint, steps=6, seed=3, guidance=guide, cells=cells)
+    free = model.sample(2, constraint, steps=6, seed=3, guidance=guide)
+    for s, t, cell in zip(a, b, cells, strict=True):
+        assert np.array_equal(s.cell, cell.numpy()) and np.array_equal(s.frac, t.frac)
+    assert not np.allclose(a[1].frac, free[1].frac)
+    with pytest.raises(InputError, match="shape"):
+        model.sample(3, constraint, steps=2, cells=cells)
+    with pytest.raises(InputError, match="degenerate"):
+        model.sample(2, constraint, steps=2, cells=torch.zeros(2, 3, 3, dtype=torch.float64))

