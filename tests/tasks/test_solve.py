@@ -52,16 +52,20 @@ def test_solve_writes_ranked_cifs_table_plots_and_report(tiny_model, tmp_path: P
         profile=Profile(cutoff=20),
         stages=fast,
         texture=(0, 0, 1),
+        relax_steps=5,
+        cell_pass=2,
     )
     constraint = CompositionConstraint(formula={20: 1, 22: 1, 8: 3})
     result = solve(tiny_model, pattern, constraint, tmp_path, settings=settings)
-    assert len(read_structures(tmp_path / "generated.extxyz")) == 3
+    assert len(read_structures(tmp_path / "generated.extxyz")) == 3 + 2  # first pass + held cells
+    assert len(read_structures(tmp_path / "relaxed.extxyz")) == 5
     cifs = sorted(tmp_path.glob("*.cif"))
     assert 1 <= len(cifs) <= 2 and cifs[0].name.startswith("01_CaO3Ti")
     for cif in cifs:
         assert read_structures(cif)[0].formula == "CaO3Ti"
     rows = list(csv.DictReader(open(tmp_path / "candidates.csv")))
-    assert tuple(rows[0]) == CANDIDATE_COLUMNS and len(rows) == 3
+    assert tuple(rows[0]) == CANDIDATE_COLUMNS and len(rows) == 5
+    assert sorted(int(r["sample"]) for r in rows) == list(range(5))
     ranked = [r for r in rows if r["rank"]]
     assert [int(r["rank"]) for r in ranked] == list(range(1, len(ranked) + 1))
     assert [float(r["rwp"]) for r in ranked] == sorted(float(r["rwp"]) for r in ranked)
@@ -174,3 +178,53 @@ def test_samples_are_refined_from_their_symmetry_made_exact(tiny_model):
     assert solver.idealised(rattled) is rattled
     off = Solver(tiny_model, target, solver.constraint, SolveSettings(idealise_symprec=0.0))
     assert off.idealised(near) is near
+
+
+def test_the_second_pass_samples_in_the_best_distinct_refined_cells(tiny_model):
+    """The held cells are the best refined candidates' cells, one per distinct cell and formula; the second
+    pass's samples keep those cells exactly and the candidates' cell contents."""
+    from atomdiff.tasks.solve import Solver, build_target
+
+    target = build_target(measured(_perovskite(), two_theta_grid(15, 80, 0.04)), "xray", "CuKa1", Profile(cutoff=20))
+    fast = (RefinementStage(("lattice", "zero_shift"), 0.0, 2),)
+    settings = SolveSettings(stages=fast, cell_pass=3, cell_pass_cells=2, relax_steps=0, steps=3)
+    solver = Solver(tiny_model, target, CompositionConstraint(formula={20: 1, 22: 1, 8: 3}), settings)
+    starts = [_perovskite(3.9), _perovskite(3.91), _perovskite(3.6).replace(cell=np.diag([3.6, 3.6, 4.1]))]
+    candidates = solver.refine(starts)
+    cells = solver.best_cells(candidates)
+    best = min(candidates, key=lambda c: c.refinement.rwp)
+    assert len(cells) == 2 and cells[0] is best.refinement.structure  # the two cubic ones are one cell
+    assert not np.allclose(cells[1].lattice_parameters, cells[0].lattice_parameters, rtol=0.01)
+    held = solver.generate_in_cells(candidates)
+    assert len(held) == 3
+    for sample, cell in zip(held, [cells[0], cells[0], cells[1]], strict=True):
+        assert np.array_equal(sample.cell, cell.cell) and sample.formula == cell.formula
+    assert Solver(tiny_model, target, solver.constraint, dataclasses.replace(settings, cell_pass_cells=1)).best_cells(
+        candidates
+    ) == [cells[0]]
+
+
+def test_samples_are_relaxed_before_refinement_and_failures_keep_the_sample(tiny_model):
+    """An atom pushed off its fcc site goes back (cell held: the cell is unchanged); a potential that fails
+    leaves the sample as it was; relax_steps=0 relaxes nothing."""
+    from ase.calculators.lj import LennardJones
+
+    from atomdiff.tasks.solve import Solver, build_target
+
+    target = build_target(measured(_perovskite(), two_theta_grid(15, 80, 0.04)), "xray", "CuKa1", Profile(cutoff=20))
+    fcc = Structure([29] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0.04, 0.5, 0.5]], np.eye(3) * 3.8)
+    solver = Solver(tiny_model, target, CompositionConstraint(formula={29: 1}), SolveSettings(relax_fmax=0.01))
+    solver._calculator = LennardJones(sigma=2.4, rc=6.0)
+    (relaxed,) = solver.relax([fcc], hold_cell=True)
+    assert np.array_equal(relaxed.cell, fcc.cell)
+    shift = relaxed.frac[3] - relaxed.frac[0]
+    assert abs(shift[0] - round(shift[0])) < 0.005
+
+    class Broken(LennardJones):
+        def calculate(self, *args, **kwargs):
+            raise RuntimeError("no forces for this one")
+
+    solver._calculator = Broken()
+    assert solver.relax([fcc])[0] is fcc
+    off = Solver(tiny_model, target, solver.constraint, SolveSettings(relax_steps=0))
+    assert off.relax([fcc])[0] is fcc

@@ -70,6 +70,18 @@ def solve(
             "others predict structures for the model's training compositions with exactly these elements.",
         ),
     ] = 0.25,
+    relax_steps: Annotated[
+        int,
+        typer.Option(min=0, help="CHGNet relaxation steps for each sample before refinement (0: refine as sampled)."),
+    ] = 100,
+    cell_pass: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Second pass: candidates sampled with the lattice held at the best refined cells of the first "
+            "(0: none).",
+        ),
+    ] = 8,
     steps: Steps = 200,
     sampler: SamplerOpt = "pc",
     seed: Seed = 0,
@@ -104,12 +116,14 @@ def solve(
         condition=condition,
         cfg=cfg,
         free_fraction=free_fraction,
+        relax_steps=relax_steps,
+        cell_pass=cell_pass,
     )
     conditioned = f", conditioned on the pattern (cfg {cfg:g})" if condition and diffusion.conditioned else ""
     console.print(
         f"model [bold]{name}[/bold]; {candidates} candidates, guidance {guidance:g}{conditioned}, seed {seed}"
     )
-    with stage_bars(("generate", "refine")) as update:
+    with stage_bars(("generate", "relax", "refine")) as update:
         result = run_solve(
             diffusion,
             measured,

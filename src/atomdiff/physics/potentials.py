@@ -89,6 +89,11 @@ def calculator(element: str, potential: str = "auto"):
         from ase.calculators.emt import EMT
 
         return EMT()
+    return chgnet_calculator()
+
+
+def chgnet_calculator():
+    """The pretrained CHGNet universal potential (weights ship in its package) as an ASE calculator, on the CPU."""
     from chgnet.model import CHGNet, CHGNetCalculator
 
     return CHGNetCalculator(CHGNet.load(verbose=False), use_device="cpu")

@@ -154,7 +154,7 @@ def generated_phase(
         if progress is not None:
             progress(f"{label}: {stage}", done, total)
 
-    ranked = solver.rank(solver.refine(solver.generate(tick), tick))
+    ranked = solver.rank(solver.run(tick))
     return ranked[0].refinement.structure if ranked else None
 
 

@@ -39,7 +39,7 @@ import numpy as np
 from atomdiff.diffusion.constraints import parse_formula
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
-from atomdiff.physics.potentials import relax_structure
+from atomdiff.physics.potentials import chgnet_calculator, relax_structure
 from atomdiff.structure.elements import chemical_symbols
 from atomdiff.structure.io import read_structures, structure_to_cif, write_structures
 from atomdiff.structure.structure import Structure
@@ -234,10 +234,7 @@ class CrystalDataGenerator:
 
     def _load_calculator(self):
         if self._calculator is None:
-            from chgnet.model import CHGNet
-            from chgnet.model.dynamics import CHGNetCalculator
-
-            self._calculator = CHGNetCalculator(model=CHGNet.load(verbose=False), use_device="cpu")
+            self._calculator = chgnet_calculator()
         return self._calculator
 
     def energy(self, structure: Structure) -> float:
