@@ -228,3 +228,22 @@ def test_samples_are_relaxed_before_refinement_and_failures_keep_the_sample(tiny
     assert solver.relax([fcc])[0] is fcc
     off = Solver(tiny_model, target, solver.constraint, SolveSettings(relax_steps=0))
     assert off.relax([fcc])[0] is fcc
+
+
+def test_each_sample_keeps_the_better_of_its_sampled_and_relaxed_refinement(tiny_model):
+    from atomdiff.tasks.solve import Solver, build_target
+
+    target = build_target(measured(_perovskite(), two_theta_grid(15, 80, 0.04)), "xray", "CuKa1", Profile(cutoff=20))
+    fast = (RefinementStage(("lattice", "zero_shift"), 0.0, 2), RefinementStage(("lattice", "positions"), 0.0, 2))
+    solver = Solver(tiny_model, target, CompositionConstraint(formula={20: 1, 22: 1, 8: 3}), SolveSettings(stages=fast))
+    swapped = _perovskite().replace(numbers=np.array([22, 20, 8, 8, 8]))  # Ca and Ti exchanged: a poor fit
+    samples = [swapped, _perovskite(3.92), swapped]
+    relaxed = [_perovskite(), samples[1], swapped.replace(cell=np.eye(3) * 4.6)]  # better, not moved, worse
+    alone = solver.refine(samples)
+    out = solver.refine_with_relaxed(samples, relaxed, first=10)
+    assert [c.index for c in out] == [10, 11, 12]
+    relaxed_alone = solver.refine(relaxed[:1])[0].refinement.rwp
+    assert relaxed_alone < alone[0].refinement.rwp - 0.02
+    assert out[0].refinement.rwp == pytest.approx(relaxed_alone)  # the relaxed start won
+    assert out[1].refinement.rwp == pytest.approx(alone[1].refinement.rwp)
+    assert out[2].refinement.rwp == pytest.approx(alone[2].refinement.rwp)  # the sampled one stayed

@@ -8,7 +8,8 @@ The steps (:meth:`Solver.run`):
 2. relax each with CHGNet (positions and cell): a sample whose cation ordering is right but whose atoms are
    0.1–0.3 Å off stays in a wrong least-squares minimum (measured on the bundled kesterite pattern: a kesterite
    sample refined to Rwp 12.0 % as sampled, 6.2 % relaxed; the true structure gives 6.2 %);
-3. refine (:class:`~atomdiff.refine.RietveldRefiner`);
+3. refine (:class:`~atomdiff.refine.RietveldRefiner`) each sample as sampled and as relaxed, keeping the
+   better (:meth:`Solver.refine_with_relaxed`);
 4. a second pass in the cells the pattern has shown: more candidates generated with the lattice held at the
    refined cells of the best first-pass candidates (same cell contents), relaxed at fixed cell and refined. A
    first-pass candidate with the right cell but the wrong arrangement (kesterite's stannite ordering) thus
@@ -216,15 +217,39 @@ class Solver:
         if on_samples is not None:
             on_samples(samples)
         self.check_reflections(samples)
-        candidates = self.refine(self.relax(samples, progress=progress), progress)
+        relaxed = self.relax(samples, progress=progress)
+        candidates = self.refine_with_relaxed(samples, relaxed, progress)
         if s.cell_pass:
             held = self.generate_in_cells(candidates, progress)
             if held:
                 if on_samples is not None:
                     on_samples(samples + held)
-                starts = self.relax(held, hold_cell=True, progress=progress, stage="relax in cells")
-                candidates += self.refine(starts, progress, first=len(samples), stage="refine in cells")
+                relaxed = self.relax(held, hold_cell=True, progress=progress, stage="relax in cells")
+                candidates += self.refine_with_relaxed(held, relaxed, progress, len(samples), "refine in cells")
         return candidates
+
+    def refine_with_relaxed(
+        self,
+        samples: Sequence[Structure],
+        relaxed: Sequence[Structure],
+        progress: Progress | None = None,
+        first: int = 0,
+        stage: str = "refine",
+    ) -> list[Candidate]:
+        """Refine each sample as sampled and, where the relaxation moved it, as relaxed; each sample keeps the
+        better of the two (fully refined and allowed first, then Rwp). Both are needed: relaxation brings a
+        real material's sample into the right minimum (kesterite), but it moves a structure the potential finds
+        unstable far from it (a perov-5 cubic FNOOsTi relaxed to cells no candidate could fit: best Rwp 57 %)."""
+        moved = [k for k, (a, b) in enumerate(zip(samples, relaxed, strict=True)) if a is not b]
+        results = self.refine([*samples, *(relaxed[k] for k in moved)], progress, stage=stage)
+        out = results[: len(samples)]
+        for j, k in enumerate(moved):
+            other = results[len(samples) + j]
+            if _preference(other) < _preference(out[k]):
+                out[k] = other
+        for k, c in enumerate(out):
+            c.index = first + k
+        return out
 
     def composition_groups(self) -> list[tuple[CompositionConstraint, int]]:
         """How the candidates are shared out: ``(constraint, number of candidates)``.
@@ -507,6 +532,11 @@ class Solver:
             if best is not None:
                 c.refinement, c.space_group = best[2], best[1]
                 c.min_distance = min_distance(best[2].structure)
+
+
+def _preference(c: Candidate) -> tuple[bool, bool, float]:
+    """Sort key of a candidate: allowed, then fully refined, then low Rwp."""
+    return (bool(c.rejected), not c.refinement.complete, c.refinement.rwp if math.isfinite(c.refinement.rwp) else 9e9)
 
 
 def _fits(matcher, a, b) -> bool:
