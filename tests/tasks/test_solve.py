@@ -198,10 +198,27 @@ def test_the_second_pass_samples_in_the_best_distinct_refined_cells(tiny_model):
     held = solver.generate_in_cells(candidates)
     assert len(held) == 3
     for sample, cell in zip(held, [cells[0], cells[0], cells[1]], strict=True):
-        assert np.array_equal(sample.cell, cell.cell) and sample.formula == cell.formula
+        assert sample.formula == cell.formula
+        assert np.allclose(sample.lattice_parameters, cell.lattice_parameters, rtol=2e-3, atol=0.05)
+    a, b, c, *angles = held[0].lattice_parameters  # the refined cell, made exactly cubic
+    assert a == pytest.approx(b, abs=1e-9) and a == pytest.approx(c, abs=1e-9)
+    assert np.allclose(angles, 90.0, atol=1e-9)
     assert Solver(tiny_model, target, solver.constraint, dataclasses.replace(settings, cell_pass_cells=1)).best_cells(
         candidates
     ) == [cells[0]]
+
+
+def test_a_refined_cell_is_held_with_its_bravais_symmetry_made_exact():
+    from pymatgen.core import Lattice
+
+    from atomdiff.tasks.solve import lattice_with_its_symmetry
+
+    off = Lattice.from_parameters(6.65041, 6.64761, 6.64879, 131.829, 131.753, 70.562).matrix  # refined kesterite
+    ideal = Lattice(lattice_with_its_symmetry(off))
+    assert np.allclose(ideal.abc, ideal.a) and np.isclose(ideal.alpha, ideal.beta)  # body-centred tetragonal
+    assert ideal.volume == pytest.approx(abs(np.linalg.det(off)), rel=1e-5)
+    skew = np.array([[3.0, 0.0, 0.0], [0.7, 4.1, 0.0], [0.4, -0.9, 5.3]])
+    assert np.allclose(Lattice(lattice_with_its_symmetry(skew)).volume, abs(np.linalg.det(skew)))
 
 
 def test_samples_are_relaxed_before_refinement_and_failures_keep_the_sample(tiny_model):
