@@ -69,7 +69,7 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--relax-steps", type=int, default=100, help="CHGNet steps per sample before refinement (0: none)")
-    ap.add_argument("--cell-pass", type=int, default=8, help="second-pass candidates in held cells (0: none)")
+    ap.add_argument("--cell-pass", type=int, default=16, help="second-pass candidates in held cells (0: none)")
     ap.add_argument(
         "--repeats", type=int, default=1, help="solve each structure this many times (new noise and sampling seed)"
     )

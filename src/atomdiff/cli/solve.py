@@ -81,7 +81,7 @@ def solve(
             help="Second pass: candidates sampled with the lattice held at the best refined cells of the first "
             "(0: none).",
         ),
-    ] = 8,
+    ] = 16,
     steps: Steps = 200,
     sampler: SamplerOpt = "pc",
     seed: Seed = 0,

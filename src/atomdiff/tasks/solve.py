@@ -113,7 +113,7 @@ class SolveSettings:
     are refined (positions and cell; positions only in held cells); 0: refined as sampled."""
     relax_fmax: float = 0.05
     """Force (eV/Å) at which a relaxation has converged."""
-    cell_pass: int = 8
+    cell_pass: int = 16
     """Candidates of the second pass, sampled in the refined cells of the best first-pass candidates (0: none)."""
     cell_pass_cells: int = 2
     """How many distinct refined cells (best first) the second pass holds."""
