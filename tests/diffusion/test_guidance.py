@@ -47,13 +47,18 @@ def test_guidance_direction_lowers_the_misfit():
     assert float(after) < float(before)
 
 
-def test_guided_sampling_is_reproducible_and_steered():
+def _guided_setup() -> tuple[CrystalDiffusion, CompositionConstraint, PhysicsGuidance]:
+    """A tiny untrained model of three cubic perovskites, the CaTiO3 formula, and guidance by the 3.9 Å pattern."""
     torch.manual_seed(0)
     truth = _perovskite()
     stats = DataStatistics.from_structures([truth, _perovskite(4.0), _perovskite(3.8)])
     model = CrystalDiffusion(CrystalNetConfig(hidden=16, layers=1), stats).eval()
-    constraint = CompositionConstraint(formula={20: 1, 22: 1, 8: 3})
     guide = PhysicsGuidance(_target(truth), strength=1.0, t_start=1.0)
+    return model, CompositionConstraint(formula={20: 1, 22: 1, 8: 3}), guide
+
+
+def test_guided_sampling_is_reproducible_and_steered():
+    model, constraint, guide = _guided_setup()
     a = model.sample(2, constraint, steps=6, seed=3, guidance=guide)
     b = model.sample(2, constraint, steps=6, seed=3, guidance=guide)
     plain = model.sample(2, constraint, steps=6, seed=3)
@@ -63,14 +68,9 @@ def test_guided_sampling_is_reproducible_and_steered():
 
 
 def test_held_cells_are_kept_exactly_and_guided_positions_still_move():
-    torch.manual_seed(0)
-    truth = _perovskite()
-    stats = DataStatistics.from_structures([truth, _perovskite(4.0), _perovskite(3.8)])
-    model = CrystalDiffusion(CrystalNetConfig(hidden=16, layers=1), stats).eval()
-    constraint = CompositionConstraint(formula={20: 1, 22: 1, 8: 3})
+    model, constraint, guide = _guided_setup()
     skew = torch.tensor([[3.9, 0.0, 0.0], [0.4, 4.1, 0.0], [0.2, -0.3, 7.5]], dtype=torch.float64)
     cells = torch.stack([torch.eye(3, dtype=torch.float64) * 3.9, skew])
-    guide = PhysicsGuidance(_target(truth), strength=1.0, t_start=1.0)
     a = model.sample(2, constraint, steps=6, seed=3, guidance=guide, cells=cells)
     b = model.sample(2, constraint, steps=6, seed=3, guidance=guide, cells=cells)
     free = model.sample(2, constraint, steps=6, seed=3, guidance=guide)

@@ -11,7 +11,8 @@ The steps (:meth:`Solver.run`):
 3. refine (:class:`~atomdiff.refine.RietveldRefiner`) each sample as sampled and as relaxed, keeping the
    better (:meth:`Solver.refine_with_relaxed`);
 4. a second pass in the cells the pattern has shown: more candidates generated with the lattice held at the
-   refined cells of the best first-pass candidates (same cell contents), relaxed at fixed cell and refined. A
+   refined cells of the best first-pass candidates (Bravais symmetry made exact, same cell contents), relaxed
+   at fixed cell and refined. A
    first-pass candidate with the right cell but the wrong arrangement (kesterite's stannite ordering) thus
    becomes the start of the right one;
 5. rank by Rwp, removing duplicates and physically impossible structures.
