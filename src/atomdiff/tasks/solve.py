@@ -446,10 +446,9 @@ class Solver:
         self,
         structures: Sequence[Structure],
         progress: Progress | None = None,
-        first: int = 0,
         stage: str = "refine",
     ) -> list[Candidate]:
-        """Refine each structure (made symmetric by :meth:`idealised`); candidate indices start at ``first``."""
+        """Refine each structure (made symmetric by :meth:`idealised`); candidate ``i`` is structure ``i``."""
         s = self.settings
         self.check_reflections(structures)
         keep = min(s.refine_keep, len(structures))
@@ -462,7 +461,7 @@ class Solver:
         starts = [self.idealised(x) for x in structures]
         results = refiner.refine(starts, progress=tick)
         out = []
-        for i, (sample, r) in enumerate(zip(starts, results, strict=True), start=first):
+        for i, (sample, r) in enumerate(zip(starts, results, strict=True)):
             dmin = min_distance(r.structure)
             reason = ""
             if not math.isfinite(r.rwp):
