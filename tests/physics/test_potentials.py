@@ -83,3 +83,58 @@ def test_a_fixed_cell_relaxation_moves_only_the_atoms():
     assert math.isfinite(energy) and np.array_equal(relaxed.cell, start.cell)
     moved = relaxed.frac[3] - relaxed.frac[0]
     assert abs(moved[0] - round(moved[0])) < 0.005  # back on its fcc site relative to the first atom
+
+
+def _lj_starts() -> list[Structure]:
+    rng = np.random.default_rng(0)
+    fcc = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    return [
+        Structure([29] * 4, fcc + rng.normal(0, 0.02, (4, 3)), np.eye(3) * a + rng.normal(0, 0.05, (3, 3)))
+        for a in (3.6, 3.9, 3.8)
+    ] + [Structure([29] * 4, fcc, np.eye(3) * 3.8)]
+
+
+@pytest.mark.parametrize("cell", [True, False])
+def test_lockstep_relaxation_takes_exactly_the_steps_of_one_by_one_relaxations(cell):
+    """relax_structures batches the evaluations of several FIRE relaxations; each structure must follow the
+    same path as relax_structure alone (same positions, cell and energy), including the one that collapses
+    (σ = 1 Å on the last start: NaN energy) and ones that converge at different steps."""
+    from ase.calculators.lj import LennardJones
+
+    from atomdiff.physics.potentials import relax_structure, relax_structures
+
+    starts = _lj_starts()
+    calc = LennardJones(sigma=2.4, rc=6.0)
+    ticks = []
+    together = relax_structures(starts, calc, steps=150, fmax=0.02, cell=cell, progress=lambda d, t: ticks.append(d))
+    for start, (structure, energy) in zip(starts, together, strict=True):
+        alone, e_alone = relax_structure(start, LennardJones(sigma=2.4, rc=6.0), steps=150, fmax=0.02, cell=cell)
+        np.testing.assert_allclose(structure.cell, alone.cell, atol=1e-10)
+        np.testing.assert_allclose(structure.frac, alone.frac, atol=1e-10)
+        assert energy == pytest.approx(e_alone, abs=1e-10)
+    assert ticks and ticks[-1] <= 150
+    collapsing = relax_structures(starts[-1:], LennardJones(sigma=1.0, rc=6.0), steps=300)
+    assert math.isnan(collapsing[0][1]) and collapsing[0][0].volume < 0.6 * starts[-1].volume
+
+
+def test_batched_chgnet_evaluation_equals_its_ase_calculator():
+    """One batched CHGNet call for several cells gives each cell's energy, forces and stress as CHGNet's own
+    ASE calculator does for it alone."""
+    from ase.calculators.calculator import all_changes
+
+    from atomdiff.physics.potentials import batch_evaluator, chgnet_calculator
+
+    calc = chgnet_calculator()
+    rng = np.random.default_rng(1)
+    zb = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    cells = [
+        Structure([30] * 4 + [16] * 4, np.vstack([zb, zb + 0.25]) + rng.normal(0, 0.01, (8, 3)), np.eye(3) * 5.45),
+        Structure([29, 29, 50, 16, 16, 16], rng.random((6, 3)) * 0.9, np.diag([5.0, 5.5, 6.0])),
+    ]
+    atoms = [c.to_ase() for c in cells]
+    batched = batch_evaluator(calc)(atoms)
+    for a, (e, f, s) in zip(atoms, batched, strict=True):
+        calc.calculate(a, ["energy", "forces", "stress"], all_changes)
+        assert e == pytest.approx(float(calc.results["energy"]), abs=1e-4)
+        np.testing.assert_allclose(f, calc.results["forces"], atol=1e-4)
+        np.testing.assert_allclose(s, calc.results["stress"], atol=1e-5)

@@ -243,6 +243,19 @@ def test_samples_are_relaxed_before_refinement_and_failures_keep_the_sample(tiny
 
     solver._calculator = Broken()
     assert solver.relax([fcc])[0] is fcc
+
+    class FailsOnFive(LennardJones):
+        def calculate(self, atoms=None, *args, **kwargs):
+            if len(atoms) == 5:
+                raise RuntimeError("no forces for five atoms")
+            super().calculate(atoms, *args, **kwargs)
+
+    # the batch fails on one sample: that one is kept as it was, the others are still relaxed
+    solver._calculator = FailsOnFive(sigma=2.4, rc=6.0)
+    five = _perovskite()
+    moved, kept = solver.relax([fcc, five], hold_cell=True)
+    assert kept is five and moved is not fcc
+    assert abs((moved.frac[3] - moved.frac[0])[0] - round((moved.frac[3] - moved.frac[0])[0])) < 0.005
     off = Solver(tiny_model, target, solver.constraint, SolveSettings(relax_steps=0))
     assert off.relax([fcc])[0] is fcc
 

@@ -378,32 +378,44 @@ class Solver:
         progress: Progress | None = None,
         stage: str = "relax",
     ) -> list[Structure]:
-        """Each structure relaxed with CHGNet (:func:`~atomdiff.physics.potentials.relax_structure`; cell held
-        with ``hold_cell``), or kept as it is when the relaxation fails (cell collapses or blows up, non-finite
-        energy) or ``relax_steps`` is 0."""
+        """Each structure relaxed with CHGNet (:func:`~atomdiff.physics.potentials.relax_structures`, all in
+        lockstep with one batched network call per step; cell held with ``hold_cell``), or kept as it is when
+        the relaxation fails (cell collapses or blows up, non-finite energy) or ``relax_steps`` is 0. Should the
+        batched call fail, the structures are relaxed one by one, so that one odd sample cannot end the solve."""
         import warnings
 
-        from atomdiff.physics.potentials import chgnet_calculator, relax_structure
+        from atomdiff.physics.potentials import chgnet_calculator, relax_structure, relax_structures
 
         s = self.settings
         if s.relax_steps == 0:
             return list(structures)
         if self._calculator is None:
             self._calculator = chgnet_calculator()
-        out = []
-        for k, structure in enumerate(structures):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    relaxed, energy = relax_structure(
-                        structure, self._calculator, s.relax_steps, s.relax_fmax, cell=not hold_cell
-                    )
-                ok = math.isfinite(energy) and bool(np.isfinite(relaxed.frac).all())
-            except Exception:  # a potential that fails on one odd sample must not end the solve
-                ok = False
-            out.append(relaxed if ok else structure)
+
+        def tick(done: int, total: int) -> None:
             if progress is not None:
-                progress(stage, k + 1, len(structures))
+                progress(stage, done, total)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                results = relax_structures(
+                    list(structures), self._calculator, s.relax_steps, s.relax_fmax, cell=not hold_cell, progress=tick
+                )
+            except Exception:  # relax one by one below
+                results = []
+                for k, structure in enumerate(structures):
+                    try:
+                        results.append(
+                            relax_structure(structure, self._calculator, s.relax_steps, s.relax_fmax, cell=not hold_cell)
+                        )
+                    except Exception:
+                        results.append((structure, math.nan))
+                    tick(k + 1, len(structures))
+        out = []
+        for structure, (relaxed, energy) in zip(structures, results, strict=True):
+            ok = math.isfinite(energy) and bool(np.isfinite(relaxed.frac).all())
+            out.append(relaxed if ok else structure)
         return out
 
     def pattern_condition(self) -> torch.Tensor:
