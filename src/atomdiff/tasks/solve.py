@@ -406,9 +406,8 @@ class Solver:
                 results = []
                 for k, structure in enumerate(structures):
                     try:
-                        results.append(
-                            relax_structure(structure, self._calculator, s.relax_steps, s.relax_fmax, cell=not hold_cell)
-                        )
+                        one = relax_structure(structure, self._calculator, s.relax_steps, s.relax_fmax, cell=not hold_cell)
+                        results.append(one)
                     except Exception:
                         results.append((structure, math.nan))
                     tick(k + 1, len(structures))
