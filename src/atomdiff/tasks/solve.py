@@ -396,17 +396,18 @@ class Solver:
             if progress is not None:
                 progress(stage, done, total)
 
+        cell = not hold_cell
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 results = relax_structures(
-                    list(structures), self._calculator, s.relax_steps, s.relax_fmax, cell=not hold_cell, progress=tick
+                    list(structures), self._calculator, s.relax_steps, s.relax_fmax, cell=cell, progress=tick
                 )
             except Exception:  # relax one by one below
                 results = []
                 for k, structure in enumerate(structures):
                     try:
-                        one = relax_structure(structure, self._calculator, s.relax_steps, s.relax_fmax, cell=not hold_cell)
+                        one = relax_structure(structure, self._calculator, s.relax_steps, s.relax_fmax, cell=cell)
                         results.append(one)
                     except Exception:
                         results.append((structure, math.nan))
