@@ -28,7 +28,7 @@ import torch
 
 from atomdiff.errors import InputError
 from atomdiff.physics.base import ForwardModel, Pattern
-from atomdiff.physics.profile import Instrument, Profile, chebyshev_background, pseudo_voigt_sum
+from atomdiff.physics.profile import Instrument, PeakList, Profile, chebyshev_background, profile_sum
 from atomdiff.physics.radiation import Wavelength, parse_wavelength
 from atomdiff.physics.reflections import enumerate_hkl
 from atomdiff.physics.scattering import neutron_scattering_length, xray_form_factor
@@ -258,21 +258,21 @@ class PowderDiffractionModel(ForwardModel):
         return real * real + imag * imag
 
     # --- pattern ------------------------------------------------------------------------------------
-    def forward(
+    @property
+    def _window(self) -> tuple[float | None, float | None]:
+        """``(cutoff, step)`` of the peak windows (:func:`~atomdiff.physics.profile.profile_sum`)."""
+        return self.profile.cutoff, self.uniform_step
+
+    def peaks(
         self,
         batch: StructureBatch,
         b_iso: torch.Tensor | None = None,
         occupancy: torch.Tensor | None = None,
-        scale: torch.Tensor | float = 1.0,
         instrument: Instrument | None = None,
-    ) -> Pattern:
-        """Pattern on the grid, shape ``(n_structures, n_points)``; ``b_iso`` and ``occupancy`` are per atom.
-
-        ``instrument`` gives per-structure (differentiable) profile, zero shift and texture in place of the
-        model's own.
-        """
+    ) -> PeakList:
+        """The peaks of every structure on this model's axis (observed positions, widths, integrated
+        intensities), before they are summed onto the grid (:meth:`forward` = :func:`profile_sum` of these)."""
         dtype, device = batch.frac.dtype, batch.frac.device
-        x = self.x.to(dtype)
         instrument = instrument or self.instrument(len(batch), dtype, device)
         theta_hi = torch.full((len(batch),), math.radians(89.0), dtype=dtype, device=device)
         widest = float(instrument.fwhm(theta_hi.unsqueeze(-1), torch.arange(len(batch), device=device)).max())
@@ -286,17 +286,24 @@ class PowderDiffractionModel(ForwardModel):
             obs_theta = torch.deg2rad(centre / 2)
             centre = 4 * math.pi * torch.sin(obs_theta) / lam
             width = width * (2 * math.pi / lam) * torch.cos(obs_theta) * (math.pi / 180.0)
-        y = pseudo_voigt_sum(
-            x,
-            centre,
-            width,
-            refl.intensity,
-            refl.batch_idx,
-            instrument.eta.to(dtype),
-            len(batch),
-            self.profile.cutoff,
-            self.uniform_step,
-        )
+        eta = instrument.eta.to(dtype)
+        return PeakList.build(centre, width, refl.intensity, refl.batch_idx, eta, len(batch), self.uniform_step)
+
+    def forward(
+        self,
+        batch: StructureBatch,
+        b_iso: torch.Tensor | None = None,
+        occupancy: torch.Tensor | None = None,
+        scale: torch.Tensor | float = 1.0,
+        instrument: Instrument | None = None,
+    ) -> Pattern:
+        """Pattern on the grid, shape ``(n_structures, n_points)``; ``b_iso`` and ``occupancy`` are per atom.
+
+        ``instrument`` gives per-structure (differentiable) profile, zero shift and texture in place of the
+        model's own.
+        """
+        x = self.x.to(batch.frac.dtype)
+        y = profile_sum(x, self.peaks(batch, b_iso, occupancy, instrument), *self._window)
         y = y * (scale if not torch.is_tensor(scale) else scale.reshape(-1, 1))
         if self.background is not None:
             y = y + chebyshev_background(x, self.background)

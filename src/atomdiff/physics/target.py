@@ -88,7 +88,10 @@ class PatternTarget:
         scale and background); with ``mixture=True`` the structures are the phases of one sample (one scale
         each, one common background).
         """
-        y_struct = self.model(batch, b_iso=b_iso, instrument=instrument).y  # (B, n)
+        return self.fit_patterns(self.model(batch, b_iso=b_iso, instrument=instrument).y, mixture, ridge)
+
+    def fit_patterns(self, y_struct: torch.Tensor, mixture: bool = False, ridge: float = 1e-10) -> PatternFit:
+        """:meth:`fit` for unscaled calculated patterns ``(B, n)`` already on the grid."""
         dtype = y_struct.dtype
         yo, w = self.y_obs.to(dtype), self.weights.to(dtype)
         basis = self._basis.to(dtype)
@@ -97,7 +100,7 @@ class PatternTarget:
         else:
             cols = [y_struct.unsqueeze(-1)]
             if self.background_order:
-                cols.append(basis.T.unsqueeze(0).expand(len(batch), -1, -1))
+                cols.append(basis.T.unsqueeze(0).expand(y_struct.shape[0], -1, -1))
             design = torch.cat(cols, -1)  # (B, n, 1 + K)
         coef = _weighted_lstsq(design, yo, w, ridge)
         y_calc = (design @ coef.unsqueeze(-1)).squeeze(-1)
