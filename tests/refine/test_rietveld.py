@@ -125,16 +125,16 @@ def test_a_right_tetragonal_cell_is_not_pulled_off_by_the_broadened_stages():
 
 
 def test_a_tetragonal_cell_with_c_over_a_on_the_wrong_side_is_found_by_the_axial_grid():
-    """Kesterite's atoms in a cell with a 0.3 % too long and c 0.3 % too short (c/2a 0.996, true 1.002: the
+    """Kesterite's atoms in a cell with a 0.5 % too long and c 0.5 % too short (c/2a 0.992, true 1.002: the
     split peaks swapped, as in a cell held from another candidate): least squares stays on the wrong side
-    (Rwp 22 %); the grid along and across the 4-fold axis finds the right side."""
+    (Rwp 31 %); the grid along and across the 4-fold axis finds the right side."""
     from atomdiff.refine.rietveld import unique_axis
 
     torch.set_num_threads(1)
     target, profile, primitive = _kesterite_case()
     axis = unique_axis(primitive)
     assert axis is not None and abs(abs(axis[2]) - 1) < 1e-9  # the 4-fold axis of the standard cell is z
-    squeezed = primitive.replace(cell=primitive.cell @ np.diag([1.003, 1.003, 0.997]))
+    squeezed = primitive.replace(cell=primitive.cell @ np.diag([1.005, 1.005, 0.995]))
     (stuck,) = RietveldRefiner(target, profile, axial_scan=None).refine([squeezed])
     (found,) = RietveldRefiner(target, profile).refine([squeezed])
     assert stuck.rwp > 0.15 and found.rwp < 0.07

@@ -128,6 +128,21 @@ class PowderDiffractionModel(ForwardModel):
             float(steps.mean()) if bool(torch.allclose(steps, steps.mean(), rtol=1e-6, atol=0)) else None
         )
 
+    def on_grid(self, x: torch.Tensor) -> PowderDiffractionModel:
+        """The same model (radiation, profile, corrections) on another grid."""
+        import copy
+
+        x = torch.as_tensor(x, dtype=torch.float64)
+        check_grid(x, self.axis, self.wavelength)
+        other = copy.copy(self)
+        other._buffers = dict(self._buffers)  # a shallow copy would share (and overwrite) the grid buffer
+        other.x = x
+        steps = x[1:] - x[:-1]
+        other.uniform_step = (
+            float(steps.mean()) if bool(torch.allclose(steps, steps.mean(), rtol=1e-6, atol=0)) else None
+        )
+        return other
+
     # --- reflections --------------------------------------------------------------------------------
     def instrument(self, n: int, dtype=torch.float64, device=None) -> Instrument:
         """The model's own profile, zero shift and texture as an :class:`Instrument` for ``n`` structures."""

@@ -9,6 +9,7 @@ then a function of the structural and instrument parameters only, and stays diff
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -69,10 +70,36 @@ class PatternTarget:
         self.weights = counting_weights(y_obs) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.background_order = int(background_order)
         self._basis = chebyshev_basis(model.x.to(torch.float64), self.background_order)
+        self._coarse: dict[int, PatternTarget] = {}
 
     @property
     def x(self) -> torch.Tensor:
         return self.model.x
+
+    def coarse(self, extra_fwhm: float, points_per_fwhm: float = 4.0) -> PatternTarget:
+        """This target on every k-th point of its grid, for peaks broadened by at least ``extra_fwhm``
+        (degrees 2θ), with k the largest step that still samples the narrowest such peak ``points_per_fwhm``
+        times (the target itself when k = 1 or the grid is not uniform). Broadened misfits (the early stages of
+        a refinement, guidance at high noise) are smooth at that scale: the same Rwp landscape for a k-th of
+        the cost, since the cost is the number of grid points under each peak."""
+        step = self.model.uniform_step
+        if step is None or extra_fwhm <= 0:
+            return self
+        width = float(extra_fwhm)
+        if self.model.axis == "q":  # FWHM in Q of a width in 2θ, at its narrowest (the highest angle)
+            lam = self.model.wavelength.primary
+            theta_max = math.asin(min(1.0, float(self.model.x[-1]) * lam / (4 * math.pi)))
+            width = width * (2 * math.pi / lam) * math.cos(theta_max) * math.pi / 180.0
+        k = int(width / (points_per_fwhm * step))
+        k = min(k, max(1, (self.model.x.shape[0] - 1) // 50))  # keep ≥ 50 points
+        if k <= 1:
+            return self
+        if k not in self._coarse:
+            sub = slice(0, None, k)
+            self._coarse[k] = PatternTarget(
+                self.model.on_grid(self.model.x[sub]), self.y_obs[sub], self.weights[sub], self.background_order
+            )
+        return self._coarse[k]
 
     def fit(
         self,

@@ -299,7 +299,8 @@ class RietveldRefiner:
     # ---------------------------------------------------------------------------------------------------
     def _fit(self, state: _State, values: dict[str, torch.Tensor], extra: float) -> PatternFit:
         batch, inst, b_atom = state.structures_and_instrument(values, extra, self.texture is not None)
-        return self.target.fit(batch, inst, b_atom, mixture=self.mixture)
+        # broadened stages run on a grid coarsened to the broadening (PatternTarget.coarse): same landscape
+        return self.target.coarse(extra).fit(batch, inst, b_atom, mixture=self.mixture)
 
     def _scan_volume(self, state: _State) -> None:
         lo, hi, k = self.volume_scan
@@ -392,8 +393,9 @@ class RietveldRefiner:
             local = torch.empty_like(owners)
             local[order] = torch.arange(owners.shape[0]) - start[owners[order]]
         p_max = int(counts.max())
-        sqrt_w = self.target.weights.sqrt()
-        yo = self.target.y_obs
+        target = self.target.coarse(extra)  # the grid _fit uses at this broadening
+        sqrt_w = target.weights.sqrt()
+        yo = target.y_obs
         base = {k: v.detach() for k, v in state.values().items()}
         tangents: dict[str, torch.Tensor] = {}
         offset = 0
@@ -408,7 +410,7 @@ class RietveldRefiner:
         # the peaks (positions, widths, areas, Lorentzian fractions) and their derivatives along each free
         # parameter, by forward-mode passes through the cheap part of the model; the expensive sum of peak
         # shapes onto the grid then runs once for all columns (profile_sum_jvp)
-        model = self.target.model
+        model = target.model
         texture = self.texture is not None
         peaks = None
         columns: dict[str, list[torch.Tensor]] = {name: [] for name in _PEAK_FIELDS}
@@ -427,11 +429,11 @@ class RietveldRefiner:
         if model.background is not None:
             y_struct = y_struct + chebyshev_background(x, model.background)
         # scale and background are solved linearly for every evaluation: differentiate through that fit too
-        resid = sqrt_w * (yo - self.target.fit_patterns(y_struct, self.mixture).y_calc)
+        resid = sqrt_w * (yo - target.fit_patterns(y_struct, self.mixture).y_calc)
         jac = torch.zeros(n, yo.shape[0], p_max, dtype=torch.float64)
         for k in range(p_max):
             with fwAD.dual_level():
-                y_calc = self.target.fit_patterns(fwAD.make_dual(y_struct, dy[..., k]), self.mixture).y_calc
+                y_calc = target.fit_patterns(fwAD.make_dual(y_struct, dy[..., k]), self.mixture).y_calc
                 tangent = fwAD.unpack_dual(y_calc).tangent
             if tangent is not None:
                 jac[:, :, k] = -(sqrt_w * tangent)
@@ -443,7 +445,8 @@ class RietveldRefiner:
         """Residuals and Jacobian by one forward-mode pass through the whole model per column (``jacobian=
         "passes"``): the straightforward way, kept as the reference the peak-list Jacobian is tested and
         benchmarked against (``benchmarks/bench_refine.py``)."""
-        sqrt_w, yo = self.target.weights.sqrt(), self.target.y_obs
+        target = self.target.coarse(extra)
+        sqrt_w, yo = target.weights.sqrt(), target.y_obs
         jac = torch.zeros(n, yo.shape[0], p_max, dtype=torch.float64)
         resid = None
         for k in range(p_max):

@@ -9,7 +9,8 @@ identity for coordinates, ``1/sqrt(ᾱ)`` for the lattice), which avoids back-pr
 The gradients are normalised per structure and added to the scores with weight ``strength`` relative to
 the score's own size, so one strength works across noise levels and datasets. At high noise the simulated
 peaks are broadened (``extra_fwhm`` shrinks linearly with t), which makes the misfit smooth where the
-estimate is still coarse.
+estimate is still coarse; the broadened misfit is evaluated on the measured grid thinned to 4 points per
+extra FWHM (:meth:`~atomdiff.physics.target.PatternTarget.coarse`).
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ class PhysicsGuidance:
         model = self.target.model
         inst = model.instrument(len(batch), batch.frac.dtype, batch.frac.device)
         inst = Instrument(inst.zero_shift, inst.u, inst.v, inst.w, inst.eta, None, inst.po_ratio, inst.po_direction)
-        inst.extra_fwhm = torch.full((len(batch),), lo + (hi - lo) * float(t), dtype=batch.frac.dtype)
-        return self.target.fit(batch, inst).rwp
+        extra = lo + (hi - lo) * float(t)
+        inst.extra_fwhm = torch.full((len(batch),), extra, dtype=batch.frac.dtype)
+        # on the grid coarsened to the broadening (the misfit is smooth at that scale; the cost ∝ points)
+        return self.target.coarse(extra).fit(batch, inst).rwp
 
     def gradients(self, batch: StructureBatch, x0: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised descent directions ``(d_frac (n_atoms, 3), d_x (n, 6))`` of the misfit; ``batch.frac``
