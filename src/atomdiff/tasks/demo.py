@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from atomdiff.data.patterns import MeasuredPattern, write_pattern
-from atomdiff.examples import example_path
+from atomdiff.examples import example_path, sphalerite, tin_sulfide
 from atomdiff.files import atomic_path
 from atomdiff.physics.agreement import rwp
 from atomdiff.physics.diffraction import PowderDiffractionModel, Profile, peak_table, two_theta_grid
@@ -23,39 +23,16 @@ from atomdiff.report.plots import plot_fit, plot_pattern
 from atomdiff.structure.io import read_structure
 from atomdiff.structure.structure import Structure
 from atomdiff.tasks.analyze import analyze_structure
-from atomdiff.tasks.phases import analyse_phases, cell_mass, write_phase_outputs
-from atomdiff.tasks.simulate import add_counting_noise, normalise_to, simulate, write_peak_table
+from atomdiff.tasks.phases import analyse_phases, write_phase_outputs
+from atomdiff.tasks.simulate import add_counting_noise, mixture_counts, normalise_to, simulate, write_peak_table
 
 LAB_PROFILE = Profile(u=0.004, v=-0.002, w=0.003, eta=0.45)
-
-
-def tin_sulfide() -> Structure:
-    """Herzenbergite SnS, Pnma, a, b, c = 11.20, 3.99, 4.33 Å (Sn 4c 0.1194 ¼ 0.1198; S 4c 0.8508 ¼ 0.4793)."""
-    from pymatgen.core import Lattice
-    from pymatgen.core import Structure as PymatgenStructure
-
-    lattice = Lattice.orthorhombic(11.20, 3.99, 4.33)
-    coords = [[0.1194, 0.25, 0.1198], [0.8508, 0.25, 0.4793]]
-    return Structure.from_pymatgen(PymatgenStructure.from_spacegroup("Pnma", lattice, ["Sn", "S"], coords))
-
-
-def sphalerite() -> Structure:
-    """Zinc-blende ZnS, a = 5.409 Å."""
-    fcc = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
-    return Structure([30] * 4 + [16] * 4, np.vstack([fcc, fcc + 0.25]), np.eye(3) * 5.409)
-
-
-def _mixture_counts(model, phases, peak_counts: float, background: float, seed: int) -> np.ndarray:
-    """Counts of a mixture: phase scales ``w / (Z M V)`` (Hill–Howard), Poisson noise."""
-    y = sum(w / (cell_mass(s) * s.volume) * simulate(model, s).y[0] for s, w in phases)
-    y = y / y.max() * peak_counts + background
-    return np.random.default_rng(seed).poisson(y.numpy()).astype(float)
 
 
 def _demo_phases(folder: Path, kesterite: Structure, seed: int, log) -> dict[str, object]:
     """Kesterite with 5 wt% SnS; candidates kesterite, SnS and ZnS."""
     model = PowderDiffractionModel("xray", "CuKa1", two_theta_grid(10, 80, 0.02), profile=LAB_PROFILE, b_iso=0.6)
-    counts = _mixture_counts(model, [(kesterite, 0.95), (tin_sulfide(), 0.05)], 2e4, 150.0, seed)
+    counts = mixture_counts(model, [(kesterite, 0.95), (tin_sulfide(), 0.05)], 2e4, 150.0, seed)
     folder.mkdir(parents=True, exist_ok=True)
     write_pattern(folder / "kesterite_5wt_SnS.xy", model.x.numpy(), counts, header="simulated: 95 wt% CZTS + 5 wt% SnS")
     pattern = MeasuredPattern(model.x.numpy(), counts, None, "two_theta", str(folder / "kesterite_5wt_SnS.xy"))
@@ -76,7 +53,7 @@ def _demo_solve(folder: Path, seed: int, log) -> dict[str, object]:
     frac = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
     truth = Structure([38, 22, 8, 8, 8], frac, np.eye(3) * 3.905)
     model = PowderDiffractionModel("xray", "CuKa1", two_theta_grid(10, 90, 0.02), profile=LAB_PROFILE, b_iso=0.5)
-    counts = _mixture_counts(model, [(truth, 1.0)], 1e4, 100.0, seed)
+    counts = mixture_counts(model, [(truth, 1.0)], 1e4, 100.0, seed)
     folder.mkdir(parents=True, exist_ok=True)
     write_pattern(folder / "SrTiO3_CuKa1.xy", model.x.numpy(), counts, header="simulated SrTiO3, Cu Kα1")
     pattern = MeasuredPattern(model.x.numpy(), counts, None, "two_theta", str(folder / "SrTiO3_CuKa1.xy"))

@@ -22,6 +22,19 @@ def simulate(model: ForwardModel, structure: Structure) -> Pattern:
         return model(StructureBatch.from_structures([structure]))
 
 
+def mixture_counts(
+    model: ForwardModel, phases: list[tuple[Structure, float]], peak_counts: float, background: float, seed: int
+) -> np.ndarray:
+    """Counts of a mixture of ``(structure, weight fraction)`` phases: each phase's pattern scaled by
+    ``w / (Z M V)`` (Hill–Howard), the sum put at ``peak_counts`` at its strongest point over a flat
+    ``background``, with Poisson noise."""
+    from atomdiff.tasks.phases import cell_mass
+
+    y = sum(w / (cell_mass(s) * s.volume) * simulate(model, s).y[0] for s, w in phases)
+    y = y / y.max() * peak_counts + background
+    return np.random.default_rng(seed).poisson(y.numpy()).astype(float)
+
+
 def normalise_to(y: np.ndarray, top: float = 100.0) -> np.ndarray:
     """Scale so that the maximum is ``top`` (a pattern that is zero everywhere stays zero)."""
     peak = float(np.max(np.abs(y))) if y.size else 0.0
