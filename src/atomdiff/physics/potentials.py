@@ -256,8 +256,9 @@ def relax_structures(
     """:func:`relax_structure` for many structures in lockstep: every FIRE step of all unconverged structures
     takes one batched evaluation (:func:`batch_evaluator`). ASE's optimisers work on one structure at a time
     and ask their calculator for every step, so a CHGNet relaxation of 20 small cells costs 20 network calls
-    per step; here it costs one. Each structure follows exactly ASE's FIRE (with the FrechetCellFilter when
-    ``cell``): the same steps as :func:`relax_structure`, only the evaluations are batched. ``progress(done,
+    per step; here it costs one. Each structure takes ASE's FIRE steps (with the FrechetCellFilter when
+    ``cell``) as in :func:`relax_structure`: the same path with a calculator evaluated one structure at a time
+    (tested), within the batched network's float32 rounding with CHGNet. ``progress(done,
     total)`` after each step (``total`` = ``steps``). Returns ``(structure, energy per atom)`` per input; NaN
     energy when the volume left ``volume_range``."""
     from ase.calculators.singlepoint import SinglePointCalculator

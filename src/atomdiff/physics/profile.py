@@ -182,25 +182,6 @@ class PeakList:
         return cls(centre, fwhm, area, owner, peak_eta, n_structures)
 
 
-def pseudo_voigt_sum(
-    x: torch.Tensor,
-    centre: torch.Tensor,
-    fwhm: torch.Tensor,
-    area: torch.Tensor,
-    batch_idx: torch.Tensor,
-    eta: torch.Tensor,
-    n_structures: int,
-    cutoff: float | None,
-    step: float | None,
-) -> torch.Tensor:
-    """Σ_peaks area · pV(x − centre) per structure; peak inputs ``(M, L)``, output ``(n_structures, n)``.
-
-    ``eta`` is the Lorentzian fraction per structure ``(n_structures,)``. On a uniform grid (``step`` given)
-    only the points within ± ``cutoff`` FWHM of each peak are evaluated.
-    """
-    return profile_sum(x, PeakList.build(centre, fwhm, area, batch_idx, eta, n_structures, step), cutoff, step)
-
-
 def _windows(x: torch.Tensor, peaks: PeakList, cutoff: float | None, step: float | None, budget: int):
     """Chunks of peaks with the grid points each one covers: ``(rows, idx (m, w), valid (m, w), dx (m, w))``
     with ``m·w`` ≤ ``budget``. On a uniform grid only the points within ± ``cutoff`` FWHM of a peak; else all."""
