@@ -384,7 +384,7 @@ class Solver:
         batched call fail, the structures are relaxed one by one, so that one odd sample cannot end the solve."""
         import warnings
 
-        from atomdiff.physics.potentials import chgnet_calculator, relax_structure, relax_structures
+        from atomdiff.physics.potentials import chgnet_calculator, relax_structures
 
         s = self.settings
         if s.relax_steps == 0:
@@ -407,8 +407,9 @@ class Solver:
                 results = []
                 for k, structure in enumerate(structures):
                     try:
-                        one = relax_structure(structure, self._calculator, s.relax_steps, s.relax_fmax, cell=cell)
-                        results.append(one)
+                        results += relax_structures(
+                            [structure], self._calculator, s.relax_steps, s.relax_fmax, cell=cell
+                        )
                     except Exception:
                         results.append((structure, math.nan))
                     tick(k + 1, len(structures))
