@@ -1,0 +1,650 @@
+"""Powder indexing: the unit cell of a pattern from its peak positions alone, before any atom is placed.
+
+Two steps, as crystallographers run them before a structure solution:
+
+1. :func:`find_peaks` — the peak positions: local maxima standing out of the noise, the Kα2 partner of each
+   Kα1 peak of a doublet recognised and dropped, each position refined by a least-squares fit of a
+   pseudo-Voigt (doublet) profile over a linear local background;
+2. :func:`index_peaks` — trial-and-error indexing in the spirit of ITO/TREOR: in ``q = 1/d²`` every lattice of
+   the cubic, tetragonal, hexagonal and orthorhombic systems is linear in one to three metric parameters
+   (``q = h²A + k²B + l²C`` for orthorhombic, ``q = (h²+hk+k²)A + l²C`` for hexagonal, …), so assigning small
+   indices to one, two or three of the first lines gives a trial lattice by a linear solve. Every trial is
+   scored by how many of the first ``lines`` observed lines it indexes; the best are refined (metric
+   parameters and zero shift by least squares on the indexed lines), their lattice centring is read from the
+   indices of the lines (I, F, C, A, B, R) and they are ranked by de Wolff's figure of merit ``M_N``
+   (de Wolff, J. Appl. Cryst. 1, 108 (1968)), which prefers the smallest cell that explains the lines.
+
+Written here rather than taken from a library: the maintained indexers (DICVOL, TREOR, N-TREOR, GSAS-II's, the
+ObjCryst++ one in pyobjcryst) are not installable from PyPI as wheels (pyobjcryst is source-only and needs the
+ObjCryst++ and Boost.Python libraries; GSAS-II is not on PyPI); ``mlindex`` needs its models downloaded from
+outside PyPI. Monoclinic and triclinic cells are not searched: a pattern of such a cell gets no indexing, never a
+wrong high-symmetry one with unindexed lines hidden (:attr:`IndexedCell.unindexed` says how many lines a cell
+leaves out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+
+import numpy as np
+
+from atomdiff.errors import InputError
+from atomdiff.physics.radiation import Wavelength
+
+SYSTEMS = ("cubic", "hexagonal", "tetragonal", "orthorhombic")
+_PARAMETERS = {"cubic": 1, "tetragonal": 2, "hexagonal": 2, "orthorhombic": 3}
+_CENTRINGS = {
+    "cubic": ("P", "I", "F"),
+    "tetragonal": ("P", "I"),
+    "hexagonal": ("P", "R"),
+    "orthorhombic": ("P", "C", "A", "B", "I", "F"),
+}
+# conventional → primitive basis (rows: primitive vectors in conventional fractions)
+_PRIMITIVE = {
+    "P": np.eye(3),
+    "I": 0.5 * np.array([[-1.0, 1, 1], [1, -1, 1], [1, 1, -1]]),
+    "F": 0.5 * np.array([[0.0, 1, 1], [1, 0, 1], [1, 1, 0]]),
+    "C": 0.5 * np.array([[1.0, 1, 0], [-1, 1, 0], [0, 0, 2]]),
+    "A": 0.5 * np.array([[2.0, 0, 0], [0, 1, 1], [0, -1, 1]]),
+    "B": 0.5 * np.array([[1.0, 0, 1], [0, 2, 0], [-1, 0, 1]]),
+    "R": np.array([[2.0, 1, 1], [-1, 1, 1], [-1, -2, 1]]) / 3.0,
+}
+
+
+def _allowed(centring: str, hkl: np.ndarray) -> np.ndarray:
+    """Reflections ``(m, 3)`` that lattice centring allows."""
+    h, k, l = hkl[..., 0], hkl[..., 1], hkl[..., 2]  # noqa: E741
+    if centring == "P":
+        return np.ones(h.shape, dtype=bool)
+    if centring == "I":
+        return (h + k + l) % 2 == 0
+    if centring == "F":
+        return ((h + k) % 2 == 0) & ((k + l) % 2 == 0)
+    if centring == "C":
+        return (h + k) % 2 == 0
+    if centring == "A":
+        return (k + l) % 2 == 0
+    if centring == "B":
+        return (h + l) % 2 == 0
+    if centring == "R":  # hexagonal axes, obverse setting −h+k+l = 3n, for h, k, ±l (same d in a powder)
+        return ((k - h) ** 2 - l**2) % 3 == 0
+    raise ValueError(centring)
+
+
+def _metric_terms(system: str, hkl: np.ndarray) -> np.ndarray:
+    """``(…, p)`` coefficients of the metric parameters in ``q = 1/d²`` for indices ``(…, 3)``."""
+    h, k, l = (hkl[..., i].astype(float) for i in range(3))  # noqa: E741
+    if system == "cubic":
+        return (h * h + k * k + l * l)[..., None]
+    if system == "tetragonal":
+        return np.stack([h * h + k * k, l * l], -1)
+    if system == "hexagonal":
+        return np.stack([h * h + h * k + k * k, l * l], -1)
+    if system == "orthorhombic":
+        return np.stack([h * h, k * k, l * l], -1)
+    raise InputError(f"indexing: unknown crystal system {system!r}; known: {', '.join(SYSTEMS)}")
+
+
+@functools.lru_cache(maxsize=256)
+def _hkl_set(system: str, limits: tuple[int, int, int]) -> np.ndarray:
+    """Indices up to ``limits`` (one per distinct metric-term vector, the first met), zero excluded."""
+    ranges = [range(0, n + 1) for n in limits]
+    if system == "hexagonal":
+        ranges[1] = range(-limits[1], limits[1] + 1)
+    hkl = np.array([t for t in itertools.product(*ranges) if any(t)], dtype=int)
+    _, first = np.unique(_metric_terms(system, hkl), axis=0, return_index=True)
+    out = hkl[np.sort(first)]
+    out.flags.writeable = False
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Peaks:
+    """Peak positions of a pattern, in increasing ``x`` (decreasing d).
+
+    Attributes:
+        x: refined positions on the pattern's axis (2θ in degrees for the primary wavelength, or Q in Å⁻¹).
+        d: d-spacings (Å).
+        height: peak heights above the local background.
+        fwhm: widths (axis units).
+        sigma_x: standard uncertainties of the positions (axis units).
+        axis: ``"two_theta"`` or ``"q"``.
+        wavelength: the primary wavelength (Å) used for ``d`` (2θ axis only).
+    """
+
+    x: np.ndarray
+    d: np.ndarray
+    height: np.ndarray
+    fwhm: np.ndarray
+    sigma_x: np.ndarray
+    axis: str
+    wavelength: float | None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def _to_d(x: np.ndarray, axis: str, lam: float | None) -> np.ndarray:
+    if axis == "q":
+        return 2 * math.pi / x
+    return lam / (2 * np.sin(np.radians(x) / 2))
+
+
+def _from_q2(q2: np.ndarray, axis: str, lam: float | None) -> np.ndarray:
+    """Position on the axis of ``q2 = 1/d²`` (NaN beyond the 2θ range)."""
+    if axis == "q":
+        return 2 * math.pi * np.sqrt(q2)
+    s = lam * np.sqrt(q2) / 2
+    with np.errstate(invalid="ignore"):
+        return np.where(s < 1, 2 * np.degrees(np.arcsin(np.minimum(s, 1.0))), np.nan)
+
+
+def _dq2_dx(x: np.ndarray, axis: str, lam: float | None) -> np.ndarray:
+    """Derivative of ``q2 = 1/d²`` with respect to the axis position."""
+    if axis == "q":
+        return x / (2 * math.pi**2)
+    theta = np.radians(x) / 2
+    return 4 * np.sin(theta) * np.cos(theta) / lam**2 * (math.pi / 180.0)
+
+
+def _noise(y: np.ndarray) -> float:
+    """Robust noise level of a pattern from its second differences (median absolute deviation)."""
+    d2 = np.diff(y, 2)
+    mad = np.median(np.abs(d2 - np.median(d2)))
+    return max(1.4826 * mad / math.sqrt(6.0), 1e-12)
+
+
+def _pv(dx: np.ndarray, h: float, eta: float = 0.5) -> np.ndarray:
+    z2 = (dx / h) ** 2
+    gauss = (2.0 / h) * math.sqrt(math.log(2) / math.pi) * np.exp(-4 * math.log(2) * z2)
+    lorentz = (2.0 / (math.pi * h)) / (1.0 + 4.0 * z2)
+    return eta * lorentz + (1 - eta) * gauss
+
+
+def _background(y: np.ndarray, noise: np.ndarray, window: int) -> np.ndarray:
+    """Slowly varying background: a running median over ``window`` points, recomputed with the points more than
+    two standard uncertainties above the first estimate replaced by it (so peaks do not lift it)."""
+    from scipy.ndimage import median_filter, uniform_filter1d
+
+    window = min(window, (len(y) // 2) * 2 - 1)
+    bg = median_filter(y, size=window, mode="nearest")
+    for _ in range(2):
+        clipped = np.minimum(y, bg + 2 * noise)
+        bg = median_filter(clipped, size=window, mode="nearest")
+    return uniform_filter1d(bg, size=max(window // 4, 1), mode="nearest")
+
+
+def find_peaks(
+    x: np.ndarray,
+    y: np.ndarray,
+    axis: str,
+    wavelength: Wavelength | None = None,
+    sigma: np.ndarray | None = None,
+    significance: float = 5.0,
+) -> Peaks:
+    """Peaks of a powder pattern standing at least ``significance`` standard uncertainties above the background.
+
+    ``sigma`` per point (default: the noise estimated from the pattern's second differences, or ``√y`` for
+    counts, whichever is larger). For a doublet wavelength (``CuKa``) each Kα1 peak's Kα2 partner is
+    recognised (at its position, weaker) and dropped, and the position is fitted with both lines."""
+    from scipy.optimize import least_squares
+    from scipy.signal import find_peaks as scipy_find_peaks
+    from scipy.signal import peak_widths
+
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if axis not in ("two_theta", "q"):
+        raise InputError(f"peaks can be indexed on a 2θ or Q axis, not {axis!r}")
+    if axis == "two_theta" and wavelength is None:
+        raise InputError("indexing a 2θ pattern needs its wavelength")
+    if x.shape != y.shape or x.ndim != 1 or x.shape[0] < 20:
+        raise InputError("indexing needs a pattern of at least 20 points with one intensity per point")
+    lams = wavelength.values if (axis == "two_theta" and wavelength is not None) else (1.0,)
+    ratios = wavelength.weights if (axis == "two_theta" and wavelength is not None) else (1.0,)
+    lam = lams[0] if axis == "two_theta" else None
+    if sigma is None:
+        noise = np.full_like(y, _noise(y))
+        if np.all(y >= 0) and np.allclose(y, np.round(y)):
+            noise = np.maximum(noise, np.sqrt(np.maximum(y, 1.0)))
+    else:
+        noise = np.maximum(np.asarray(sigma, dtype=float), 1e-12)
+    step = float(np.median(np.diff(x)))
+
+    background = _background(y, noise, max(101, int(round(3.0 / max(step, 1e-9))) | 1))
+    # detect on a lightly smoothed curve ([1, 2, 1] / 4: noise × 0.61): a maximum of the raw noise measured
+    # against the lowest noise point beside it passes a prominence test far too often
+    smooth = np.convolve(np.pad(y, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")
+    sigma_s = 0.612 * noise
+    signal = smooth - background
+    idx, props = scipy_find_peaks(signal, height=significance * sigma_s, prominence=0.5 * significance * sigma_s)
+    if idx.size == 0:
+        return Peaks(*(np.zeros(0) for _ in range(5)), axis=axis, wavelength=lam)
+    widths = peak_widths(smooth, idx, rel_height=0.5)[0] * step
+    widths = np.maximum(widths, 1.5 * step)
+    heights = signal[idx]
+
+    def partner(pos: np.ndarray, lam2: float) -> np.ndarray:
+        if axis == "q":
+            return pos
+        s = np.sin(np.radians(pos) / 2) * lam2 / lam
+        return np.where(s < 1, 2 * np.degrees(np.arcsin(np.minimum(s, 1.0))), np.inf)
+
+    # drop the Kα2 partners of stronger peaks
+    main = np.ones(idx.size, dtype=bool)
+    if len(lams) > 1:
+        order = np.argsort(-heights)
+        for i in order:
+            if not main[i]:
+                continue
+            for lam2, r in zip(lams[1:], ratios[1:], strict=True):
+                at = partner(x[idx[i]], lam2)
+                near = np.abs(x[idx] - at) <= np.maximum(0.5 * widths[i], 1.5 * step)
+                near &= heights <= max(1.5 * r, 0.8) * heights[i]
+                near[i] = False
+                main &= ~near
+    idx, widths, heights = idx[main], widths[main], heights[main]
+
+    pos_out, sig_out, fwhm_out, height_out = [], [], [], []
+    for j, i in enumerate(idx):
+        x0, w0 = x[i], widths[j]
+        lo = x0 - 2.0 * w0
+        hi = max([x0 + 2.0 * w0, *(float(partner(np.array(x0), lam2)) + 1.5 * w0 for lam2 in lams[1:])])
+        if j > 0:
+            lo = max(lo, 0.5 * (x[idx[j - 1]] + x0))
+        if j + 1 < idx.size:
+            hi = min(hi, 0.5 * (x[idx[j + 1]] + x0)) if x[idx[j + 1]] - x0 > w0 else hi
+        sel = (x >= lo) & (x <= hi)
+        if sel.sum() < 5:
+            sel = np.abs(x - x0) <= 3 * step
+        xs, ys, ss = x[sel], y[sel], noise[sel]
+
+        def model(p: np.ndarray, xs: np.ndarray = xs, x0: float = x0) -> np.ndarray:
+            centre, area, width, b0, b1 = p
+            out = b0 + b1 * (xs - x0)
+            for lam2, r in zip(lams, ratios, strict=True):
+                c = partner(np.array(centre), lam2) if lam2 != lams[0] else centre
+                out = out + r * area * _pv(xs - c, width)
+            return out
+
+        b0 = float(min(ys[0], ys[-1]))
+        area0 = max(float(y[i] - b0), 1e-9) * w0
+        p0 = np.array([x0, area0, w0, b0, 0.0])
+        lower = [x0 - w0, 0.0, 0.3 * step, -np.inf, -np.inf]
+        upper = [x0 + w0, np.inf, 5 * w0, np.inf, np.inf]
+        try:
+            fit = least_squares(lambda p, ys=ys, ss=ss: (model(p) - ys) / ss, p0, bounds=(lower, upper), x_scale="jac")
+            jac = fit.jac
+            dof = max(len(xs) - 5, 1)
+            s2 = float(np.sum(fit.fun**2)) / dof
+            cov = np.linalg.pinv(jac.T @ jac) * max(s2, 1.0)
+            pos, sig, wid = float(fit.x[0]), float(math.sqrt(max(cov[0, 0], 0.0))), float(fit.x[2])
+        except (ValueError, np.linalg.LinAlgError):
+            pos, sig, wid = float(x0), step, float(w0)
+        pos_out.append(pos)
+        sig_out.append(max(sig, 0.05 * step))
+        fwhm_out.append(wid)
+        height_out.append(float(heights[j]))
+    xs_, fw, sg = np.array(pos_out), np.array(fwhm_out), np.array(sig_out)
+    # noise maxima fit to widths far from the pattern's (one or two points, or a broad bump) and to loose positions
+    typical = float(np.median(fw[np.argsort(-np.array(height_out))[:10]]))  # of the strongest peaks
+    real = (fw >= 0.5 * typical) & (fw <= 4.0 * typical) & (sg <= 0.25 * fw)
+    xs_, fw, sg = xs_[real], fw[real], sg[real]
+    height_out = list(np.array(height_out)[real])
+    order = np.argsort(xs_)
+    xs_ = xs_[order]
+    return Peaks(
+        x=xs_,
+        d=_to_d(xs_, axis, lam),
+        height=np.array(height_out)[order],
+        fwhm=fw[order],
+        sigma_x=sg[order],
+        axis=axis,
+        wavelength=lam,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexedCell:
+    """One indexing solution (conventional cell of its system and centring).
+
+    Attributes:
+        system: ``"cubic"``, ``"tetragonal"``, ``"hexagonal"`` or ``"orthorhombic"``.
+        centring: ``"P"``, ``"I"``, ``"F"``, ``"C"``, ``"A"``, ``"B"`` or ``"R"`` (hexagonal axes).
+        lengths: conventional ``a, b, c`` (Å).
+        angles: conventional ``α, β, γ`` (degrees).
+        zero_shift: refined zero shift (axis units; ``x_observed = x_calculated + zero_shift``).
+        m_n: de Wolff's figure of merit over the first ``lines`` observed lines.
+        lines: how many observed lines the figure of merit was computed over.
+        unindexed: how many of them the cell does not index.
+        hkl: ``(lines, 3)`` indices given to those lines (``-1, -1, -1`` where unindexed).
+    """
+
+    system: str
+    centring: str
+    lengths: tuple[float, float, float]
+    angles: tuple[float, float, float]
+    zero_shift: float
+    m_n: float
+    lines: int
+    unindexed: int
+    hkl: np.ndarray
+
+    @property
+    def conventional(self) -> np.ndarray:
+        """``(3, 3)`` conventional cell, rows the lattice vectors (c along z, a along x)."""
+        a, b, c = self.lengths
+        if self.system == "hexagonal":
+            return np.array([[a, 0.0, 0.0], [-a / 2, a * math.sqrt(3) / 2, 0.0], [0.0, 0.0, c]])
+        return np.diag([a, b, c])
+
+    @property
+    def volume(self) -> float:
+        return float(abs(np.linalg.det(self.conventional)))
+
+    @property
+    def primitive(self) -> np.ndarray:
+        """``(3, 3)`` primitive cell of the centred lattice (Niggli-reduced), rows the lattice vectors."""
+        from pymatgen.core import Lattice
+
+        cell = _PRIMITIVE[self.centring] @ self.conventional
+        return np.array(Lattice(cell).get_niggli_reduced_lattice().matrix)
+
+    def describe(self) -> str:
+        a, b, c = self.lengths
+        if self.system == "cubic":
+            shape = f"a = {a:.5f} Å"
+        elif self.system in ("tetragonal", "hexagonal"):
+            shape = f"a = {a:.5f}, c = {c:.5f} Å"
+        else:
+            shape = f"a, b, c = {a:.5f}, {b:.5f}, {c:.5f} Å"
+        return (
+            f"{self.system} {self.centring}, {shape}, V = {self.volume:.2f} Å³, M{self.lines} = {self.m_n:.1f}, "
+            f"{self.unindexed} of {self.lines} lines unindexed"
+        )
+
+
+def _params_to_cell(system: str, p: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    if system == "cubic":
+        a = 1 / math.sqrt(p[0])
+        return (a, a, a), (90.0, 90.0, 90.0)
+    if system == "tetragonal":
+        a, c = 1 / math.sqrt(p[0]), 1 / math.sqrt(p[1])
+        return (a, a, c), (90.0, 90.0, 90.0)
+    if system == "hexagonal":
+        a, c = math.sqrt(4 / (3 * p[0])), 1 / math.sqrt(p[1])
+        return (a, a, c), (90.0, 90.0, 120.0)
+    a, b, c = (1 / math.sqrt(v) for v in p)
+    return (a, b, c), (90.0, 90.0, 90.0)
+
+
+def _volume(system: str, p: np.ndarray) -> np.ndarray:
+    """P-cell volumes of metric parameters ``(T, p)``."""
+    if system == "cubic":
+        return p[:, 0] ** -1.5
+    if system == "tetragonal":
+        return 1 / (p[:, 0] * np.sqrt(p[:, 1]))
+    if system == "hexagonal":
+        return (4 / (3 * p[:, 0])) * math.sqrt(3) / 2 / np.sqrt(p[:, 1])
+    return 1 / np.sqrt(p.prod(axis=1))
+
+
+def _trials(system: str, q: np.ndarray, base_lines: int, max_index: int) -> np.ndarray:
+    """Trial metric parameters ``(T, p)`` from small indices given to combinations of the first lines."""
+    p = _PARAMETERS[system]
+    limit = max_index if p < 3 else min(max_index, 2)
+    terms = np.unique(_metric_terms(system, _hkl_set(system, (limit,) * 3)), axis=0)
+    lines = list(itertools.combinations(range(min(base_lines, len(q))), p))
+    out = []
+    # all ordered p-tuples of term vectors (non-singular) against every combination of base lines
+    idx = np.array(list(itertools.product(range(len(terms)), repeat=p)))
+    mats = terms[idx]  # (K, p, p)
+    det = np.linalg.det(mats)
+    ok = np.abs(det) > 1e-9
+    mats = mats[ok]
+    inv = np.linalg.inv(mats)
+    for combo in lines:
+        sol = inv @ q[list(combo)]  # (K, p)
+        out.append(sol[(sol > 0).all(axis=1)])
+    return np.concatenate(out) if out else np.zeros((0, p))
+
+
+def _count_indexed(system: str, params: np.ndarray, q: np.ndarray, tol: np.ndarray, max_l: int) -> np.ndarray:
+    """How many of the lines ``q`` (with tolerances ``tol``) each trial ``(T, p)`` indexes."""
+    if system == "cubic":
+        sums = np.unique([h * h + k * k + l * l for h in range(13) for k in range(13) for l in range(13)])[1:]  # noqa: E741
+        r = q[None, :] / params[:, :1]
+        j = np.clip(np.searchsorted(sums, r), 1, len(sums) - 1)
+        near = np.minimum(np.abs(sums[j] - r), np.abs(sums[j - 1] - r)) * params[:, :1]
+        return (near <= tol[None, :]).sum(1)
+    if system in ("tetragonal", "hexagonal"):
+        n = 12
+        if system == "tetragonal":
+            ms = np.unique([h * h + k * k for h in range(n + 1) for k in range(n + 1)])
+        else:
+            ms = np.unique([h * h + h * k + k * k for h in range(n + 1) for k in range(-n, n + 1)])
+            ms = ms[ms >= 0]
+        hit = np.zeros((params.shape[0], q.shape[0]), dtype=bool)
+        for l in range(max_l + 1):  # noqa: E741
+            r = (q[None, :] - l * l * params[:, 1:2]) / params[:, :1]
+            j = np.clip(np.searchsorted(ms, r), 1, len(ms) - 1)
+            near = np.minimum(np.abs(ms[j] - r), np.abs(ms[j - 1] - r)) * params[:, :1]
+            hit |= (near <= tol[None, :]) & (r > -0.5)
+        return hit.sum(1)
+    hit = np.zeros((params.shape[0], q.shape[0]), dtype=bool)
+    for h in range(max_l + 1):
+        for k in range(max_l + 1):
+            rem = q[None, :] - h * h * params[:, 0:1] - k * k * params[:, 1:2]
+            lval = np.sqrt(np.maximum(rem, 0) / params[:, 2:3])
+            near = np.abs(np.round(lval) ** 2 * params[:, 2:3] - rem)
+            hit |= (near <= tol[None, :]) & (rem > -tol[None, :])
+    return hit.sum(1)
+
+
+def _calc_lines(system: str, p: np.ndarray, q_max: float) -> tuple[np.ndarray, np.ndarray]:
+    """All reflections ``hkl (m, 3)`` of the P lattice with ``q ≤ q_max`` and their ``q``."""
+    a, b, c = _params_to_cell(system, p)[0]
+    if system == "hexagonal":
+        limits = (int(math.ceil(math.sqrt(q_max) * a)) + 1,) * 2 + (int(math.ceil(math.sqrt(q_max) * c)) + 1,)
+    else:
+        limits = tuple(int(math.ceil(math.sqrt(q_max) * v)) + 1 for v in (a, b, c))
+    hkl = _hkl_set(system, limits)  # one per distinct metric-term vector
+    qs = _metric_terms(system, hkl) @ p
+    keep = qs <= q_max
+    return hkl[keep], qs[keep]
+
+
+def _assign(
+    system: str, p: np.ndarray, q: np.ndarray, tol: np.ndarray, centring: str = "P"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest allowed reflection of each line: ``(hkl (n, 3), q_calc (n,), indexed (n,))``."""
+    hkl, qc = _calc_lines(system, p, float(q.max() + 3 * tol.max()))
+    allowed = _allowed(centring, hkl)
+    hkl, qc = hkl[allowed], qc[allowed]
+    if qc.size == 0:
+        return -np.ones((q.size, 3), dtype=int), np.full(q.size, np.nan), np.zeros(q.size, dtype=bool)
+    j = np.argmin(np.abs(qc[None, :] - q[:, None]), axis=1)
+    return hkl[j], qc[j], np.abs(qc[j] - q) <= tol
+
+
+def _refine(
+    system: str, p: np.ndarray, peaks: Peaks, n: int, tol: np.ndarray, zero: bool, centring: str = "P"
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Least-squares metric parameters (and zero shift) on the indexed lines, reassigning twice."""
+    from scipy.optimize import least_squares
+
+    x = peaks.x[:n]
+    lam = peaks.wavelength
+    z = 0.0
+    for _ in range(3):
+        q = 1 / _to_d(x - z, peaks.axis, lam) ** 2
+        hkl, _, ok = _assign(system, p, q, tol, centring)
+        if ok.sum() < p.size + int(zero) + 1:
+            break
+        terms = _metric_terms(system, hkl[ok])
+        xo, so = x[ok], np.maximum(peaks.sigma_x[:n][ok], 1e-6)
+
+        def resid(
+            v: np.ndarray, terms: np.ndarray = terms, xo: np.ndarray = xo, so: np.ndarray = so, m: int = p.size
+        ) -> np.ndarray:
+            pp, zz = v[:m], (v[m] if zero else 0.0)
+            return (_from_q2(terms @ pp, peaks.axis, lam) + zz - xo) / so
+
+        v0 = np.concatenate([p, [z]]) if zero else p.copy()
+        try:
+            fit = least_squares(resid, v0, x_scale=np.abs(v0) + 1e-3)
+        except ValueError:
+            break
+        if not np.all(np.isfinite(fit.x)) or np.any(fit.x[: p.size] <= 0):
+            break
+        p = fit.x[: p.size]
+        z = float(fit.x[p.size]) if zero else 0.0
+    q = 1 / _to_d(x - z, peaks.axis, lam) ** 2
+    hkl, qc, ok = _assign(system, p, q, tol, centring)
+    return p, z, hkl, np.where(ok, qc, np.nan)
+
+
+def _figure_of_merit(system: str, p: np.ndarray, q: np.ndarray, qc: np.ndarray, centring: str) -> float:
+    """de Wolff's M_N: ``q_N / (2 ε̄ N_calc)``; unindexed lines count with the largest error seen."""
+    ok = np.isfinite(qc)
+    if ok.sum() == 0:
+        return 0.0
+    err = np.abs(qc[ok] - q[ok])
+    eps = float(np.mean(np.concatenate([err, np.full((~ok).sum(), err.max() if err.size else 0.0)])))
+    hkl, allq = _calc_lines(system, p, float(q.max()))
+    allq = allq[_allowed(centring, hkl)]
+    n_calc = max(np.unique(np.round(allq / max(float(q.max()), 1e-12), 9)).size, 1)
+    return float(q.max() / (2 * max(eps, 1e-12) * n_calc))
+
+
+def index_peaks(
+    peaks: Peaks,
+    systems: tuple[str, ...] = SYSTEMS,
+    lines: int = 20,
+    tolerance: float | None = None,
+    max_volume: float = 2500.0,
+    max_unindexed: int = 2,
+    zero_shift: bool = True,
+    top: int = 5,
+    base_lines: int = 6,
+    max_index: int = 4,
+    refine_trials: int = 40,
+) -> list[IndexedCell]:
+    """Index the first ``lines`` peaks; the best solutions (at most ``top``, distinct), best first.
+
+    ``tolerance``: how far (axis units) a line may lie from its reflection in the trial search (default: 0.6 of
+    the median peak width, but at least three standard uncertainties of the line's position; a zero shift
+    is not known yet); the refined cells (with their zero shift) must index each line within half of that.
+    Solutions that leave more than ``max_unindexed`` of the lines unindexed, or whose P cell exceeds
+    ``max_volume`` Å³, are dropped."""
+    for system in systems:
+        if system not in SYSTEMS:
+            raise InputError(f"indexing: unknown crystal system {system!r}; known: {', '.join(SYSTEMS)}")
+    n = min(lines, len(peaks))
+    if n < 3:
+        raise InputError(f"indexing needs at least 3 peaks; the pattern has {len(peaks)}")
+    x = peaks.x[:n]
+    q = 1 / peaks.d[:n] ** 2
+    width = float(np.median(peaks.fwhm[:n]))
+    tol_x = np.maximum(tolerance if tolerance is not None else 0.6 * width, 3 * peaks.sigma_x[:n])
+    tol = tol_x * _dq2_dx(x, peaks.axis, peaks.wavelength)
+    fine = tol / 2.0
+
+    found: list[IndexedCell] = []
+    for system in systems:
+        if n < _PARAMETERS[system] + 2:  # too few lines to tell such a cell from a wrong one
+            continue
+        trials = _trials(system, q, base_lines, max_index)
+        if trials.size == 0:
+            continue
+        trials = trials[_volume(system, trials) <= max_volume]
+        if trials.size == 0:
+            continue
+        trials = np.unique(np.round(trials / trials.max(), 6) * trials.max(), axis=0)
+        max_l = int(math.ceil(math.sqrt(q.max()) * max_volume ** (1 / 3) * 2))
+        max_l = min(max_l, 12)
+        # a cheap first cut on the first 8 lines, then the count over all of them
+        first = min(n, 8)
+        pre = np.concatenate(
+            [
+                _count_indexed(system, trials[s : s + 20000], q[:first], tol[:first], max_l)
+                for s in range(0, len(trials), 20000)
+            ]
+        )
+        trials = trials[pre >= first - max_unindexed]
+        if trials.size == 0:
+            continue
+        count = _count_indexed(system, trials, q, tol, max_l)
+        need = n - max_unindexed - 1
+        order = np.argsort(-count)
+        best: list[int] = []
+        seen: set[tuple[int, ...]] = set()
+        for k in order:  # the best-scoring trial of each lattice (metric parameters within 0.5 %)
+            if count[k] < need or len(best) == refine_trials:
+                break
+            sig = tuple(np.round(np.log(trials[k]) / 0.005).astype(int))
+            if sig not in seen:
+                seen.add(sig)
+                best.append(k)
+        for k in best:
+            p, z, hkl, qc = _refine(system, trials[k], peaks, n, tol, zero_shift)
+            lengths, angles = _params_to_cell(system, p)
+            if _volume(system, p[None, :])[0] > max_volume:
+                continue
+            qz = 1 / _to_d(x - z, peaks.axis, peaks.wavelength) ** 2
+            options = []
+            for centring in _CENTRINGS[system]:
+                hkl_c, qc_c, ok_c = _assign(system, p, qz, fine, centring)
+                miss = int((~ok_c).sum())
+                if miss > max_unindexed:
+                    continue
+                qcc = np.where(ok_c, qc_c, np.nan)
+                m = _figure_of_merit(system, p, qz, qcc, centring)
+                options.append((m, centring, miss, np.where(ok_c[:, None], hkl_c, -1)))
+            if not options:
+                continue
+            m, centring, miss, hkl_c = max(options, key=lambda o: o[0])
+            found.append(IndexedCell(system, centring, lengths, angles, z, m, n, miss, hkl_c))
+    return _rank(found, top)
+
+
+_SYMMETRY_ORDER = {"cubic": 0, "hexagonal": 1, "tetragonal": 2, "orthorhombic": 3}
+CREDIBLE_M = 10.0
+"""Solutions with a lower figure of merit rank after all credible ones."""
+
+
+def _rank(found: list[IndexedCell], top: int) -> list[IndexedCell]:
+    """Distinct lattices, best first.
+
+    One solution per lattice: the same lattice found in two settings (fcc is also body-centred tetragonal with
+    c/a = √2; an orthorhombic F cell with a = b is the tetragonal I lattice) is kept in its highest symmetry.
+    Ranked as DICVOL searches, from cubic down, keeping the first system that indexes the lines (all but at most
+    ``max_unindexed``, which may be impurity or noise peaks): by the number of metric parameters, then by how
+    many lines they leave unindexed, then by figure of merit. A cell with more parameters can nearly always fit
+    the same lines a little closer, or take in one noise peak, without being more likely (measured: rock salt
+    with one noise peak among its 10 lines was indexed at M10 = 2,981 cubic F leaving that line out, and at
+    M10 = 335 by an orthorhombic A cell of twice the volume that indexed it). Solutions whose M_N is below
+    :data:`CREDIBLE_M` or 2 % of the best come last."""
+    from pymatgen.core import Lattice
+
+    if not found:
+        return []
+    best_m = max(c.m_n for c in found)
+
+    def key(c: IndexedCell) -> tuple[bool, int, int, float]:
+        credible = c.m_n >= max(CREDIBLE_M, 0.02 * best_m)
+        return (not credible, _PARAMETERS[c.system], c.unindexed, -c.m_n)
+
+    lattices = [Lattice(c.primitive) for c in found]
+    kept: list[int] = []
+    for k in sorted(range(len(found)), key=lambda k: (_SYMMETRY_ORDER[found[k].system], key(found[k]))):
+        same = any(
+            abs(lattices[j].volume / lattices[k].volume - 1) < 0.01
+            and lattices[j].find_mapping(lattices[k], ltol=0.01, atol=1.0) is not None
+            for j in kept
+        )
+        if not same:
+            kept.append(k)
+    return sorted((found[k] for k in kept), key=key)[:top]
