@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--relax-steps", type=int, default=100, help="CHGNet steps per sample before refinement (0: none)")
     ap.add_argument("--cell-pass", type=int, default=16, help="second-pass candidates in held cells (0: none)")
+    ap.add_argument("--index-cells", type=int, default=1, help="indexed cells held in the second pass (0: none)")
     ap.add_argument(
         "--repeats", type=int, default=1, help="solve each structure this many times (new noise and sampling seed)"
     )
@@ -112,6 +113,7 @@ def main() -> None:
             cfg=args.cfg,
             relax_steps=args.relax_steps,
             cell_pass=args.cell_pass,
+            index_cells=args.index_cells,
         )
         target = build_target(pattern, "xray", "CuKa1", settings.profile)
         solver = Solver(model, target, constraint, settings)

@@ -187,7 +187,7 @@ def test_the_second_pass_samples_in_the_best_distinct_refined_cells(tiny_model):
 
     target = build_target(measured(_perovskite(), two_theta_grid(15, 80, 0.04)), "xray", "CuKa1", Profile(cutoff=20))
     fast = (RefinementStage(("lattice", "zero_shift"), 0.0, 2),)
-    settings = SolveSettings(stages=fast, cell_pass=3, cell_pass_cells=2, relax_steps=0, steps=3)
+    settings = SolveSettings(stages=fast, cell_pass=3, cell_pass_cells=2, relax_steps=0, steps=3, index_cells=0)
     solver = Solver(tiny_model, target, CompositionConstraint(formula={20: 1, 22: 1, 8: 3}), settings)
     starts = [_perovskite(3.9), _perovskite(3.91), _perovskite(3.6).replace(cell=np.diag([3.6, 3.6, 4.1]))]
     candidates = solver.refine(starts)
@@ -206,6 +206,43 @@ def test_the_second_pass_samples_in_the_best_distinct_refined_cells(tiny_model):
     assert Solver(tiny_model, target, solver.constraint, dataclasses.replace(settings, cell_pass_cells=1)).best_cells(
         candidates
     ) == [cells[0]]
+
+
+def test_the_second_pass_also_holds_the_cell_that_indexes_the_pattern(tiny_model):
+    """With only a wrong-celled candidate (tetragonal 3.6 × 4.1 Å), the second pass still samples in the
+    measured cubic cell: indexing the pattern's peaks finds it, filled with the candidate's formula unit; the
+    candidate's own cell follows; a refined cell that is the indexed lattice is not held twice."""
+    from atomdiff.tasks.solve import Solver, build_target
+
+    target = build_target(measured(_perovskite(), two_theta_grid(15, 80, 0.04)), "xray", "CuKa1", Profile(cutoff=20))
+    fast = (RefinementStage(("zero_shift",), 0.0, 1),)
+    settings = SolveSettings(stages=fast, cell_pass=4, cell_pass_cells=2, relax_steps=0, steps=3)
+    solver = Solver(tiny_model, target, CompositionConstraint(formula={20: 1, 22: 1, 8: 3}), settings)
+    (indexed,) = solver.indexed_cells()
+    assert (indexed.system, indexed.centring) == ("cubic", "P")
+    assert indexed.lengths[0] == pytest.approx(3.9, rel=2e-4)
+    wrong = _perovskite(3.6).replace(cell=np.diag([3.6, 3.6, 4.1]))
+    held = solver.held_cells(solver.refine([wrong]))
+    assert len(held) == 2
+    (numbers, cell), (numbers2, cell2) = held
+    assert sorted(numbers) == [8, 8, 8, 20, 22] and sorted(numbers2) == [8, 8, 8, 20, 22]
+    assert np.allclose(sorted(np.linalg.norm(cell, axis=1)), indexed.lengths, rtol=1e-9)
+    a2, b2, c2 = sorted(np.linalg.norm(cell2, axis=1))  # the candidate's refined tetragonal cell
+    assert a2 == pytest.approx(b2) and c2 / a2 > 1.05 and a2 < 3.8
+    samples = solver.generate_in_cells(solver.refine([wrong]))
+    assert len(samples) == 4 and np.allclose(samples[0].cell, cell, atol=1e-9)
+    # a refined cubic candidate is the indexed lattice: held once
+    assert len(solver.held_cells(solver.refine([_perovskite(3.9)]))) == 1
+
+
+def test_cell_contents_fill_an_indexed_cell_with_whole_formula_units():
+    from atomdiff.tasks.solve import cell_contents_for
+
+    perovskite = _perovskite(3.9)  # 5 atoms, 59.3 Å³
+    assert sorted(cell_contents_for(perovskite, 2 * perovskite.volume)) == [8] * 6 + [20] * 2 + [22] * 2
+    assert sorted(cell_contents_for(perovskite, 1.1 * perovskite.volume)) == [8, 8, 8, 20, 22]
+    assert cell_contents_for(perovskite, 1.5 * perovskite.volume) is None  # neither 1 nor 2 units fit
+    assert cell_contents_for(perovskite, 0.5 * perovskite.volume) is None
 
 
 def test_a_refined_cell_is_held_with_its_bravais_symmetry_made_exact():

@@ -21,6 +21,7 @@ from atomdiff.cli import (
     evaluate,
     gb,
     generate,
+    index,
     phases,
     simulate,
     solve,
@@ -44,6 +45,7 @@ app.add_typer(voxel.app, name="voxel")
 app.command("generate")(generate.generate)
 app.command("solve")(solve.solve)
 app.command("phases")(phases.phases)
+app.command("index")(index.index)
 app.command("amorphous")(amorphous.amorphous)
 app.command("analyze")(analyze.analyze)
 app.command("compare")(compare.compare)

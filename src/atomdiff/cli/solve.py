@@ -82,6 +82,14 @@ def solve(
             "(0: none).",
         ),
     ] = 16,
+    index_cells: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="The second pass also holds the best this many cells found by indexing the pattern's peaks "
+            "(0: no indexing).",
+        ),
+    ] = 1,
     steps: Steps = 200,
     sampler: SamplerOpt = "pc",
     seed: Seed = 0,
@@ -118,6 +126,7 @@ def solve(
         free_fraction=free_fraction,
         relax_steps=relax_steps,
         cell_pass=cell_pass,
+        index_cells=index_cells,
     )
     conditioned = f", conditioned on the pattern (cfg {cfg:g})" if condition and diffusion.conditioned else ""
     console.print(
@@ -148,4 +157,6 @@ def solve(
             c.file,
         )
     console.print(table)
+    for cell in result.indexed:
+        console.print(f"indexed: {cell.describe()} (held in the second pass)")
     console.print(f"report: {output / 'report.html'}")

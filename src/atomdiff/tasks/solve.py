@@ -11,10 +11,12 @@ The steps (:meth:`Solver.run`):
 3. refine (:class:`~atomdiff.refine.RietveldRefiner`) each sample as sampled and as relaxed, keeping the
    better (:meth:`Solver.refine_with_relaxed`);
 4. a second pass in the cells the pattern has shown: more candidates generated with the lattice held at the
-   refined cells of the best first-pass candidates (Bravais symmetry made exact, same cell contents), relaxed
-   at fixed cell and refined. A
+   cell found by indexing the pattern's peaks (:mod:`atomdiff.physics.indexing`, filled with the composition of
+   the best first-pass candidate at its volume per atom) and at the refined cells of the best first-pass
+   candidates (Bravais symmetry made exact, same cell contents), relaxed at fixed cell and refined. A
    first-pass candidate with the right cell but the wrong arrangement (kesterite's stannite ordering) thus
-   becomes the start of the right one;
+   becomes the start of the right one, and samples whose cells came out 5–10 % off (which relaxation and
+   refinement do not repair) are redrawn in the measured cell;
 5. rank by Rwp, removing duplicates and physically impossible structures.
 
 Output folder (written as results become available, each file atomically, so an interrupted run keeps
@@ -22,6 +24,7 @@ what it had written):
 
 - ``generated.extxyz``: every raw candidate as sampled (written first; the second pass's are appended);
 - ``relaxed.extxyz``: the structures the refinement started from (relaxed, symmetry made exact);
+- ``indexing.csv``: the cell(s) found by indexing the pattern and held in the second pass (when any index);
 - ``01_<formula>_<space group>.cif`` … the ranked, distinct, refined candidates (symmetrised CIF with the
   space group; name order is rank order);
 - ``candidates.csv``: rank, formula, space group, Rwp, lattice, shortest distance, file (all refined
@@ -50,6 +53,7 @@ from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
 from atomdiff.physics.descriptors import min_distance
 from atomdiff.physics.diffraction import PowderDiffractionModel, peak_table
+from atomdiff.physics.indexing import IndexedCell, find_peaks, index_peaks
 from atomdiff.physics.profile import Profile
 from atomdiff.physics.target import PatternTarget
 from atomdiff.refine import DEFAULT_STAGES, Refinement, RefinementStage, RietveldRefiner
@@ -118,6 +122,8 @@ class SolveSettings:
     """Candidates of the second pass, sampled in the refined cells of the best first-pass candidates (0: none)."""
     cell_pass_cells: int = 2
     """How many distinct refined cells (best first) the second pass holds."""
+    index_cells: int = 1
+    """The second pass also holds the best cells found by indexing the pattern's peaks (0: no indexing)."""
 
 
 @dataclasses.dataclass
@@ -187,6 +193,20 @@ def lattice_with_its_symmetry(cell: np.ndarray, symprec: float = 0.05) -> np.nda
     return np.asarray(lattice, dtype=float)
 
 
+def cell_contents_for(structure: Structure, volume: float, tolerance: float = 0.15) -> np.ndarray | None:
+    """Atomic numbers filling a cell of ``volume`` Å³ with ``structure``'s formula unit at its volume per atom
+    (the multiple of the formula unit whose volume is nearest; ``None`` when none is within ``tolerance``)."""
+    from pymatgen.core import Composition
+
+    composition = Composition(structure.to_pymatgen().composition)
+    unit, _ = composition.get_reduced_composition_and_factor()
+    per_atom = structure.volume / len(structure)
+    k = round(volume / (per_atom * unit.num_atoms))
+    if k < 1 or abs(k * unit.num_atoms * per_atom / volume - 1) > tolerance:
+        return None
+    return np.concatenate([np.full(int(round(n * k)), el.Z) for el, n in unit.items()])
+
+
 def symmetrised_cif(structure: Structure, symprec: float) -> str:
     from pymatgen.io.cif import CifWriter
 
@@ -223,7 +243,29 @@ class Solver:
             raise InputError(f"--free-fraction must be within 0–1, got {s.free_fraction}")
         if s.relax_steps < 0 or s.cell_pass < 0 or s.cell_pass_cells < 1:
             raise InputError("--relax-steps and --cell-pass must be ≥ 0 and the number of held cells ≥ 1")
+        if s.index_cells < 0:
+            raise InputError(f"--index-cells must be ≥ 0, got {s.index_cells}")
         self._calculator = None
+        self._indexed: list[IndexedCell] | None = None
+
+    def indexed_cells(self) -> list[IndexedCell]:
+        """The best ``index_cells`` lattices found by indexing the measured pattern's peaks
+        (:mod:`atomdiff.physics.indexing`); none when the pattern has too few peaks to index or none index."""
+        if self._indexed is None:
+            self._indexed = []
+            if self.settings.index_cells > 0:
+                model = self.target.model
+                sigma = (1.0 / self.target.weights.clamp_min(1e-300).sqrt()).cpu().numpy()
+                peaks = find_peaks(
+                    model.x.cpu().numpy(), self.target.y_obs.cpu().numpy(), model.axis, model.wavelength, sigma
+                )
+                try:
+                    self._indexed = index_peaks(peaks, zero_shift=model.axis == "two_theta")[
+                        : self.settings.index_cells
+                    ]
+                except InputError:  # too few peaks
+                    self._indexed = []
+        return self._indexed
 
     def run(
         self, progress: Progress | None = None, on_samples: Callable[[list[Structure]], None] | None = None
@@ -336,19 +378,48 @@ class Solver:
                 break
         return [st for st, _ in chosen]
 
+    def held_cells(self, candidates: Sequence[Candidate]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(numbers, cell)`` of each cell the second pass holds: first the primitive cells of the lattices that
+        index the pattern (:meth:`indexed_cells`), filled with the composition of the best refined candidate
+        whose volume per atom fits that cell (a multiple of its formula unit within 15 % of the volume), then
+        the :meth:`best_cells` (their Bravais symmetry made exact, :func:`lattice_with_its_symmetry`) that are
+        not the lattice of an indexed cell already held."""
+        from pymatgen.core import Lattice
+
+        ok = sorted((c for c in candidates if not c.rejected and c.refinement.complete), key=lambda c: c.refinement.rwp)
+        held: list[tuple[np.ndarray, np.ndarray]] = []
+        for indexed in self.indexed_cells():
+            cell = indexed.primitive
+            volume = abs(float(np.linalg.det(cell)))
+            for c in ok:
+                contents = cell_contents_for(c.refinement.structure, volume)
+                if contents is not None:
+                    held.append((contents, cell))
+                    break
+        lattices = [Lattice(cell) for _, cell in held]
+        for st in self.best_cells(candidates):
+            cell = lattice_with_its_symmetry(st.cell)
+            lattice = Lattice(cell)
+            same = any(
+                abs(other.volume / lattice.volume - 1) < 0.01 and other.find_mapping(lattice, 0.01, 1.0) is not None
+                for other in lattices
+            )
+            if not same:
+                held.append((st.numbers, cell))
+        return held
+
     def generate_in_cells(self, candidates: Sequence[Candidate], progress: Progress | None = None) -> list[Structure]:
-        """``cell_pass`` samples with the lattice held at the :meth:`best_cells` (shared out evenly; each cell
-        with its Bravais symmetry made exact, :func:`lattice_with_its_symmetry`), each with the cell contents of
-        the candidate it came from; guided and conditioned as the first pass."""
+        """``cell_pass`` samples with the lattice held at the :meth:`held_cells` (shared out evenly), each with
+        the cell contents chosen for it; guided and conditioned as the first pass."""
         s = self.settings
-        cells = self.best_cells(candidates)
+        cells = self.held_cells(candidates)
         if not cells:
             return []
         guidance = PhysicsGuidance(self.target, s.guidance) if s.guidance > 0 else None
         condition = self.pattern_condition() if s.condition and self.model.conditioned else None
         share, extra = divmod(s.cell_pass, len(cells))
         out: list[Structure] = []
-        for j, held in enumerate(cells):
+        for j, (numbers, cell) in enumerate(cells):
             n = share + (j < extra)
             if n == 0:
                 continue
@@ -362,8 +433,8 @@ class Solver:
                 steps=s.steps,
                 sampler=s.sampler,
                 seed=chunk_seed(s.seed, 1000 + j),
-                numbers=[held.numbers] * n,
-                cells=torch.as_tensor(lattice_with_its_symmetry(held.cell)).expand(n, 3, 3).clone(),
+                numbers=[np.asarray(numbers)] * n,
+                cells=torch.as_tensor(np.asarray(cell, dtype=float)).expand(n, 3, 3).clone(),
                 guidance=guidance,
                 progress=tick,
                 condition=None if condition is None else condition.expand(n, -1),
@@ -656,6 +727,7 @@ class SolveResult:
     ranked: list[Candidate]
     candidates: list[Candidate]
     folder: Path
+    indexed: list[IndexedCell] = dataclasses.field(default_factory=list)
 
 
 def solve(
@@ -684,6 +756,10 @@ def solve(
         write_structures(samples, folder / "generated.extxyz")
 
     candidates = solver.run(progress, keep_samples)
+    if solver.indexed_cells():
+        from atomdiff.tasks.index import write_cells_csv
+
+        write_cells_csv(solver.indexed_cells(), folder / "indexing.csv")
     write_structures([c.sample for c in candidates], folder / "relaxed.extxyz")
     ranked = solver.rank(candidates)
     write_candidates_csv(candidates, folder / "candidates.csv")
@@ -691,4 +767,4 @@ def solve(
     plots = write_ranked(ranked, target, pattern, folder, settings)
     write_candidates_csv(candidates, folder / "candidates.csv")
     write_solve_report(folder / "report.html", pattern, ranked[: settings.top], plots, candidates, settings)
-    return SolveResult(ranked, candidates, folder)
+    return SolveResult(ranked, candidates, folder, solver.indexed_cells())
