@@ -24,6 +24,7 @@ COMMANDS = [
     ["analyze"],
     ["compare"],
     ["demo"],
+    ["index"],
 ]
 
 
@@ -133,6 +134,26 @@ def test_compare_recovers_the_right_structure(tmp_path, capsys):
 
     result = json.loads((tmp_path / "c.json").read_text())
     assert result["chi2"] < 1.3 and result["cosine"] > 0.99
+
+
+def test_index_writes_peaks_and_cells(tmp_path, capsys):
+    """The bundled kesterite lab pattern (Cu Kα1+Kα2) indexes as its body-centred tetragonal cell."""
+    pattern = str(example_path("kesterite_CuKa.xye"))
+    assert run(["index", pattern, "--wavelength", "CuKa", "--top", "3", "-o", str(tmp_path / "idx")]) == 0
+    out = capsys.readouterr().out
+    assert "tetragonal" in out and "peaks in kesterite_CuKa.xye" in out
+    rows = list(csv.DictReader(open(tmp_path / "idx" / "cells.csv")))
+    assert 1 <= len(rows) <= 3 and (rows[0]["system"], rows[0]["centring"]) == ("tetragonal", "I")
+    assert float(rows[0]["a"]) == pytest.approx(5.427, rel=1e-3) and float(rows[0]["c"]) == pytest.approx(
+        10.871, rel=1e-3
+    )
+    peaks = list(csv.DictReader(open(tmp_path / "idx" / "peaks.csv")))
+    assert len(peaks) >= 20 and set(peaks[0]) == {"x", "d", "height", "fwhm", "sigma_x"}
+    # a pattern with too few peaks: a clear error naming the file
+    flat = tmp_path / "flat.xy"
+    flat.write_text("\n".join(f"{10 + 0.02 * i:.2f} {100 + (i % 3)}" for i in range(500)))
+    assert run(["index", str(flat)]) == 2
+    assert "flat.xy" in capsys.readouterr().err
 
 
 def test_demo(tmp_path):

@@ -74,6 +74,10 @@ def test_solve_writes_ranked_cifs_table_plots_and_report(tiny_model, tmp_path: P
     page = (tmp_path / "report.html").read_text()
     assert "<canvas" in page and "data:image/png;base64," in page and "http" not in page.split("<body>")[1]
     assert result.ranked[0].rank == 1
+    # the pattern was indexed (cubic P, 3.9 Å) and that cell held in the second pass
+    (cell,) = list(csv.DictReader(open(tmp_path / "indexing.csv")))
+    assert (cell["system"], cell["centring"]) == ("cubic", "P") and float(cell["a"]) == pytest.approx(3.9, rel=1e-3)
+    assert "indexing the pattern" in page and [c.system for c in result.indexed] == ["cubic"]
 
 
 def test_patterns_that_cannot_be_solved_are_refused(tiny_model, tmp_path: Path):

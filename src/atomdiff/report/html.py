@@ -168,8 +168,8 @@ def structure_section(
     )
 
 
-def write_solve_report(path, pattern, ranked, plots, candidates, settings) -> None:
-    """The report of :func:`atomdiff.tasks.solve.solve`."""
+def write_solve_report(path, pattern, ranked, plots, candidates, settings, indexed=()) -> None:
+    """The report of :func:`atomdiff.tasks.solve.solve` (``indexed``: the cells indexing found)."""
     from atomdiff.tasks.solve import CANDIDATE_COLUMNS, candidate_row
 
     source = html.escape(str(pattern.source or "pattern"))
@@ -181,6 +181,9 @@ def write_solve_report(path, pattern, ranked, plots, candidates, settings) -> No
         f" seed {settings.seed}), refined by Rietveld least squares and ranked by Rwp.</p>"
     )
     sections = [intro]
+    if indexed:
+        items = "".join(f"<li>{html.escape(cell.describe())}</li>" for cell in indexed)
+        sections.append(f"<p>Cell(s) from indexing the pattern's peaks, held in the second pass:</p><ul>{items}</ul>")
     for c, plot in zip(ranked, plots, strict=False):
         r = c.refinement
         a, b, cc, al, be, ga = r.structure.lattice_parameters

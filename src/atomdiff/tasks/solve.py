@@ -766,5 +766,7 @@ def solve(
     solver.symmetrise(ranked, progress)
     plots = write_ranked(ranked, target, pattern, folder, settings)
     write_candidates_csv(candidates, folder / "candidates.csv")
-    write_solve_report(folder / "report.html", pattern, ranked[: settings.top], plots, candidates, settings)
+    write_solve_report(
+        folder / "report.html", pattern, ranked[: settings.top], plots, candidates, settings, solver.indexed_cells()
+    )
     return SolveResult(ranked, candidates, folder, solver.indexed_cells())
