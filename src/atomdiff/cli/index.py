@@ -29,6 +29,9 @@ def index(
     max_unindexed: Annotated[
         int, typer.Option(min=0, help="Lines a solution may leave unindexed (impurity or noise peaks).")
     ] = 2,
+    min_merit: Annotated[
+        float, typer.Option(min=0.0, help="Smallest de Wolff figure of merit M_N of a reported cell.")
+    ] = 20.0,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for peaks.csv and cells.csv.")] = None,
 ) -> None:
     """Index a powder pattern: find its peaks and the cubic to orthorhombic cells that explain them, ranked."""
@@ -48,6 +51,7 @@ def index(
         top=top,
         max_volume=max_volume,
         max_unindexed=max_unindexed,
+        min_merit=min_merit,
     )
     console.print(f"{len(peaks)} peaks in {pattern.name}; indexing the first {min(lines, len(peaks))}")
     if output is not None:

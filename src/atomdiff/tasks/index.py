@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from atomdiff.data.patterns import MeasuredPattern
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
-from atomdiff.physics.indexing import SYSTEMS, IndexedCell, Peaks, find_peaks, index_peaks
+from atomdiff.physics.indexing import MIN_MERIT, SYSTEMS, IndexedCell, Peaks, find_peaks, index_peaks
 from atomdiff.physics.radiation import Wavelength, parse_wavelength
 
 PEAK_COLUMNS = ("x", "d", "height", "fwhm", "sigma_x")
@@ -40,6 +40,7 @@ def index_pattern(
     top: int = 5,
     max_volume: float = 2500.0,
     max_unindexed: int = 2,
+    min_merit: float = MIN_MERIT,
     systems: Sequence[str] = SYSTEMS,
 ) -> tuple[Peaks, list[IndexedCell]]:
     """Peaks of ``pattern`` (2θ or Q) and its best indexing solutions (:mod:`atomdiff.physics.indexing`)."""
@@ -54,6 +55,7 @@ def index_pattern(
             lines=lines,
             max_volume=max_volume,
             max_unindexed=max_unindexed,
+            min_merit=min_merit,
             zero_shift=pattern.axis == "two_theta",
             top=top,
         )

@@ -381,19 +381,21 @@ class Solver:
     def held_cells(self, candidates: Sequence[Candidate]) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(numbers, cell)`` of each cell the second pass holds: first the primitive cells of the lattices that
         index the pattern (:meth:`indexed_cells`), filled with the composition of the best refined candidate
-        whose volume per atom fits that cell (a multiple of its formula unit within 15 % of the volume), then
+        whose volume per atom fits that cell (a multiple of its formula unit within 15 % of the volume, and no
+        more atoms than the largest first-pass sample), then
         the :meth:`best_cells` (their Bravais symmetry made exact, :func:`lattice_with_its_symmetry`) that are
         not the lattice of an indexed cell already held."""
         from pymatgen.core import Lattice
 
         ok = sorted((c for c in candidates if not c.rejected and c.refinement.complete), key=lambda c: c.refinement.rwp)
+        largest = max((len(c.sample) for c in candidates), default=0)
         held: list[tuple[np.ndarray, np.ndarray]] = []
         for indexed in self.indexed_cells():
             cell = indexed.primitive
             volume = abs(float(np.linalg.det(cell)))
             for c in ok:
                 contents = cell_contents_for(c.refinement.structure, volume)
-                if contents is not None:
+                if contents is not None and len(contents) <= largest:  # no bigger cells than the model made
                     held.append((contents, cell))
                     break
         lattices = [Lattice(cell) for _, cell in held]
