@@ -31,8 +31,10 @@ import itertools
 import math
 
 import numpy as np
+import torch
 
 from atomdiff.errors import InputError
+from atomdiff.physics.profile import pseudo_voigt
 from atomdiff.physics.radiation import Wavelength
 
 SYSTEMS = ("cubic", "hexagonal", "tetragonal", "orthorhombic")
@@ -162,13 +164,6 @@ def _noise(y: np.ndarray) -> float:
     return max(1.4826 * mad / math.sqrt(6.0), 1e-12)
 
 
-def _pv(dx: np.ndarray, h: float, eta: float = 0.5) -> np.ndarray:
-    z2 = (dx / h) ** 2
-    gauss = (2.0 / h) * math.sqrt(math.log(2) / math.pi) * np.exp(-4 * math.log(2) * z2)
-    lorentz = (2.0 / (math.pi * h)) / (1.0 + 4.0 * z2)
-    return eta * lorentz + (1 - eta) * gauss
-
-
 def _background(y: np.ndarray, noise: np.ndarray, window: int) -> np.ndarray:
     """Slowly varying background: a running median over ``window`` points, recomputed with the points more than
     two standard uncertainties above the first estimate replaced by it (so peaks do not lift it)."""
@@ -271,7 +266,7 @@ def find_peaks(
             out = b0 + b1 * (xs - x0)
             for lam2, r in zip(lams, ratios, strict=True):
                 c = partner(np.array(centre), lam2) if lam2 != lams[0] else centre
-                out = out + r * area * _pv(xs - c, width)
+                out = out + r * area * pseudo_voigt(torch.from_numpy(xs - c), width, 0.5).numpy()
             return out
 
         b0 = float(min(ys[0], ys[-1]))
