@@ -31,7 +31,7 @@ import torch
 
 from atomdiff.errors import InputError
 from atomdiff.physics.diffraction import PowderDiffractionModel, two_theta_grid
-from atomdiff.physics.indexing import find_peaks, index_peaks
+from atomdiff.physics.indexing import find_peaks, index_peaks, same_lattice
 from atomdiff.physics.profile import Profile
 from atomdiff.physics.radiation import parse_wavelength
 from atomdiff.structure.io import read_structures
@@ -47,7 +47,7 @@ def outcome(structure, cell) -> str:
         return "none"
     truth = structure.to_pymatgen().get_primitive_structure().lattice
     found = Lattice(cell.primitive)
-    if abs(found.volume / truth.volume - 1) < 0.01 and truth.find_mapping(found, 0.01, 1.0) is not None:
+    if same_lattice(truth, found):
         return "right"
     ratio = truth.volume / found.volume
     if ratio > 1.5 and abs(ratio - round(ratio)) < 0.02:

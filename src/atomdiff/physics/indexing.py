@@ -637,6 +637,20 @@ def index_peaks(
     return _rank(found, top, min_merit)
 
 
+def index_pattern(
+    x: np.ndarray,
+    y: np.ndarray,
+    axis: str,
+    wavelength: Wavelength | None,
+    sigma: np.ndarray | None = None,
+    significance: float = 5.0,
+    **options,
+) -> tuple[Peaks, list[IndexedCell]]:
+    """:func:`find_peaks` then :func:`index_peaks` (``options``), with a zero shift refined on a 2θ axis only."""
+    peaks = find_peaks(x, y, axis, wavelength, sigma, significance)
+    return peaks, index_peaks(peaks, zero_shift=axis == "two_theta", **options)
+
+
 _SYMMETRY_ORDER = {"cubic": 0, "hexagonal": 1, "tetragonal": 2, "orthorhombic": 3}
 
 
@@ -654,6 +668,12 @@ def score(cell: IndexedCell) -> float:
     return cell.m_n / PARAMETER_PENALTY ** (_PARAMETERS[cell.system] - 1) / UNINDEXED_PENALTY**cell.unindexed
 
 
+def same_lattice(a, b) -> bool:
+    """Whether two pymatgen ``Lattice`` objects are one lattice in different bases (volumes within 1 %,
+    a mapping within 1 % in lengths and 1° in angles)."""
+    return abs(a.volume / b.volume - 1) < 0.01 and a.find_mapping(b, ltol=0.01, atol=1.0) is not None
+
+
 def _rank(found: list[IndexedCell], top: int, min_merit: float) -> list[IndexedCell]:
     """Distinct lattices with ``M_N ≥ min_merit``, best :func:`score` first. One solution per lattice: the same
     lattice found in two settings (fcc is also body-centred tetragonal with c/a = √2; an orthorhombic F cell with
@@ -664,11 +684,6 @@ def _rank(found: list[IndexedCell], top: int, min_merit: float) -> list[IndexedC
     lattices = [Lattice(c.primitive) for c in found]
     kept: list[int] = []
     for k in sorted(range(len(found)), key=lambda k: (_SYMMETRY_ORDER[found[k].system], -score(found[k]))):
-        same = any(
-            abs(lattices[j].volume / lattices[k].volume - 1) < 0.01
-            and lattices[j].find_mapping(lattices[k], ltol=0.01, atol=1.0) is not None
-            for j in kept
-        )
-        if not same:
+        if not any(same_lattice(lattices[j], lattices[k]) for j in kept):
             kept.append(k)
     return sorted((found[k] for k in kept), key=lambda c: -score(c))[:top]

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from atomdiff.data.patterns import MeasuredPattern
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
-from atomdiff.physics.indexing import MIN_MERIT, SYSTEMS, IndexedCell, Peaks, find_peaks, index_peaks
+from atomdiff.physics import indexing
+from atomdiff.physics.indexing import MIN_MERIT, SYSTEMS, IndexedCell, Peaks
 from atomdiff.physics.radiation import Wavelength, parse_wavelength
 
 PEAK_COLUMNS = ("x", "d", "height", "fwhm", "sigma_x")
@@ -47,16 +48,19 @@ def index_pattern(
     if pattern.axis not in ("two_theta", "q"):
         raise InputError(f"a powder pattern must be on a 2θ or Q axis, not {pattern.axis!r}", path=pattern.source)
     lam = None if pattern.axis == "q" or wavelength is None else parse_wavelength(wavelength)
-    peaks = find_peaks(pattern.x, pattern.y, pattern.axis, lam, pattern.sigma, significance)
     try:
-        cells = index_peaks(
-            peaks,
-            tuple(systems),
+        peaks, cells = indexing.index_pattern(
+            pattern.x,
+            pattern.y,
+            pattern.axis,
+            lam,
+            pattern.sigma,
+            significance,
+            systems=tuple(systems),
             lines=lines,
             max_volume=max_volume,
             max_unindexed=max_unindexed,
             min_merit=min_merit,
-            zero_shift=pattern.axis == "two_theta",
             top=top,
         )
     except InputError as exc:

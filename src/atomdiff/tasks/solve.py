@@ -53,7 +53,7 @@ from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
 from atomdiff.physics.descriptors import min_distance
 from atomdiff.physics.diffraction import PowderDiffractionModel, peak_table
-from atomdiff.physics.indexing import IndexedCell, find_peaks, index_peaks
+from atomdiff.physics.indexing import IndexedCell, index_pattern, same_lattice
 from atomdiff.physics.profile import Profile
 from atomdiff.physics.target import PatternTarget
 from atomdiff.refine import DEFAULT_STAGES, Refinement, RefinementStage, RietveldRefiner
@@ -256,13 +256,10 @@ class Solver:
             if self.settings.index_cells > 0:
                 model = self.target.model
                 sigma = (1.0 / self.target.weights.clamp_min(1e-300).sqrt()).cpu().numpy()
-                peaks = find_peaks(
-                    model.x.cpu().numpy(), self.target.y_obs.cpu().numpy(), model.axis, model.wavelength, sigma
-                )
+                x, y = model.x.cpu().numpy(), self.target.y_obs.cpu().numpy()
                 try:
-                    self._indexed = index_peaks(peaks, zero_shift=model.axis == "two_theta")[
-                        : self.settings.index_cells
-                    ]
+                    _, cells = index_pattern(x, y, model.axis, model.wavelength, sigma)
+                    self._indexed = cells[: self.settings.index_cells]
                 except InputError:  # too few peaks
                     self._indexed = []
         return self._indexed
@@ -401,12 +398,7 @@ class Solver:
         lattices = [Lattice(cell) for _, cell in held]
         for st in self.best_cells(candidates):
             cell = lattice_with_its_symmetry(st.cell)
-            lattice = Lattice(cell)
-            same = any(
-                abs(other.volume / lattice.volume - 1) < 0.01 and other.find_mapping(lattice, 0.01, 1.0) is not None
-                for other in lattices
-            )
-            if not same:
+            if not any(same_lattice(other, Lattice(cell)) for other in lattices):
                 held.append((st.numbers, cell))
         return held
 
