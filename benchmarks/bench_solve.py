@@ -72,6 +72,9 @@ def main() -> None:
     ap.add_argument("--cell-pass", type=int, default=16, help="second-pass candidates in held cells (0: none)")
     ap.add_argument("--index-cells", type=int, default=1, help="indexed cells held in the second pass (0: none)")
     ap.add_argument(
+        "--stop-gof", type=float, default=1.1, help="skip relaxation/second pass at Rwp ≤ this × Rexp (0: never)"
+    )
+    ap.add_argument(
         "--repeats", type=int, default=1, help="solve each structure this many times (new noise and sampling seed)"
     )
     ap.add_argument("-o", "--output", type=Path)
@@ -114,6 +117,7 @@ def main() -> None:
             relax_steps=args.relax_steps,
             cell_pass=args.cell_pass,
             index_cells=args.index_cells,
+            stop_gof=args.stop_gof,
         )
         target = build_target(pattern, "xray", "CuKa1", settings.profile)
         solver = Solver(model, target, constraint, settings)

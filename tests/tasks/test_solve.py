@@ -310,11 +310,68 @@ def test_each_sample_keeps_the_better_of_its_sampled_and_relaxed_refinement(tiny
     swapped = _perovskite().replace(numbers=np.array([22, 20, 8, 8, 8]))  # Ca and Ti exchanged: a poor fit
     samples = [swapped, _perovskite(3.92), swapped]
     relaxed = [_perovskite(), samples[1], swapped.replace(cell=np.eye(3) * 4.6)]  # better, not moved, worse
+    solver.relax = lambda structures, **_: relaxed if structures == samples else pytest.fail("relaxed other")
     alone = solver.refine(samples)
-    out = solver.refine_with_relaxed(samples, relaxed, first=10)
+    out = solver.refine_and_relax(samples, first=10)
     assert [c.index for c in out] == [10, 11, 12]
     relaxed_alone = solver.refine(relaxed[:1])[0].refinement.rwp
     assert relaxed_alone < alone[0].refinement.rwp - 0.02
     assert out[0].refinement.rwp == pytest.approx(relaxed_alone)  # the relaxed start won
     assert out[1].refinement.rwp == pytest.approx(alone[1].refinement.rwp)
     assert out[2].refinement.rwp == pytest.approx(alone[2].refinement.rwp)  # the sampled one stayed
+
+
+def _counted(structure: Structure, seed: int = 0) -> MeasuredPattern:
+    """A pattern in whole counts (Poisson noise), so that its expected R factor means something."""
+    pattern = measured(structure, two_theta_grid(15, 80, 0.04))
+    y = np.random.default_rng(seed).poisson(pattern.y).astype(float)
+    return dataclasses.replace(pattern, y=y)
+
+
+def test_expected_rwp_only_when_the_weights_mean_something(tiny_model):
+    from atomdiff.physics import agreement
+    from atomdiff.tasks.solve import Solver, build_target
+
+    def solver(pattern: MeasuredPattern) -> Solver:
+        target = build_target(pattern, "xray", "CuKa1", Profile(cutoff=20))
+        return Solver(tiny_model, target, CompositionConstraint(formula={20: 1, 22: 1, 8: 3}))
+
+    counts = _counted(_perovskite())
+    y = torch.as_tensor(counts.y)
+    assert solver(counts).expected_rwp() == pytest.approx(float(agreement.rexp(y, 1 / y.clamp_min(1))))
+    scaled = dataclasses.replace(counts, y=counts.y / counts.y.max())  # arbitrary units, no uncertainties
+    assert solver(scaled).expected_rwp() is None
+    given = dataclasses.replace(scaled, sigma=np.full_like(scaled.y, 0.01))  # uncertainties with the pattern
+    assert solver(given).expected_rwp() == pytest.approx(float(agreement.rexp(torch.as_tensor(given.y), 1e4 + 0 * y)))
+
+
+def test_a_fit_to_the_counting_noise_skips_relaxation_and_the_second_pass(tiny_model):
+    from atomdiff.tasks.solve import Solver, build_target
+
+    target = build_target(_counted(_perovskite()), "xray", "CuKa1", Profile(cutoff=20))
+    fast = (
+        RefinementStage(("lattice", "zero_shift", "profile"), 0.0, 3),
+        RefinementStage(("lattice", "b_iso"), 0.0, 3),
+    )
+    constraint = CompositionConstraint(formula={20: 1, 22: 1, 8: 3})
+    swapped = _perovskite(3.92).replace(numbers=np.array([22, 20, 8, 8, 8]))
+    calls: list[str] = []
+
+    def solver(samples: list[Structure], stop_gof: float) -> Solver:
+        settings = SolveSettings(stages=fast, stop_gof=stop_gof, cell_pass=2)
+        out = Solver(tiny_model, target, constraint, settings)
+        out.generate = lambda progress=None: samples
+        out.relax = lambda structures, **_: calls.append("relax") or list(structures)
+        out.generate_in_cells = lambda candidates, progress=None: calls.append("second pass") or []
+        return out
+
+    right = solver([swapped, _perovskite(3.92)], 1.1)
+    candidates = right.run()
+    assert right.fits_to_noise(candidates) and calls == []  # the true structure fits to the noise: done
+    rwp = min(c.refinement.rwp for c in candidates)
+    assert rwp <= 1.1 * right.expected_rwp()
+    assert solver([swapped], 1.1).run() and calls == ["relax", "second pass"]  # a wrong structure does not
+    calls.clear()
+    assert solver([_perovskite(3.92)], 0.0).run() and calls == ["relax", "second pass"]  # 0: never skipped
+    with pytest.raises(InputError, match="stop-gof"):
+        Solver(tiny_model, target, constraint, SolveSettings(stop_gof=-1))

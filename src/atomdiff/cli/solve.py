@@ -90,6 +90,14 @@ def solve(
             "(0: no indexing).",
         ),
     ] = 1,
+    stop_gof: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Skip relaxation and the second pass once a candidate's Rwp is within this factor of the expected "
+            "R factor of the pattern's counting noise (needs counts or uncertainties; 0: never skip).",
+        ),
+    ] = 1.1,
     steps: Steps = 200,
     sampler: SamplerOpt = "pc",
     seed: Seed = 0,
@@ -127,6 +135,7 @@ def solve(
         relax_steps=relax_steps,
         cell_pass=cell_pass,
         index_cells=index_cells,
+        stop_gof=stop_gof,
     )
     conditioned = f", conditioned on the pattern (cfg {cfg:g})" if condition and diffusion.conditioned else ""
     console.print(

@@ -68,6 +68,8 @@ class PatternTarget:
         self.model = model
         self.y_obs = y_obs
         self.weights = counting_weights(y_obs) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        self.given_weights = weights is not None
+        """Whether the weights came with the pattern (uncertainties) rather than from counting statistics."""
         self.background_order = int(background_order)
         self._basis = chebyshev_basis(model.x.to(torch.float64), self.background_order)
         self._coarse: dict[int, PatternTarget] = {}

@@ -5,25 +5,28 @@ impossible ones and rank by Rwp.
 The steps (:meth:`Solver.run`):
 
 1. generate candidates with the diffusion model, conditioned on the pattern and guided by it;
-2. relax each with CHGNet (positions and cell): a sample whose cation ordering is right but whose atoms are
-   0.1–0.3 Å off stays in a wrong least-squares minimum (measured on the bundled kesterite pattern: a kesterite
-   sample refined to Rwp 12.0 % as sampled, 6.2 % relaxed; the true structure gives 6.2 %);
-3. refine (:class:`~atomdiff.refine.RietveldRefiner`) each sample as sampled and as relaxed, keeping the
-   better (:meth:`Solver.refine_with_relaxed`);
+2. refine each as sampled (:class:`~atomdiff.refine.RietveldRefiner`);
+3. relax each with CHGNet (positions and cell) and refine those it moved again, each sample keeping the better
+   of its two refinements (:meth:`Solver.refine_and_relax`): a sample whose cation ordering is right but whose
+   atoms are 0.1–0.3 Å off stays in a wrong least-squares minimum (measured on the bundled kesterite pattern: a
+   kesterite sample refined to Rwp 12.0 % as sampled, 6.2 % relaxed; the true structure gives 6.2 %);
 4. a second pass in the cells the pattern has shown: more candidates generated with the lattice held at the
    cell found by indexing the pattern's peaks (:mod:`atomdiff.physics.indexing`, filled with the composition of
    the best first-pass candidate at its volume per atom) and at the refined cells of the best first-pass
-   candidates (Bravais symmetry made exact, same cell contents), relaxed at fixed cell and refined. A
+   candidates (Bravais symmetry made exact, same cell contents), and refined. A
    first-pass candidate with the right cell but the wrong arrangement (kesterite's stannite ordering) thus
    becomes the start of the right one, and samples whose cells came out 5–10 % off (which relaxation and
-   refinement do not repair) are redrawn in the measured cell;
+   refinement do not repair) are redrawn in the measured cell (as sampled, then relaxed at fixed cell);
 5. rank by Rwp, removing duplicates and physically impossible structures.
+
+Steps 3 and 4 are skipped once a candidate fits the pattern to its counting noise (Rwp ≤ ``stop_gof`` × Rexp,
+:meth:`Solver.fits_to_noise`): then no candidate can fit measurably better.
 
 Output folder (written as results become available, each file atomically, so an interrupted run keeps
 what it had written):
 
 - ``generated.extxyz``: every raw candidate as sampled (written first; the second pass's are appended);
-- ``relaxed.extxyz``: the structures the refinement started from (relaxed, symmetry made exact);
+- ``relaxed.extxyz``: the start of each candidate's kept refinement (as sampled or relaxed; symmetry made exact);
 - ``indexing.csv``: the cell(s) found by indexing the pattern and held in the second pass (when any index);
 - ``01_<formula>_<space group>.cif`` … the ranked, distinct, refined candidates (symmetrised CIF with the
   space group; name order is rank order);
@@ -51,6 +54,7 @@ from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE, CrystalDiffusion
 from atomdiff.diffusion.guidance import PhysicsGuidance
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
+from atomdiff.physics import agreement
 from atomdiff.physics.descriptors import min_distance
 from atomdiff.physics.diffraction import PowderDiffractionModel, peak_table
 from atomdiff.physics.indexing import IndexedCell, index_pattern, same_lattice
@@ -124,6 +128,9 @@ class SolveSettings:
     """How many distinct refined cells (best first) the second pass holds."""
     index_cells: int = 1
     """The second pass also holds the best cells found by indexing the pattern's peaks (0: no indexing)."""
+    stop_gof: float = 1.1
+    """Relaxation and the second pass are skipped once a candidate's Rwp is within this factor of the expected
+    R factor of the pattern's counting noise (:meth:`Solver.fits_to_noise`; 0: never skipped)."""
 
 
 @dataclasses.dataclass
@@ -245,7 +252,10 @@ class Solver:
             raise InputError("--relax-steps and --cell-pass must be ≥ 0 and the number of held cells ≥ 1")
         if s.index_cells < 0:
             raise InputError(f"--index-cells must be ≥ 0, got {s.index_cells}")
+        if s.stop_gof < 0:
+            raise InputError(f"--stop-gof must be ≥ 0, got {s.stop_gof}")
         self._calculator = None
+        self._rexp: float | None = None
         self._indexed: list[IndexedCell] | None = None
 
     def indexed_cells(self) -> list[IndexedCell]:
@@ -267,43 +277,71 @@ class Solver:
     def run(
         self, progress: Progress | None = None, on_samples: Callable[[list[Structure]], None] | None = None
     ) -> list[Candidate]:
-        """Generate, relax and refine candidates, then the second pass in the refined cells (see the module's
-        docstring). ``on_samples`` is called with all raw samples so far after each generation."""
+        """Generate, refine, relax and refine again, then the second pass in the refined cells (see the module's
+        docstring); each step after the first refinement is skipped once a candidate fits the pattern to its
+        counting noise (:meth:`fits_to_noise`). ``on_samples`` is called with all raw samples so far after each
+        generation."""
         s = self.settings
         samples = self.generate(progress)
         if on_samples is not None:
             on_samples(samples)
         self.check_reflections(samples)
-        relaxed = self.relax(samples, progress=progress)
-        candidates = self.refine_with_relaxed(samples, relaxed, progress)
-        if s.cell_pass:
+        candidates = self.refine_and_relax(samples, progress)
+        if s.cell_pass and not self.fits_to_noise(candidates):
             held = self.generate_in_cells(candidates, progress)
             if held:
                 if on_samples is not None:
                     on_samples(samples + held)
-                relaxed = self.relax(held, hold_cell=True, progress=progress, stage="relax in cells")
-                candidates += self.refine_with_relaxed(held, relaxed, progress, len(samples), "refine in cells")
+                candidates += self.refine_and_relax(held, progress, len(samples), hold_cell=True, where=" in cells")
         return candidates
 
-    def refine_with_relaxed(
+    def expected_rwp(self) -> float | None:
+        """Rexp = sqrt(N / Σ w yo²), the Rwp that counting noise alone leaves, when the pattern's weights mean
+        something: uncertainties given with the pattern, or intensities that are whole counts (then w = 1/yo).
+        ``None`` for intensities in arbitrary units without uncertainties."""
+        if self._rexp is None:
+            y = self.target.y_obs
+            counts = bool((y >= 0).all()) and float((y - y.round()).abs().max()) < 1e-6 and float(y.max()) >= 10
+            if self.target.given_weights or counts:
+                self._rexp = float(agreement.rexp(y, self.target.weights))
+            else:
+                self._rexp = math.nan
+        return None if math.isnan(self._rexp) else self._rexp
+
+    def fits_to_noise(self, candidates: Sequence[Candidate]) -> bool:
+        """True when an allowed, fully refined candidate has Rwp ≤ ``stop_gof`` × Rexp: it leaves only what
+        counting noise leaves, so more candidates cannot fit measurably better. Never with ``stop_gof`` 0 or
+        without meaningful weights (:meth:`expected_rwp`); on measured data systematic profile errors usually
+        keep Rwp/Rexp above 1.5, and every step runs."""
+        rexp = self.expected_rwp()
+        if self.settings.stop_gof <= 0 or rexp is None:
+            return False
+        fitted = [c.refinement.rwp for c in candidates if not c.rejected and c.refinement.complete]
+        return bool(fitted) and min(fitted) <= self.settings.stop_gof * rexp
+
+    def refine_and_relax(
         self,
         samples: Sequence[Structure],
-        relaxed: Sequence[Structure],
         progress: Progress | None = None,
         first: int = 0,
-        stage: str = "refine",
+        hold_cell: bool = False,
+        where: str = "",
     ) -> list[Candidate]:
-        """Refine each sample as sampled and, where the relaxation moved it, as relaxed; each sample keeps the
-        better of the two (fully refined and allowed first, then Rwp). Both are needed: relaxation brings a
-        real material's sample into the right minimum (kesterite), but it moves a structure the potential finds
-        unstable far from it (a perov-5 cubic FNOOsTi relaxed to cells no candidate could fit: best Rwp 57 %)."""
-        moved = [k for k, (a, b) in enumerate(zip(samples, relaxed, strict=True)) if a is not b]
-        results = self.refine([*samples, *(relaxed[k] for k in moved)], progress, stage=stage)
-        out = results[: len(samples)]
-        for j, k in enumerate(moved):
-            other = results[len(samples) + j]
-            if _preference(other) < _preference(out[k]):
-                out[k] = other
+        """Refine each sample as sampled; unless one then fits to the noise, relax them all (cell held with
+        ``hold_cell``), refine those the relaxation moved, and let each sample keep the better of its two
+        refinements (allowed and fully refined first, then Rwp). Candidate ``first + k`` is sample ``k``.
+        Both are needed: relaxation brings a real material's sample into the right minimum (kesterite: 12.0 %
+        as sampled, 6.2 % relaxed), but it moves a structure the potential finds unstable far from it (on the
+        hypothetical perov-5 compounds every relaxed sample refined to 5–7× Rexp, as sampled ≈ 1×)."""
+        out = self.refine(samples, progress, stage="refine" + where)
+        if self.settings.relax_steps and not self.fits_to_noise(out):
+            relaxed = self.relax(samples, hold_cell=hold_cell, progress=progress, stage="relax" + where)
+            moved = [k for k, (a, b) in enumerate(zip(samples, relaxed, strict=True)) if a is not b]
+            if moved:
+                results = self.refine([relaxed[k] for k in moved], progress, stage="refine relaxed" + where)
+                for k, other in zip(moved, results, strict=True):
+                    if _preference(other) < _preference(out[k]):
+                        out[k] = other
         for k, c in enumerate(out):
             c.index = first + k
         return out
