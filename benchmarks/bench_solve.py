@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--cell-pass", type=int, default=16, help="second-pass candidates in held cells (0: none)")
     ap.add_argument("--index-cells", type=int, default=1, help="indexed cells held in the second pass (0: none)")
     ap.add_argument(
-        "--stop-gof", type=float, default=1.1, help="skip relaxation/second pass at Rwp ≤ this × Rexp (0: never)"
+        "--stop-gof", type=float, default=1.05, help="skip relaxation/second pass at Rwp ≤ this × Rexp (0: never)"
     )
     ap.add_argument(
         "--repeats", type=int, default=1, help="solve each structure this many times (new noise and sampling seed)"

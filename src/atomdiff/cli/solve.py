@@ -97,7 +97,7 @@ def solve(
             help="Skip relaxation and the second pass once a candidate's Rwp is within this factor of the expected "
             "R factor of the pattern's counting noise (needs counts or uncertainties; 0: never skip).",
         ),
-    ] = 1.1,
+    ] = 1.05,
     steps: Steps = 200,
     sampler: SamplerOpt = "pc",
     seed: Seed = 0,

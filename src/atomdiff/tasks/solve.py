@@ -128,7 +128,7 @@ class SolveSettings:
     """How many distinct refined cells (best first) the second pass holds."""
     index_cells: int = 1
     """The second pass also holds the best cells found by indexing the pattern's peaks (0: no indexing)."""
-    stop_gof: float = 1.1
+    stop_gof: float = 1.05
     """Relaxation and the second pass are skipped once a candidate's Rwp is within this factor of the expected
     R factor of the pattern's counting noise (:meth:`Solver.fits_to_noise`; 0: never skipped)."""
 
@@ -146,6 +146,8 @@ class Candidate:
     rank: int | None = None
     space_group: str = ""
     file: str = ""
+    duplicate_of: Candidate | None = None
+    """The better-ranked candidate this one is the same structure as (then ``rejected`` says so)."""
 
 
 def build_target(
@@ -599,7 +601,7 @@ class Solver:
             pm = c.refinement.structure.to_pymatgen()
             dup = next((k for k in kept if _fits(matcher, k.refinement.structure.to_pymatgen(), pm)), None)
             if dup is not None:
-                c.rejected = f"same structure as rank {dup.rank}"
+                c.rejected, c.duplicate_of = f"same structure as rank {dup.rank}", dup
                 continue
             c.rank = len(kept) + 1
             kept.append(c)
@@ -608,8 +610,12 @@ class Solver:
                 c.space_group = symmetry_of(c.refinement.structure, self.settings.symprec)[0]
         return kept
 
-    def symmetrise(self, ranked: list[Candidate], progress: Progress | None = None) -> None:
-        """Replace each written candidate by its most symmetric version that fits as well.
+    def symmetrise(
+        self, ranked: list[Candidate], candidates: Sequence[Candidate] = (), progress: Progress | None = None
+    ) -> None:
+        """Replace each written candidate by its most symmetric version that fits as well, then order ``ranked``
+        again by the Rwp of these versions and renumber it (and the duplicate references among ``candidates``),
+        so that rank order is the order of the Rwp written beside each structure.
 
         P1 refinement of positions lets noise pull atoms off their special positions, and powder data hardly
         tell a small off-centring apart (a Ti displaced by 0.2 Å along [111] in SrTiO3 changes Rwp by < 0.1 %
@@ -666,6 +672,13 @@ class Solver:
             if best is not None:
                 c.refinement, c.space_group = best[2], best[1]
                 c.min_distance = min_distance(best[2].structure)
+        reordered = sorted(ranked, key=lambda c: (not c.refinement.complete, c.refinement.rwp))
+        ranked[:] = reordered
+        for k, c in enumerate(ranked, 1):
+            c.rank = k
+        for c in candidates:
+            if c.duplicate_of is not None:
+                c.rejected = f"same structure as rank {c.duplicate_of.rank}"
 
 
 def _preference(c: Candidate) -> tuple[bool, bool, float]:
@@ -795,7 +808,7 @@ def solve(
     write_structures([c.sample for c in candidates], folder / "relaxed.extxyz")
     ranked = solver.rank(candidates)
     write_candidates_csv(candidates, folder / "candidates.csv")
-    solver.symmetrise(ranked, progress)
+    solver.symmetrise(ranked, candidates, progress)
     plots = write_ranked(ranked, target, pattern, folder, settings)
     write_candidates_csv(candidates, folder / "candidates.csv")
     write_solve_report(
