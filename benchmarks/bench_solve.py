@@ -12,6 +12,10 @@ file with another formula (the candidates keep the true formula), to show that t
 such as the bundled kesterite CIF).
 
     python benchmarks/bench_solve.py --data ../shared/data/perov_5/test.csv --limit 20 -o docs/results/solve_perov5.json
+
+Long runs: every pattern's row is written to ``--output`` as it finishes, ``--resume`` solves only the patterns
+not there yet, and chunks run side by side (``--start 0 --limit 100``, ``--start 100 --limit 100``, one thread
+each) are combined with ``--merge A.json B.json -o ALL.json``.
 """
 
 from __future__ import annotations
@@ -78,7 +82,20 @@ def main() -> None:
         "--repeats", type=int, default=1, help="solve each structure this many times (new noise and sampling seed)"
     )
     ap.add_argument("-o", "--output", type=Path)
+    ap.add_argument(
+        "--resume", action="store_true", help="keep the rows already in --output and solve only the missing ones"
+    )
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="only combine these outputs of one benchmark run in chunks (--start/--limit) into --output",
+    )
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, args.output)
+        return
 
     structures = read_structures(args.data)
     tests = structures[args.start : args.start + args.limit]
@@ -86,9 +103,14 @@ def main() -> None:
     args.conditioned = bool(model.conditioned and not args.no_condition)
     matcher = make_matcher()
     rows = []
+    if args.resume and args.output and args.output.exists():
+        rows = json.loads(args.output.read_text())["rows"]
+    done = {(r["index"], r["repeat"]) for r in rows}
     runs = [(k, r) for k in range(len(tests)) for r in range(args.repeats)]
     args.n_requested = len(runs)
     for k, repeat in runs:
+        if (args.start + k, repeat) in done:
+            continue
         truth = tests[k]
         index = args.start + k
         source = truth
@@ -151,9 +173,49 @@ def main() -> None:
         write_summary(args, rows)  # after every pattern, so a stopped run keeps what it measured
 
 
-def write_summary(args, rows: list[dict]) -> dict:
+def summarise(settings: dict, rows: list[dict], n_requested: int) -> dict:
     n = len(rows)
-    summary = {
+    return {
+        **settings,
+        "n_patterns": n,
+        "n_requested": n_requested,
+        "top1_match_rate": sum(r["top1"] for r in rows) / n,
+        "topN_match_rate": sum(r["topN"] for r in rows) / n,
+        "generated_match_rate": sum(r["any_generated"] for r in rows) / n,
+        "mean_best_rwp": float(np.mean([r["best_rwp"] for r in rows if r["best_rwp"] is not None])),
+        "mean_seconds_per_pattern": float(np.mean([r["seconds"] for r in rows])),
+        "rows": rows,
+    }
+
+
+def merge(paths: list[Path], output: Path | None) -> None:
+    """One summary from the outputs of chunks of one run (same settings, distinct patterns)."""
+    if output is None:
+        raise SystemExit("--merge needs -o/--output")
+    parts = [json.loads(p.read_text()) for p in paths]
+    derived = {"n_patterns", "n_requested", "rows"} | {k for k in parts[0] if k.endswith(("_rate", "_rwp", "_pattern"))}
+    settings = {k: v for k, v in parts[0].items() if k not in derived}
+    for path, part in zip(paths[1:], parts[1:], strict=True):
+        other = {k: v for k, v in part.items() if k not in derived}
+        if other != settings:
+            raise SystemExit(f"{path}: settings differ from {paths[0]}: {other} vs {settings}")
+    rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: (r["index"], r["repeat"]))
+    if len({(r["index"], r["repeat"]) for r in rows}) != len(rows):
+        raise SystemExit("the chunks overlap (a pattern appears twice)")
+    summary = summarise(settings, rows, sum(part["n_requested"] for part in parts))
+    print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
+    write_json(summary, output)
+
+
+def write_json(summary: dict, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    tmp.replace(output)
+
+
+def write_summary(args, rows: list[dict]) -> dict:
+    settings = {
         "data": args.data,
         "model": args.model,
         "given": args.given,
@@ -163,23 +225,18 @@ def write_summary(args, rows: list[dict]) -> dict:
         "candidates": args.candidates,
         "guidance": args.guidance,
         "steps": args.steps,
-        "n_patterns": n,
-        "n_requested": args.n_requested,
         "repeats": args.repeats,
-        "top1_match_rate": sum(r["top1"] for r in rows) / n,
-        "topN_match_rate": sum(r["topN"] for r in rows) / n,
-        "generated_match_rate": sum(r["any_generated"] for r in rows) / n,
-        "mean_best_rwp": float(np.mean([r["best_rwp"] for r in rows if r["best_rwp"] is not None])),
-        "mean_seconds_per_pattern": float(np.mean([r["seconds"] for r in rows])),
-        "rows": rows,
+        "seed": args.seed,
+        "relax_steps": args.relax_steps,
+        "cell_pass": args.cell_pass,
+        "index_cells": args.index_cells,
+        "stop_gof": args.stop_gof,
     }
-    if n == summary["n_requested"]:
+    summary = summarise(settings, rows, args.n_requested)
+    if len(rows) == args.n_requested:
         print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.output.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=1) + "\n")
-        tmp.replace(args.output)
+        write_json(summary, args.output)
     return summary
 
 
