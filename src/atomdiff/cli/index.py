@@ -34,7 +34,7 @@ def index(
     ] = 20.0,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for peaks.csv and cells.csv.")] = None,
 ) -> None:
-    """Index a powder pattern: find its peaks and the cubic to orthorhombic cells that explain them, ranked."""
+    """Index a powder pattern: find its peaks and the cubic to monoclinic cells that explain them, ranked."""
     from atomdiff.data.patterns import read_pattern
     from atomdiff.errors import InputError
     from atomdiff.tasks.index import cell_row, index_pattern, write_cells_csv, write_peaks_csv
@@ -59,7 +59,9 @@ def index(
         write_peaks_csv(peaks, output / "peaks.csv")
         write_cells_csv(cells, output / "cells.csv")
     if not cells:
-        console.print("[yellow]no cubic, hexagonal, tetragonal or orthorhombic cell indexes these lines[/yellow]")
+        console.print(
+            "[yellow]no cubic, hexagonal, tetragonal, orthorhombic or monoclinic cell indexes these lines[/yellow]"
+        )
         return
     table = Table(title=f"unit cells for {pattern.name}")
     for col in ("rank", "system", "a, b, c (Å)", "V (Å³)", "zero", "M", "unindexed"):

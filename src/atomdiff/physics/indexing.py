@@ -6,9 +6,13 @@ Two steps, as crystallographers run them before a structure solution:
    Kα1 peak of a doublet recognised and dropped, each position refined by a least-squares fit of a
    pseudo-Voigt (doublet) profile over a linear local background;
 2. :func:`index_peaks` — trial-and-error indexing in the spirit of ITO/TREOR: in ``q = 1/d²`` every lattice of
-   the cubic, tetragonal, hexagonal and orthorhombic systems is linear in one to three metric parameters
-   (``q = h²A + k²B + l²C`` for orthorhombic, ``q = (h²+hk+k²)A + l²C`` for hexagonal, …), so assigning small
-   indices to one, two or three of the first lines gives a trial lattice by a linear solve. Every trial is
+   the cubic, tetragonal, hexagonal, orthorhombic and monoclinic systems is linear in one to four metric
+   parameters (``q = h²A + k²B + l²C`` for orthorhombic, ``q = (h²+hk+k²)A + l²C`` for hexagonal,
+   ``q = h²A + k²B + l²C + hlD`` for monoclinic with unique axis b), so assigning small indices to one to four of
+   the first lines gives a trial lattice by a linear solve (monoclinic: the first line gets indices up to 1,
+   three of the next five up to 2; each trial's reciprocal a*c* plane is Gauss-reduced so that one lattice
+   reached from many index choices is counted once; the search is skipped when a cell of higher symmetry
+   already indexes every line too well for a monoclinic one to outrank it). Every trial is
    scored by how many of the first ``lines`` observed lines it indexes; the best are refined (metric
    parameters and zero shift by least squares on the indexed lines), their lattice centring is read from the
    indices of the lines (I, F, C, A, B, R) and they are ranked (:func:`score`) by de Wolff's figure of merit
@@ -18,9 +22,9 @@ Two steps, as crystallographers run them before a structure solution:
 Written here rather than taken from a library: the maintained indexers (DICVOL, TREOR, N-TREOR, GSAS-II's, the
 ObjCryst++ one in pyobjcryst) are not installable from PyPI as wheels (pyobjcryst is source-only and needs the
 ObjCryst++ and Boost.Python libraries; GSAS-II is not on PyPI); ``mlindex`` needs its models downloaded from
-outside PyPI. Monoclinic and triclinic cells are not searched: a pattern of such a cell gets no indexing, never a
-wrong high-symmetry one with unindexed lines hidden (:attr:`IndexedCell.unindexed` says how many lines a cell
-leaves out).
+outside PyPI. Triclinic cells are not searched: a pattern of such a cell gets no indexing or a wrong cell
+(``benchmarks/bench_index.py`` measures how often), never one with unindexed lines hidden
+(:attr:`IndexedCell.unindexed` says how many lines a cell leaves out).
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ from atomdiff.errors import InputError
 from atomdiff.physics.profile import pseudo_voigt
 from atomdiff.physics.radiation import Wavelength
 
-SYSTEMS = ("cubic", "hexagonal", "tetragonal", "orthorhombic")
-_PARAMETERS = {"cubic": 1, "tetragonal": 2, "hexagonal": 2, "orthorhombic": 3}
+SYSTEMS = ("cubic", "hexagonal", "tetragonal", "orthorhombic", "monoclinic")
+_PARAMETERS = {"cubic": 1, "tetragonal": 2, "hexagonal": 2, "orthorhombic": 3, "monoclinic": 4}
 MIN_MERIT = 20.0
 """Default smallest figure of merit M_N of a reported solution (de Wolff: below 10–20 a cell is doubtful)."""
 PARAMETER_PENALTY = 3.0
@@ -48,6 +52,7 @@ _CENTRINGS = {
     "tetragonal": ("P", "I"),
     "hexagonal": ("P", "R"),
     "orthorhombic": ("P", "C", "A", "B", "I", "F"),
+    "monoclinic": ("P", "C", "A", "I"),  # unique axis b; C, A and I are settings of one lattice
 }
 # conventional → primitive basis (rows: primitive vectors in conventional fractions)
 _PRIMITIVE = {
@@ -92,6 +97,8 @@ def _metric_terms(system: str, hkl: np.ndarray) -> np.ndarray:
         return np.stack([h * h + h * k + k * k, l * l], -1)
     if system == "orthorhombic":
         return np.stack([h * h, k * k, l * l], -1)
+    if system == "monoclinic":  # unique axis b: q = h²A + k²B + l²C + hlD, D = 2 a* c* cos β*
+        return np.stack([h * h, k * k, l * l, h * l], -1)
     raise InputError(f"indexing: unknown crystal system {system!r}; known: {', '.join(SYSTEMS)}")
 
 
@@ -101,6 +108,8 @@ def _hkl_set(system: str, limits: tuple[int, int, int]) -> np.ndarray:
     ranges = [range(0, n + 1) for n in limits]
     if system == "hexagonal":
         ranges[1] = range(-limits[1], limits[1] + 1)
+    if system == "monoclinic":
+        ranges[0] = range(-limits[0], limits[0] + 1)
     hkl = np.array([t for t in itertools.product(*ranges) if any(t)], dtype=int)
     _, first = np.unique(_metric_terms(system, hkl), axis=0, return_index=True)
     out = hkl[np.sort(first)]
@@ -320,7 +329,8 @@ class IndexedCell:
     """One indexing solution (conventional cell of its system and centring).
 
     Attributes:
-        system: ``"cubic"``, ``"tetragonal"``, ``"hexagonal"`` or ``"orthorhombic"``.
+        system: ``"cubic"``, ``"tetragonal"``, ``"hexagonal"``, ``"orthorhombic"`` or ``"monoclinic"`` (unique
+            axis b, β ≥ 90°).
         centring: ``"P"``, ``"I"``, ``"F"``, ``"C"``, ``"A"``, ``"B"`` or ``"R"`` (hexagonal axes).
         lengths: conventional ``a, b, c`` (Å).
         angles: conventional ``α, β, γ`` (degrees).
@@ -347,6 +357,9 @@ class IndexedCell:
         a, b, c = self.lengths
         if self.system == "hexagonal":
             return np.array([[a, 0.0, 0.0], [-a / 2, a * math.sqrt(3) / 2, 0.0], [0.0, 0.0, c]])
+        if self.system == "monoclinic":  # b along y, c in the xz plane
+            beta = math.radians(self.angles[1])
+            return np.array([[a, 0.0, 0.0], [0.0, b, 0.0], [c * math.cos(beta), 0.0, c * math.sin(beta)]])
         return np.diag([a, b, c])
 
     @property
@@ -369,6 +382,8 @@ class IndexedCell:
             shape = f"a = {a:.5f}, c = {c:.5f} Å"
         else:
             shape = f"a, b, c = {a:.5f}, {b:.5f}, {c:.5f} Å"
+        if self.system == "monoclinic":
+            shape += f", β = {self.angles[1]:.3f}°"
         return (
             f"{self.system} {self.centring}, {shape}, V = {self.volume:.2f} Å³, M{self.lines} = {self.m_n:.1f}, "
             f"{self.unindexed} of {self.lines} lines unindexed"
@@ -385,6 +400,10 @@ def _params_to_cell(system: str, p: np.ndarray) -> tuple[tuple[float, float, flo
     if system == "hexagonal":
         a, c = math.sqrt(4 / (3 * p[0])), 1 / math.sqrt(p[1])
         return (a, a, c), (90.0, 90.0, 120.0)
+    if system == "monoclinic":
+        g = np.linalg.inv(np.array([[p[0], 0.0, p[3] / 2], [0.0, p[1], 0.0], [p[3] / 2, 0.0, p[2]]]))
+        a, b, c = np.sqrt(np.diag(g))
+        return (float(a), float(b), float(c)), (90.0, math.degrees(math.acos(g[0, 2] / (a * c))), 90.0)
     a, b, c = (1 / math.sqrt(v) for v in p)
     return (a, b, c), (90.0, 90.0, 90.0)
 
@@ -397,11 +416,66 @@ def _volume(system: str, p: np.ndarray) -> np.ndarray:
         return 1 / (p[:, 0] * np.sqrt(p[:, 1]))
     if system == "hexagonal":
         return (4 / (3 * p[:, 0])) * math.sqrt(3) / 2 / np.sqrt(p[:, 1])
+    if system == "monoclinic":
+        det = p[:, 1] * (p[:, 0] * p[:, 2] - p[:, 3] ** 2 / 4)
+        return np.where(det > 0, 1 / np.sqrt(np.where(det > 0, det, 1.0)), np.inf)
     return 1 / np.sqrt(p.prod(axis=1))
+
+
+@functools.lru_cache(maxsize=1)
+def _monoclinic_inverses() -> np.ndarray:
+    """Inverses ``(K, 4, 4)`` of the metric-term matrices of the monoclinic trials: the first line gets indices up
+    to 1 (it is one of the shortest reciprocal vectors of some basis of the lattice), three more up to 2."""
+    first = np.unique(_metric_terms("monoclinic", _hkl_set("monoclinic", (1, 1, 1))), axis=0)
+    rest = np.unique(_metric_terms("monoclinic", _hkl_set("monoclinic", (2, 2, 2))), axis=0)
+    idx = np.array(list(itertools.product(range(len(first)), *(range(len(rest)),) * 3)))
+    mats = np.concatenate([first[idx[:, :1]], rest[idx[:, 1:]]], axis=1)  # (K, 4, 4)
+    mats = mats[np.abs(np.linalg.det(mats)) > 1e-9]
+    out = np.linalg.inv(mats)
+    out.flags.writeable = False
+    return out
+
+
+def _monoclinic_trials(q: np.ndarray, base_lines: int) -> np.ndarray:
+    """Trial ``(A, B, C, D)`` from the first line and three more of the first ``base_lines``; only positive-definite
+    metrics, ``D ≥ 0`` (the sign of ``h`` is free, so ``D`` and ``−D`` are one lattice)."""
+    inv = _monoclinic_inverses()
+    out = []
+    for combo in itertools.combinations(range(1, min(base_lines, len(q))), 3):
+        sol = inv @ q[[0, *combo]]
+        ok = (sol[:, :3] > 0).all(axis=1) & (sol[:, 3] ** 2 < 4 * sol[:, 0] * sol[:, 2])
+        out.append(sol[ok])
+    if not out:
+        return np.zeros((0, 4))
+    sol = _reduce_monoclinic(np.concatenate(out))
+    # one trial per lattice within 0.1 % (trials from different lines differ by the lines' errors)
+    key = np.column_stack([np.log(sol[:, :3]), sol[:, 3] / np.sqrt(sol[:, 0] * sol[:, 2])])
+    key = np.clip(np.round(key / 1e-3).astype(np.int64) + 16384, 0, 32767)  # 15 bits each, one int64 per trial
+    _, first = np.unique(key @ (1 << np.arange(0, 60, 15, dtype=np.int64)), return_index=True)
+    return sol[np.sort(first)]
+
+
+def _reduce_monoclinic(p: np.ndarray) -> np.ndarray:
+    """Each ``(A, B, C, D)`` in one canonical basis of its lattice: the reciprocal ``a*, c*`` plane Gauss-reduced
+    (``A ≤ C``, ``0 ≤ D ≤ A``), so that one lattice found from different index assignments is one trial."""
+    p = p.copy()
+    a, c, d = p[:, 0], p[:, 2], p[:, 3]
+    for _ in range(100):
+        swap = a > c
+        a[swap], c[swap] = c[swap], a[swap].copy()
+        m = np.round(d / (2 * a))
+        if not np.any(m):
+            break
+        c += m * m * a - m * d  # c* ← c* − m a*
+        d -= 2 * m * a
+    d[:] = np.abs(d)  # h → −h
+    return p
 
 
 def _trials(system: str, q: np.ndarray, base_lines: int, max_index: int) -> np.ndarray:
     """Trial metric parameters ``(T, p)`` from small indices given to combinations of the first lines."""
+    if system == "monoclinic":
+        return _monoclinic_trials(q, base_lines)
     p = _PARAMETERS[system]
     limit = max_index if p < 3 else min(max_index, 2)
     terms = np.unique(_metric_terms(system, _hkl_set(system, (limit,) * 3)), axis=0)
@@ -442,6 +516,8 @@ def _count_indexed(system: str, params: np.ndarray, q: np.ndarray, tol: np.ndarr
             near = np.minimum(np.abs(ms[j] - r), np.abs(ms[j - 1] - r)) * params[:, :1]
             hit |= (near <= tol[None, :]) & (r > -0.5)
         return hit.sum(1)
+    if system == "monoclinic":
+        return _count_monoclinic(params, q, tol, max_l)
     hit = np.zeros((params.shape[0], q.shape[0]), dtype=bool)
     for h in range(max_l + 1):
         for k in range(max_l + 1):
@@ -450,6 +526,43 @@ def _count_indexed(system: str, params: np.ndarray, q: np.ndarray, tol: np.ndarr
             near = np.abs(np.round(lval) ** 2 * params[:, 2:3] - rem)
             hit |= (near <= tol[None, :]) & (rem > -tol[None, :])
     return hit.sum(1)
+
+
+def _count_monoclinic(params: np.ndarray, q: np.ndarray, tol: np.ndarray, max_index: int) -> np.ndarray:
+    """:func:`_count_indexed` for monoclinic trials: for each ``h`` and ``k ≥ 0`` the ``l ≥ 0`` nearest to each
+    line is a root of ``C l² + D h l = q − A h² − B k²`` (both roots: the left side is not monotonic for
+    ``D h < 0``). Trials are taken in chunks of similar cell edges, each looped over the indices its cells need."""
+    counts = np.zeros(params.shape[0], dtype=int)
+    if params.shape[0] == 0:
+        return counts
+    big = math.sqrt(float(q.max()))
+    det = params[:, 0] * params[:, 2] - params[:, 3] ** 2 / 4
+    h_need = np.minimum(np.ceil(big * np.sqrt(params[:, 2] / det)), max_index).astype(int)  # a·sqrt(q_max)
+    k_need = np.minimum(np.ceil(big / np.sqrt(params[:, 1])), max_index).astype(int)
+    order = np.lexsort((k_need, h_need))
+    q32, tol32 = q.astype(np.float32)[None, :], tol.astype(np.float32)[None, :]  # ample for 1e-3 tolerances
+    for start in range(0, len(order), 20000):
+        rows = order[start : start + 20000]
+        a_, b_, c_, d_ = (params[rows, i : i + 1].astype(np.float32) for i in range(4))
+        half_c = 0.5 / c_
+        hit = np.zeros((rows.size, q.size), dtype=bool)
+        for h in range(-int(h_need[rows].max()), int(h_need[rows].max()) + 1):
+            dh = d_ * h
+            for k in range(int(k_need[rows].max()) + 1):
+                rem = q32 - (a_ * (h * h) + b_ * (k * k))
+                sd = np.sqrt(np.maximum(dh * dh + 4 * c_ * rem, 0.0))
+                for root in (sd, -sd):
+                    lv = np.maximum(np.round((root - dh) * half_c), 0.0)
+                    hit |= np.abs((c_ * lv + dh) * lv - rem) <= tol32
+        counts[rows] = hit.sum(1)
+    return counts
+
+
+def _signature(system: str, p: np.ndarray) -> tuple[int, ...]:
+    """Metric parameters rounded to 0.5 % (one refined trial per lattice)."""
+    if system == "monoclinic":
+        return (*np.round(np.log(p[:3]) / 0.005).astype(int), int(round(p[3] / math.sqrt(p[0] * p[2]) / 0.005)))
+    return tuple(np.round(np.log(p) / 0.005).astype(int))
 
 
 def _calc_lines(system: str, p: np.ndarray, q_max: float) -> tuple[np.ndarray, np.ndarray]:
@@ -572,8 +685,10 @@ def index_peaks(
     floor = peaks.sigma_x[:n] * _dq2_dx(x, peaks.axis, peaks.wavelength)
 
     found: list[IndexedCell] = []
-    for system in systems:
+    for system in sorted(systems, key=SYSTEMS.index):
         if n < _PARAMETERS[system] + 2:  # too few lines to tell such a cell from a wrong one
+            continue
+        if system == "monoclinic" and _settled(found, min_merit):
             continue
         trials = _trials(system, q, base_lines, max_index)
         if trials.size == 0:
@@ -610,7 +725,7 @@ def index_peaks(
             for k in order:  # one trial per lattice (metric parameters within 0.5 %)
                 if taken == refine_trials:
                     break
-                sig = tuple(np.round(np.log(trials[k]) / 0.005).astype(int))
+                sig = _signature(system, trials[k])
                 if sig not in seen:
                     seen.add(sig)
                     best.append(int(k))
@@ -637,6 +752,19 @@ def index_peaks(
     return _rank(found, top, min_merit)
 
 
+MAX_MERIT = 1000.0
+"""A figure of merit a monoclinic solution of a lab pattern is not expected to exceed (the simulated ZrO2 and
+Ga2O3 patterns of the tests reach M20 ≈ 450–480)."""
+
+
+def _settled(found: list[IndexedCell], min_merit: float) -> bool:
+    """Whether a solution of higher symmetry indexes every line so well that no monoclinic cell could outrank it:
+    that would need M_N above its score × 3^(4 − 1) ≥ :data:`MAX_MERIT`. Then the (costly) monoclinic search is
+    skipped."""
+    scores = [score(c) for c in found if c.m_n >= min_merit and c.unindexed == 0]
+    return bool(scores) and max(scores) * PARAMETER_PENALTY ** (_PARAMETERS["monoclinic"] - 1) >= MAX_MERIT
+
+
 def index_pattern(
     x: np.ndarray,
     y: np.ndarray,
@@ -651,7 +779,7 @@ def index_pattern(
     return peaks, index_peaks(peaks, zero_shift=axis == "two_theta", **options)
 
 
-_SYMMETRY_ORDER = {"cubic": 0, "hexagonal": 1, "tetragonal": 2, "orthorhombic": 3}
+_SYMMETRY_ORDER = {"cubic": 0, "hexagonal": 1, "tetragonal": 2, "orthorhombic": 3, "monoclinic": 4}
 
 
 def score(cell: IndexedCell) -> float:
