@@ -154,6 +154,11 @@ def test_index_writes_peaks_and_cells(tmp_path, capsys):
     flat.write_text("\n".join(f"{10 + 0.02 * i:.2f} {100 + (i % 3)}" for i in range(500)))
     assert run(["index", str(flat)]) == 2
     assert "flat.xy" in capsys.readouterr().err
+    # only the systems asked for: cubic cannot index kesterite's lines
+    assert run(["index", pattern, "--wavelength", "CuKa", "--systems", "cubic"]) == 0
+    assert "no cell of the searched systems (cubic)" in capsys.readouterr().out
+    assert run(["index", pattern, "--systems", "cubic,triclinic"]) == 2
+    assert "unknown crystal system 'triclinic'" in capsys.readouterr().err
 
 
 def test_demo(tmp_path):

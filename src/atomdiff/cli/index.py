@@ -32,6 +32,12 @@ def index(
     min_merit: Annotated[
         float, typer.Option(min=0.0, help="Smallest de Wolff figure of merit M_N of a reported cell.")
     ] = 20.0,
+    systems: Annotated[
+        str,
+        typer.Option(
+            help="Crystal systems searched, comma-separated (the monoclinic search costs the most: ~10 s).",
+        ),
+    ] = "cubic,hexagonal,tetragonal,orthorhombic,monoclinic",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for peaks.csv and cells.csv.")] = None,
 ) -> None:
     """Index a powder pattern: find its peaks and the cubic to monoclinic cells that explain them, ranked."""
@@ -52,6 +58,7 @@ def index(
         max_volume=max_volume,
         max_unindexed=max_unindexed,
         min_merit=min_merit,
+        systems=[name.strip() for name in systems.split(",") if name.strip()],
     )
     console.print(f"{len(peaks)} peaks in {pattern.name}; indexing the first {min(lines, len(peaks))}")
     if output is not None:
@@ -59,19 +66,18 @@ def index(
         write_peaks_csv(peaks, output / "peaks.csv")
         write_cells_csv(cells, output / "cells.csv")
     if not cells:
-        console.print(
-            "[yellow]no cubic, hexagonal, tetragonal, orthorhombic or monoclinic cell indexes these lines[/yellow]"
-        )
+        console.print(f"[yellow]no cell of the searched systems ({systems}) indexes these lines[/yellow]")
         return
     table = Table(title=f"unit cells for {pattern.name}")
-    for col in ("rank", "system", "a, b, c (Å)", "V (Å³)", "zero", "M", "unindexed"):
+    for col in ("rank", "system", "a, b, c (Å) [β]", "V (Å³)", "zero", "M", "unindexed"):
         table.add_column(col)
     for k, cell in enumerate(cells, 1):
         row = cell_row(k, cell)
         table.add_row(
             str(k),
             f"{cell.system} {cell.centring}",
-            f"{row['a']:.5f}, {row['b']:.5f}, {row['c']:.5f}",
+            f"{row['a']:.5f}, {row['b']:.5f}, {row['c']:.5f}"
+            + (f" [{cell.angles[1]:.3f}°]" if cell.system == "monoclinic" else ""),
             f"{cell.volume:.2f}",
             f"{cell.zero_shift:+.4f}",
             f"M{cell.lines} = {cell.m_n:.1f}",
