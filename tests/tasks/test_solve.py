@@ -378,3 +378,21 @@ def test_a_fit_to_the_counting_noise_skips_relaxation_and_the_second_pass(tiny_m
     assert solver([_perovskite(3.92)], 0.0).run() and calls == ["relax", "second pass"]  # 0: never skipped
     with pytest.raises(InputError, match="stop-gof"):
         Solver(tiny_model, target, constraint, SolveSettings(stop_gof=-1))
+
+
+def test_the_report_says_what_a_fit_to_the_noise_skipped(tiny_model, tmp_path: Path, monkeypatch):
+    from atomdiff.tasks.solve import Solver
+
+    monkeypatch.setattr(Solver, "generate", lambda self, progress=None: [_perovskite(3.92)])
+    fast = (
+        RefinementStage(("lattice", "zero_shift", "profile"), 0.0, 3),
+        RefinementStage(("lattice", "b_iso"), 0.0, 3),
+    )
+    settings = SolveSettings(candidates=1, top=1, profile=Profile(cutoff=20), stages=fast, relax_steps=5, cell_pass=2)
+    constraint = CompositionConstraint(formula={20: 1, 22: 1, 8: 3})
+    result = solve(tiny_model, _counted(_perovskite()), constraint, tmp_path, settings=settings)
+    assert result.skipped == ["relaxation", "second pass"] and result.expected_rwp > 0
+    assert result.ranked[0].refinement.rwp <= settings.stop_gof * result.expected_rwp
+    page = (tmp_path / "report.html").read_text()
+    assert "Rexp" in page and "skipped: relaxation, second pass" in page
+    assert "held in the second pass" not in page

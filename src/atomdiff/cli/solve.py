@@ -166,6 +166,12 @@ def solve(
             c.file,
         )
     console.print(table)
+    held = "" if "second pass" in result.skipped else " (held in the second pass)"
     for cell in result.indexed:
-        console.print(f"indexed: {cell.describe()} (held in the second pass)")
+        console.print(f"indexed: {cell.describe()}{held}")
+    if result.skipped:
+        console.print(
+            f"a candidate fitted to the counting noise (Rwp ≤ {stop_gof:g} × Rexp = "
+            f"{100 * stop_gof * result.expected_rwp:.2f} %): skipped {', '.join(result.skipped)}"
+        )
     console.print(f"report: {output / 'report.html'}")

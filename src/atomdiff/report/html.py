@@ -168,8 +168,9 @@ def structure_section(
     )
 
 
-def write_solve_report(path, pattern, ranked, plots, candidates, settings, indexed=()) -> None:
-    """The report of :func:`atomdiff.tasks.solve.solve` (``indexed``: the cells indexing found)."""
+def write_solve_report(path, pattern, ranked, plots, candidates, settings, result=None) -> None:
+    """The report of :func:`atomdiff.tasks.solve.solve` (``result``: its :class:`SolveResult`, for the cells
+    indexing found, the expected R factor and the steps skipped)."""
     from atomdiff.tasks.solve import CANDIDATE_COLUMNS, candidate_row
 
     source = html.escape(str(pattern.source or "pattern"))
@@ -181,9 +182,22 @@ def write_solve_report(path, pattern, ranked, plots, candidates, settings, index
         f" seed {settings.seed}), refined by Rietveld least squares and ranked by Rwp.</p>"
     )
     sections = [intro]
+    indexed = result.indexed if result is not None else []
+    if result is not None and result.expected_rwp is not None:
+        rexp = result.expected_rwp
+        line = f"Expected R factor of the counting noise Rexp = {100 * rexp:.2f} %"
+        if ranked:
+            line += f"; the best candidate has Rwp/Rexp = {ranked[0].refinement.rwp / rexp:.3f}"
+        if result.skipped:
+            line += (
+                f". A candidate fitted to the noise (Rwp ≤ {settings.stop_gof:g} Rexp), so these steps were skipped: "
+                + ", ".join(result.skipped)
+            )
+        sections.append(f"<p>{html.escape(line)}.</p>")
     if indexed:
         items = "".join(f"<li>{html.escape(cell.describe())}</li>" for cell in indexed)
-        sections.append(f"<p>Cell(s) from indexing the pattern's peaks, held in the second pass:</p><ul>{items}</ul>")
+        held = "" if "second pass" in result.skipped else ", held in the second pass"
+        sections.append(f"<p>Cell(s) from indexing the pattern's peaks{held}:</p><ul>{items}</ul>")
     for c, plot in zip(ranked, plots, strict=False):
         r = c.refinement
         a, b, cc, al, be, ga = r.structure.lattice_parameters

@@ -258,6 +258,8 @@ class Solver:
             raise InputError(f"--stop-gof must be ≥ 0, got {s.stop_gof}")
         self._calculator = None
         self._rexp: float | None = None
+        self.skipped: list[str] = []
+        """Steps :meth:`run` skipped because a candidate already fitted to the counting noise."""
         self._indexed: list[IndexedCell] | None = None
 
     def indexed_cells(self) -> list[IndexedCell]:
@@ -289,7 +291,9 @@ class Solver:
             on_samples(samples)
         self.check_reflections(samples)
         candidates = self.refine_and_relax(samples, progress)
-        if s.cell_pass and not self.fits_to_noise(candidates):
+        if s.cell_pass and self.fits_to_noise(candidates):
+            self.skipped.append("second pass")
+        elif s.cell_pass:
             held = self.generate_in_cells(candidates, progress)
             if held:
                 if on_samples is not None:
@@ -336,7 +340,9 @@ class Solver:
         as sampled, 6.2 % relaxed), but it moves a structure the potential finds unstable far from it (on the
         hypothetical perov-5 compounds every relaxed sample refined to 5–7× Rexp, as sampled ≈ 1×)."""
         out = self.refine(samples, progress, stage="refine" + where)
-        if self.settings.relax_steps and not self.fits_to_noise(out):
+        if self.settings.relax_steps and self.fits_to_noise(out):
+            self.skipped.append("relaxation" + where)
+        elif self.settings.relax_steps:
             relaxed = self.relax(samples, hold_cell=hold_cell, progress=progress, stage="relax" + where)
             moved = [k for k, (a, b) in enumerate(zip(samples, relaxed, strict=True)) if a is not b]
             if moved:
@@ -773,6 +779,10 @@ class SolveResult:
     candidates: list[Candidate]
     folder: Path
     indexed: list[IndexedCell] = dataclasses.field(default_factory=list)
+    expected_rwp: float | None = None
+    """Rexp of the pattern's counting noise (``None`` when its weights are not counts or uncertainties)."""
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    """Steps skipped because a candidate fitted to the counting noise (``"relaxation"``, ``"second pass"``)."""
 
 
 def solve(
@@ -811,7 +821,8 @@ def solve(
     solver.symmetrise(ranked, candidates, progress)
     plots = write_ranked(ranked, target, pattern, folder, settings)
     write_candidates_csv(candidates, folder / "candidates.csv")
-    write_solve_report(
-        folder / "report.html", pattern, ranked[: settings.top], plots, candidates, settings, solver.indexed_cells()
+    result = SolveResult(
+        ranked, candidates, folder, solver.indexed_cells(), solver.expected_rwp(), list(solver.skipped)
     )
-    return SolveResult(ranked, candidates, folder, solver.indexed_cells())
+    write_solve_report(folder / "report.html", pattern, ranked[: settings.top], plots, candidates, settings, result)
+    return result
