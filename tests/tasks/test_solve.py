@@ -341,11 +341,13 @@ def test_expected_rwp_only_when_the_weights_mean_something(tiny_model):
 
     counts = _counted(_perovskite())
     y = torch.as_tensor(counts.y)
-    assert solver(counts).expected_rwp() == pytest.approx(float(agreement.rexp(y, 1 / y.clamp_min(1))))
+    assert solver(counts).target.expected_rwp() == pytest.approx(float(agreement.rexp(y, 1 / y.clamp_min(1))))
     scaled = dataclasses.replace(counts, y=counts.y / counts.y.max())  # arbitrary units, no uncertainties
-    assert solver(scaled).expected_rwp() is None
+    assert solver(scaled).target.expected_rwp() is None
     given = dataclasses.replace(scaled, sigma=np.full_like(scaled.y, 0.01))  # uncertainties with the pattern
-    assert solver(given).expected_rwp() == pytest.approx(float(agreement.rexp(torch.as_tensor(given.y), 1e4 + 0 * y)))
+    assert solver(given).target.expected_rwp() == pytest.approx(
+        float(agreement.rexp(torch.as_tensor(given.y), 1e4 + 0 * y))
+    )
 
 
 def test_a_fit_to_the_counting_noise_skips_relaxation_and_the_second_pass(tiny_model):
@@ -372,7 +374,7 @@ def test_a_fit_to_the_counting_noise_skips_relaxation_and_the_second_pass(tiny_m
     candidates = right.run()
     assert right.fits_to_noise(candidates) and calls == []  # the true structure fits to the noise: done
     rwp = min(c.refinement.rwp for c in candidates)
-    assert rwp <= SolveSettings().stop_gof * right.expected_rwp()
+    assert rwp <= SolveSettings().stop_gof * right.target.expected_rwp()
     assert solver([swapped], 1.1).run() and calls == ["relax", "second pass"]  # a wrong structure does not
     calls.clear()
     assert solver([_perovskite(3.92)], 0.0).run() and calls == ["relax", "second pass"]  # 0: never skipped

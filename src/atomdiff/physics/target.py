@@ -14,7 +14,7 @@ import math
 import torch
 
 from atomdiff.errors import InputError
-from atomdiff.physics.agreement import counting_weights
+from atomdiff.physics.agreement import counting_weights, rexp
 from atomdiff.physics.diffraction import PowderDiffractionModel
 from atomdiff.physics.profile import Instrument, chebyshev_basis
 from atomdiff.structure.batch import StructureBatch
@@ -73,6 +73,16 @@ class PatternTarget:
         self.background_order = int(background_order)
         self._basis = chebyshev_basis(model.x.to(torch.float64), self.background_order)
         self._coarse: dict[int, PatternTarget] = {}
+
+    def expected_rwp(self) -> float | None:
+        """Rexp = sqrt(N / Σ w yo²), the Rwp that counting noise alone leaves, when the weights mean something:
+        uncertainties given with the pattern, or intensities that are whole counts (then w = 1/yo). ``None`` for
+        intensities in arbitrary units without uncertainties."""
+        y = self.y_obs
+        counts = bool((y >= 0).all()) and float((y - y.round()).abs().max()) < 1e-6 and float(y.max()) >= 10
+        if not (self.given_weights or counts):
+            return None
+        return float(rexp(y, self.weights))
 
     @property
     def x(self) -> torch.Tensor:

@@ -54,7 +54,6 @@ from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE, CrystalDiffusion
 from atomdiff.diffusion.guidance import PhysicsGuidance
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
-from atomdiff.physics import agreement
 from atomdiff.physics.descriptors import min_distance
 from atomdiff.physics.diffraction import PowderDiffractionModel, peak_table
 from atomdiff.physics.indexing import IndexedCell, index_pattern, same_lattice
@@ -257,7 +256,6 @@ class Solver:
         if s.stop_gof < 0:
             raise InputError(f"--stop-gof must be ≥ 0, got {s.stop_gof}")
         self._calculator = None
-        self._rexp: float | None = None
         self.skipped: list[str] = []
         """Steps :meth:`run` skipped because a candidate already fitted to the counting noise."""
         self._indexed: list[IndexedCell] | None = None
@@ -301,25 +299,12 @@ class Solver:
                 candidates += self.refine_and_relax(held, progress, len(samples), hold_cell=True, where=" in cells")
         return candidates
 
-    def expected_rwp(self) -> float | None:
-        """Rexp = sqrt(N / Σ w yo²), the Rwp that counting noise alone leaves, when the pattern's weights mean
-        something: uncertainties given with the pattern, or intensities that are whole counts (then w = 1/yo).
-        ``None`` for intensities in arbitrary units without uncertainties."""
-        if self._rexp is None:
-            y = self.target.y_obs
-            counts = bool((y >= 0).all()) and float((y - y.round()).abs().max()) < 1e-6 and float(y.max()) >= 10
-            if self.target.given_weights or counts:
-                self._rexp = float(agreement.rexp(y, self.target.weights))
-            else:
-                self._rexp = math.nan
-        return None if math.isnan(self._rexp) else self._rexp
-
     def fits_to_noise(self, candidates: Sequence[Candidate]) -> bool:
         """True when an allowed, fully refined candidate has Rwp ≤ ``stop_gof`` × Rexp: it leaves only what
         counting noise leaves, so more candidates cannot fit measurably better. Never with ``stop_gof`` 0 or
-        without meaningful weights (:meth:`expected_rwp`); on measured data systematic profile errors usually
-        keep Rwp/Rexp above 1.5, and every step runs."""
-        rexp = self.expected_rwp()
+        without meaningful weights (:meth:`PatternTarget.expected_rwp`); on measured data systematic profile
+        errors usually keep Rwp/Rexp above 1.5, and every step runs."""
+        rexp = self.target.expected_rwp()
         if self.settings.stop_gof <= 0 or rexp is None:
             return False
         fitted = [c.refinement.rwp for c in candidates if not c.rejected and c.refinement.complete]
@@ -678,8 +663,7 @@ class Solver:
             if best is not None:
                 c.refinement, c.space_group = best[2], best[1]
                 c.min_distance = min_distance(best[2].structure)
-        reordered = sorted(ranked, key=lambda c: (not c.refinement.complete, c.refinement.rwp))
-        ranked[:] = reordered
+        ranked.sort(key=lambda c: (not c.refinement.complete, c.refinement.rwp))
         for k, c in enumerate(ranked, 1):
             c.rank = k
         for c in candidates:
@@ -822,7 +806,7 @@ def solve(
     plots = write_ranked(ranked, target, pattern, folder, settings)
     write_candidates_csv(candidates, folder / "candidates.csv")
     result = SolveResult(
-        ranked, candidates, folder, solver.indexed_cells(), solver.expected_rwp(), list(solver.skipped)
+        ranked, candidates, folder, solver.indexed_cells(), target.expected_rwp(), list(solver.skipped)
     )
     write_solve_report(folder / "report.html", pattern, ranked[: settings.top], plots, candidates, settings, result)
     return result
