@@ -27,12 +27,23 @@ import torch.autograd.forward_ad as fwAD
 from atomdiff.errors import InputError
 from atomdiff.physics.profile import Instrument, Profile, chebyshev_background, profile_sum_jvp
 from atomdiff.physics.target import PatternFit, PatternTarget
+from atomdiff.refine.symmetry import SymmetryConstraints, symmetrised, symmetry_constraints
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.elements import chemical_symbols
 from atomdiff.structure.structure import Structure
 
 #: largest change of a parameter in one iteration (strain, fractional shift, degrees, degrees², Å², ratio)
-_MAX_STEP = {"strain": 0.01, "dfrac": 0.01, "zero": 0.05, "uvw": 0.01, "eta": 0.1, "b": 0.5, "po": 0.1}
+_MAX_STEP = {
+    "strain": 0.01,
+    "dfrac": 0.01,
+    "strain_free": 0.01,
+    "pos_free": 0.01,
+    "zero": 0.05,
+    "uvw": 0.01,
+    "eta": 0.1,
+    "b": 0.5,
+    "po": 0.1,
+}
 
 #: parameter groups that can be refined
 TEXTURE_SCAN = (0.6, 0.75, 0.9, 1.0, 1.15, 1.35, 1.6)
@@ -75,6 +86,8 @@ class Refinement:
     n_parameters: int
     start_rwp: float
     complete: bool = True
+    space_group: str | None = None
+    """The space group the refinement kept (``RietveldRefiner(symmetry=...)``), or ``None`` (refined in P1)."""
 
     def summary(self) -> dict[str, float | str]:
         return {
@@ -89,18 +102,31 @@ class Refinement:
             "b_iso": ";".join(f"{k}={v:.3f}" for k, v in self.b_iso.items()),
             "n_parameters": self.n_parameters,
             "complete": self.complete,
+            "space_group": self.space_group or "",
         }
 
 
 class _State:
     """The refinable parameters of a batch of candidates, as plain tensors (one row per candidate)."""
 
-    def __init__(self, structures: Sequence[Structure], profile: Profile, zero_shift: float, texture: Sequence[float]):
+    def __init__(
+        self,
+        structures: Sequence[Structure],
+        profile: Profile,
+        zero_shift: float,
+        texture: Sequence[float],
+        constraints: Sequence[SymmetryConstraints] | None = None,
+    ):
         self.batch = StructureBatch.from_structures(list(structures)).to(dtype=torch.float64)
         n = len(structures)
         self.n = n
         self.strain = torch.zeros(n, 6, dtype=torch.float64)
         self.dfrac = torch.zeros(self.batch.frac.shape, dtype=torch.float64)
+        self.constraints = None if constraints is None else list(constraints)
+        if self.constraints is not None:
+            self._constrain(self.constraints)
+        self.params = ("strain", "dfrac") if self.constraints is None else ("strain_free", "pos_free")
+        self.params = (*self.params, "zero", "uvw", "eta", "po", "b")
         self.zero = torch.full((n,), float(zero_shift), dtype=torch.float64)
         self.uvw = torch.tensor([[profile.u, profile.v, profile.w]], dtype=torch.float64).repeat(n, 1)
         self.eta = torch.full((n,), float(profile.eta), dtype=torch.float64)
@@ -112,6 +138,32 @@ class _State:
         self.b_owner, self.b_element = uniq // 256, uniq % 256
         self.b = torch.full((uniq.shape[0],), 0.5, dtype=torch.float64)
 
+    def _constrain(self, constraints: Sequence[SymmetryConstraints]) -> None:
+        """Space-group parameters in place of P1 ones: strain = basis · strain_free per candidate, all
+        fractional displacements = pos_basis · pos_free (block-diagonal over candidates)."""
+        if len(constraints) != self.n:
+            raise InputError(f"{len(constraints)} sets of symmetry constraints for {self.n} structures")
+        counts = torch.bincount(self.batch.batch_idx, minlength=self.n).tolist()
+        k_max = max(c.n_lattice for c in constraints)
+        self.strain_basis = torch.zeros(self.n, 6, k_max, dtype=torch.float64)
+        self.strain_used = torch.zeros(self.n, k_max, dtype=torch.bool)
+        f_total = sum(c.n_positions for c in constraints)
+        self.pos_basis = torch.zeros(3 * int(self.batch.numbers.shape[0]), f_total, dtype=torch.float64)
+        owners = []
+        row = col = 0
+        for i, (c, n_atoms) in enumerate(zip(constraints, counts, strict=True)):
+            if c.position_basis.shape[0] != 3 * n_atoms:
+                have = c.position_basis.shape[0] // 3
+                raise InputError(f"symmetry constraints of structure {i} are for {have} atoms, it has {n_atoms}")
+            self.strain_basis[i, :, : c.n_lattice] = torch.as_tensor(c.strain_basis)
+            self.strain_used[i, : c.n_lattice] = True
+            self.pos_basis[row : row + 3 * n_atoms, col : col + c.n_positions] = torch.as_tensor(c.position_basis)
+            owners.append(torch.full((c.n_positions,), i))
+            row, col = row + 3 * n_atoms, col + c.n_positions
+        self.pos_owner = torch.cat(owners) if owners else torch.zeros(0, dtype=torch.long)
+        self.strain_free = torch.zeros(self.n, k_max, dtype=torch.float64)
+        self.pos_free = torch.zeros(f_total, dtype=torch.float64)
+
     # parameter groups: (tensor attribute, owner of each scalar) -----------------------------------------
     def blocks(self, groups: Sequence[str]) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
         """``(attribute, index into the flattened attribute, owner candidate)`` for each free scalar group."""
@@ -119,7 +171,10 @@ class _State:
         ar = torch.arange(n)
         out = []
         for g in groups:
-            if g == "lattice":
+            if g == "lattice" and self.constraints is not None:
+                flat = torch.nonzero(self.strain_used.view(-1)).flatten()
+                out.append(("strain_free", flat, flat // self.strain_used.shape[1]))
+            elif g == "lattice":
                 out.append(("strain", ar.repeat_interleave(6) * 6 + torch.arange(6).repeat(n), ar.repeat_interleave(6)))
             elif g == "zero_shift":
                 out.append(("zero", ar, ar))
@@ -130,6 +185,8 @@ class _State:
                 out.append(("eta", ar, ar))
             elif g == "b_iso":
                 out.append(("b", torch.arange(self.b.shape[0]), self.b_owner))
+            elif g == "positions" and self.constraints is not None:
+                out.append(("pos_free", torch.arange(self.pos_free.shape[0]), self.pos_owner))
             elif g == "positions":
                 atom_owner = self.batch.batch_idx.repeat_interleave(3)
                 out.append(("dfrac", torch.arange(self.dfrac.numel()), atom_owner))
@@ -143,6 +200,9 @@ class _State:
         """Keep parameters physical and steps bounded (a candidate far from the data must not run away)."""
         self.strain.clamp_(-0.15, 0.15)
         self.dfrac.clamp_(-0.1, 0.1)
+        if self.constraints is not None:
+            self.strain_free.clamp_(-0.15, 0.15)
+            self.pos_free.clamp_(-0.1, 0.1)
         self.zero.clamp_(-1.0, 1.0)
         # Caglioti U ≥ 0, W > 0 and FWHM below ~1° over 2θ < 160°: sharper than any real powder line is
         # not physical, broader lets a wrong structure smear its peaks into the background (and costs time)
@@ -154,7 +214,7 @@ class _State:
         self.po.clamp_(0.3, 3.0)
 
     def copy(self) -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k).clone() for k in ("strain", "dfrac", "zero", "uvw", "eta", "po", "b")}
+        return {k: getattr(self, k).clone() for k in self.params}
 
     def restore(self, saved: dict[str, torch.Tensor], which: torch.Tensor) -> None:
         """Put back the saved values of the candidates where ``which`` (bool, (n,)) is true."""
@@ -169,6 +229,8 @@ class _State:
             return self.batch.batch_idx
         if attr == "b":
             return self.b_owner
+        if attr == "pos_free":
+            return self.pos_owner
         return torch.arange(self.n)
 
     def subset(self, keep: torch.Tensor, profile: Profile, zero_shift: float, texture: Sequence[float]) -> _State:
@@ -177,7 +239,8 @@ class _State:
         with torch.no_grad():
             batch, _, _ = self.structures_and_instrument(self.values(), 0.0, False)
         structures = batch.to_structures()
-        out = _State([structures[int(i)] for i in keep], profile, zero_shift, texture)
+        constraints = None if self.constraints is None else [self.constraints[int(i)] for i in keep]
+        out = _State([structures[int(i)] for i in keep], profile, zero_shift, texture, constraints)
         for attr in ("zero", "uvw", "eta", "po"):
             setattr(out, attr, getattr(self, attr)[keep].clone())
         for j in range(out.b.shape[0]):
@@ -189,7 +252,11 @@ class _State:
     def structures_and_instrument(
         self, values: dict[str, torch.Tensor], extra_fwhm: float, texture: bool
     ) -> tuple[StructureBatch, Instrument, torch.Tensor]:
-        e = values["strain"]
+        if self.constraints is not None:
+            e = torch.einsum("nik,nk->ni", self.strain_basis, values["strain_free"])
+            dfrac = (self.pos_basis @ values["pos_free"]).view(-1, 3)
+        else:
+            e, dfrac = values["strain"], values["dfrac"]
         sym = torch.stack(
             [
                 torch.stack([e[:, 0], e[:, 3], e[:, 4]], -1),
@@ -200,7 +267,7 @@ class _State:
         )
         eye = torch.eye(3, dtype=torch.float64)
         cell = self.batch.cell @ (eye + sym)
-        frac = self.batch.frac + values["dfrac"]
+        frac = self.batch.frac + dfrac
         batch = StructureBatch(self.batch.numbers, frac, cell, self.batch.batch_idx, self.batch.pbc)
         uvw = values["uvw"]
         inst = Instrument(values["zero"], uvw[:, 0], uvw[:, 1], uvw[:, 2], values["eta"])
@@ -213,7 +280,7 @@ class _State:
         return batch, inst, b_atom
 
     def values(self) -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k) for k in ("strain", "dfrac", "zero", "uvw", "eta", "po", "b")}
+        return {k: getattr(self, k) for k in self.params}
 
 
 def unique_axis(structure: Structure, symprec: float = 1e-3) -> np.ndarray | None:
@@ -264,6 +331,10 @@ class RietveldRefiner:
             one zero shift); every result then carries the joint Rwp and fit.
         jacobian: ``"peaks"`` (forward-mode passes only through the peak list, shapes summed once:
             :meth:`_jacobian`) or ``"passes"`` (a pass through the whole model per column; the reference).
+        symmetry: refine each structure in the space group spglib finds in it within this tolerance (Å): the
+            structure is first made exactly symmetric (:func:`~atomdiff.refine.symmetry.symmetrised`), then
+            only the lattice parameters and coordinates that keep the group are free
+            (:func:`~atomdiff.refine.symmetry.symmetry_constraints`); ``None`` refines in P1.
     """
 
     def __init__(
@@ -278,9 +349,13 @@ class RietveldRefiner:
         keep: int | None = None,
         mixture: bool = False,
         jacobian: str = "peaks",
+        symmetry: float | None = None,
     ):
         if jacobian not in ("peaks", "passes"):
             raise InputError(f"jacobian must be 'peaks' or 'passes', got {jacobian!r}")
+        if symmetry is not None and not symmetry > 0:
+            raise InputError(f"the symmetry tolerance must be positive (Å), got {symmetry}")
+        self.symmetry = symmetry
         self.jacobian = jacobian
         self.target = target
         self.keep = keep
@@ -522,7 +597,12 @@ class RietveldRefiner:
         """Refine every structure; results in the input order. ``progress(done, total)`` after each iteration."""
         if not structures:
             return []
-        state = _State(structures, self.profile, self.zero_shift, self.texture or (0, 0, 1))
+        constraints = None
+        if self.symmetry is not None:
+            structures = [symmetrised(x, self.symmetry) for x in structures]
+            # the symmetric structures are exact: find the same group at a tight tolerance
+            constraints = [symmetry_constraints(x, min(self.symmetry, 1e-3)) for x in structures]
+        state = _State(structures, self.profile, self.zero_shift, self.texture or (0, 0, 1), constraints)
         with torch.no_grad():
             start = self._fit(state, state.values(), 0.0).rwp
         if self.volume_scan is not None and not self.mixture:
@@ -631,6 +711,7 @@ class RietveldRefiner:
                     n_parameters=int(n_params[i]),
                     start_rwp=float(start[j]),
                     complete=complete,
+                    space_group=None if state.constraints is None else state.constraints[i].space_group,
                 )
             )
         return out
