@@ -137,6 +137,33 @@ def test_an_off_centred_candidate_is_written_in_the_symmetry_the_data_allow(tiny
     )
     assert candidate.space_group == "Pm-3m (221)"
     assert candidate.refinement.rwp <= 1.03 * refined.rwp
+    # refined in that group: a cubic cell, no free coordinate (every atom of Pm-3m perovskite is on a fixed site)
+    assert candidate.refinement.space_group == "Pm-3m (221)"
+    assert candidate.refinement.n_parameters == 1 + 1 + 4 + 3 + 1 + 6  # a, zero, UVW eta, B ×3, scale, background
+
+
+def test_written_candidates_are_compared_by_aic_when_the_weights_are_counts(tiny_model):
+    from atomdiff.refine import RietveldRefiner
+    from atomdiff.tasks.solve import Candidate, Solver, build_target
+
+    truth = Structure([38, 22, 8, 8, 8], _perovskite().frac, np.eye(3) * 3.905)
+    swapped = truth.replace(numbers=[22, 38, 8, 8, 8])  # Sr and Ti exchanged: same cell, wrong intensities
+    x = two_theta_grid(15, 90, 0.02)
+    clean = measured(truth, x)
+    counts = dataclasses.replace(clean, y=np.random.default_rng(0).poisson(clean.y).astype(float))
+    constraint = CompositionConstraint(formula={38: 1, 22: 1, 8: 3})
+    for pattern, meaningful in ((counts, True), (clean, False)):
+        target = build_target(pattern, "xray", "CuKa1", Profile(0, 0, 0.02, 0.5, cutoff=20))
+        refiner = RietveldRefiner(target, Profile(0, 0, 0.02, 0.5, cutoff=20), volume_scan=None, symmetry=0.01)
+        ranked = [
+            Candidate(i, s, r, 2.0, rank=i + 1)
+            for i, (s, r) in enumerate(zip((truth, swapped), refiner.refine([truth, swapped]), strict=True))
+        ]
+        Solver(tiny_model, target, constraint, SolveSettings(top=2)).compare(ranked)
+        if meaningful:
+            assert ranked[0].delta_aic == 0.0 and ranked[1].delta_aic > 10  # the data rule the swap out
+        else:
+            assert ranked[0].delta_aic is None and ranked[1].delta_aic is None  # χ² means nothing here
 
 
 def test_an_element_list_solve_proposes_the_training_cell_contents(tmp_path: Path):

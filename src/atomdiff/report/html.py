@@ -194,6 +194,24 @@ def write_solve_report(path, pattern, ranked, plots, candidates, settings, resul
                 + ", ".join(result.skipped)
             )
         sections.append(f"<p>{html.escape(line)}.</p>")
+    if len(ranked) > 1 and ranked[1].delta_aic is not None:
+        second = ranked[1]
+        verdict = (
+            "the data rule it out beside rank 1"
+            if second.delta_aic > 10
+            else "the data cannot tell the two apart"
+            if second.delta_aic < 2
+            else "the data favour rank 1, not decisively"
+        )
+        sections.append(
+            "<p>"
+            + html.escape(
+                f"Rank 2 ({second.refinement.structure.formula}, {second.space_group}) against rank 1: "
+                f"ΔAIC = {second.delta_aic:.1f} (χ² + 2 × parameters; > 10 decisive, < 2 indistinguishable): "
+                f"{verdict}."
+            )
+            + "</p>"
+        )
     if indexed:
         items = "".join(f"<li>{html.escape(cell.describe())}</li>" for cell in indexed)
         held = "" if "second pass" in result.skipped else ", held in the second pass"

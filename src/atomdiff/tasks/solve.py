@@ -71,6 +71,8 @@ CANDIDATE_COLUMNS = (
     "formula",
     "space_group",
     "rwp",
+    "n_parameters",
+    "delta_aic",
     *LATTICE_COLUMNS,
     "volume",
     "density",
@@ -147,6 +149,9 @@ class Candidate:
     file: str = ""
     duplicate_of: Candidate | None = None
     """The better-ranked candidate this one is the same structure as (then ``rejected`` says so)."""
+    delta_aic: float | None = None
+    """Akaike information criterion relative to rank 1 (written candidates, on patterns whose weights are counts
+    or given uncertainties; :meth:`Solver.compare`)."""
 
 
 def build_target(
@@ -611,15 +616,18 @@ class Solver:
         P1 refinement of positions lets noise pull atoms off their special positions, and powder data hardly
         tell a small off-centring apart (a Ti displaced by 0.2 Å along [111] in SrTiO3 changes Rwp by < 0.1 %
         relative). For each of the top candidates, the structure is symmetrised by spglib at tolerances of
-        0.05–0.6 Å; each distinct version is refined again without free positions (lattice, zero shift, profile,
-        B), starting from the candidate's refined zero shift and profile, and the one with the highest
-        space-group number whose Rwp is within 3 % (relative) of the P1 Rwp is kept — the fit, not the
-        tolerance, decides how much symmetry the data allow.
+        0.05–0.6 Å; each distinct version is refined again in its space group (lattice and coordinates only as
+        the group allows, :mod:`atomdiff.refine.symmetry`; zero shift, profile, B), starting from the
+        candidate's refined zero shift and profile, and the one with the highest space-group number whose Rwp is
+        within 3 % (relative) of the P1 Rwp is kept — the fit, not the tolerance, decides how much symmetry the
+        data allow. Every written candidate is then refined with the parameters of its space group only, so two
+        candidates are compared on equal terms (kesterite and stannite differ only in how Cu and Zn order, and
+        P1 freedom lets either mimic the other).
         """
         top = ranked[: self.settings.top]
         stages = (
             RefinementStage(("zero_shift", "profile"), 0.0, 3),
-            RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), 0.0, 4),
+            RefinementStage(("lattice", "zero_shift", "profile", "b_iso", "positions"), 0.0, 6),
         )
         s = self.settings
         # per candidate: (space-group number, symbol, symmetrised cell) of each distinct version
@@ -646,6 +654,7 @@ class Solver:
                 stages=stages,
                 volume_scan=None,
                 texture=s.texture,
+                symmetry=1e-3,  # each version is exactly symmetric: refine in the group spglib found
             )
 
             def tick(step: int, steps: int, before: int = done, width: int = len(versions)) -> None:
@@ -669,6 +678,25 @@ class Solver:
         for c in candidates:
             if c.duplicate_of is not None:
                 c.rejected = f"same structure as rank {c.duplicate_of.rank}"
+
+    def compare(self, ranked: Sequence[Candidate]) -> None:
+        """Set ``delta_aic`` of the written candidates: AIC = χ² + 2 P (χ² = Σ w (yo − yc)², P refined
+        parameters), minus that of rank 1. χ² means something only when the weights are the inverse variances
+        (counts or given uncertainties, :meth:`PatternTarget.expected_rwp`); otherwise nothing is set. The
+        candidates are not nested models (kesterite is not stannite with a parameter fixed), so a likelihood
+        criterion, not an F test: ΔAIC above 10 means the data rule the candidate out beside rank 1, below 2
+        that they cannot tell the two apart (Burnham and Anderson's scale)."""
+        top = list(ranked[: self.settings.top])
+        if not top or self.target.expected_rwp() is None:
+            return
+        norm = float((self.target.weights * self.target.y_obs**2).sum())
+
+        def aic(c: Candidate) -> float:
+            return c.refinement.rwp**2 * norm + 2 * c.refinement.n_parameters
+
+        best = aic(top[0])
+        for c in top:
+            c.delta_aic = aic(c) - best
 
 
 def _preference(c: Candidate) -> tuple[bool, bool, float]:
@@ -697,6 +725,8 @@ def candidate_row(c: Candidate) -> dict[str, object]:
         "formula": s.formula,
         "space_group": c.space_group,
         "rwp": round(c.refinement.rwp, 6),
+        "n_parameters": c.refinement.n_parameters,
+        "delta_aic": "" if c.delta_aic is None else round(c.delta_aic, 2),
         **lattice_row(s),
         "volume": round(s.volume, 4),
         "density": round(s.density, 5),
@@ -803,6 +833,7 @@ def solve(
     ranked = solver.rank(candidates)
     write_candidates_csv(candidates, folder / "candidates.csv")
     solver.symmetrise(ranked, candidates, progress)
+    solver.compare(ranked)
     plots = write_ranked(ranked, target, pattern, folder, settings)
     write_candidates_csv(candidates, folder / "candidates.csv")
     result = SolveResult(
