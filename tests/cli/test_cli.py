@@ -25,6 +25,7 @@ COMMANDS = [
     ["compare"],
     ["demo"],
     ["index"],
+    ["refine"],
 ]
 
 
@@ -134,6 +135,38 @@ def test_compare_recovers_the_right_structure(tmp_path, capsys):
 
     result = json.loads((tmp_path / "c.json").read_text())
     assert result["chi2"] < 1.3 and result["cosine"] > 0.99
+
+
+def test_refine_ranks_the_right_structure_first_and_rules_the_wrong_one_out(tmp_path, capsys):
+    """SrTiO3 and the same cell with Sr and Ti exchanged, refined in Pm-3m against a counted SrTiO3 pattern."""
+    from atomdiff.structure import Structure
+
+    frac = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    truth = Structure([38, 22, 8, 8, 8], frac, np.eye(3) * 3.905)
+    write_structures([truth], tmp_path / "srtio3.cif")
+    write_structures([truth.replace(numbers=[22, 38, 8, 8, 8])], tmp_path / "swapped.cif")
+    measured = tmp_path / "m.xye"
+    assert run(["simulate", "xrd", str(tmp_path / "srtio3.cif"), "-o", str(measured), "--counts", "20000"]) == 0
+    # start a little off: a 1 % larger cell
+    write_structures([truth.replace(cell=truth.cell * 1.01)], tmp_path / "srtio3.cif")
+    out = tmp_path / "refined"
+    args = ["refine", str(measured), str(tmp_path / "swapped.cif"), str(tmp_path / "srtio3.cif"), "-o", str(out)]
+    assert run(args) == 0
+    assert "Rexp" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "refined.csv")))
+    assert [r["source"] for r in rows] == ["srtio3.cif", "swapped.cif"]
+    assert rows[0]["space_group"] == rows[1]["space_group"] == "Pm-3m (221)"
+    assert float(rows[0]["a"]) == pytest.approx(3.905, abs=2e-3)
+    assert float(rows[0]["delta_aic"]) == 0 and float(rows[1]["delta_aic"]) > 10
+    assert read_structures(out / rows[0]["file"])[0].formula == "O3SrTi"
+    assert (out / "01_fit.png").exists() and (out / "02_fit.png").exists()
+    # P1 on request: every coordinate and strain free
+    assert run([*args[:-1], str(tmp_path / "p1"), "--symprec", "0"]) == 0
+    p1 = list(csv.DictReader(open(tmp_path / "p1" / "refined.csv")))
+    assert int(p1[0]["n_parameters"]) == int(rows[0]["n_parameters"]) + 5 + 15
+    # a structure file that is not there: a clear error, nothing written
+    assert run(["refine", str(measured), str(tmp_path / "none.cif"), "-o", str(tmp_path / "x")]) == 2
+    assert "none.cif" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_index_writes_peaks_and_cells(tmp_path, capsys):

@@ -23,6 +23,7 @@ from atomdiff.cli import (
     generate,
     index,
     phases,
+    refine,
     simulate,
     solve,
     train,
@@ -45,6 +46,7 @@ app.add_typer(voxel.app, name="voxel")
 app.command("generate")(generate.generate)
 app.command("solve")(solve.solve)
 app.command("phases")(phases.phases)
+app.command("refine")(refine.refine)
 app.command("index")(index.index)
 app.command("amorphous")(amorphous.amorphous)
 app.command("analyze")(analyze.analyze)

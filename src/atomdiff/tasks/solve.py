@@ -680,23 +680,27 @@ class Solver:
                 c.rejected = f"same structure as rank {c.duplicate_of.rank}"
 
     def compare(self, ranked: Sequence[Candidate]) -> None:
-        """Set ``delta_aic`` of the written candidates: AIC = χ² + 2 P (χ² = Σ w (yo − yc)², P refined
-        parameters), minus that of rank 1. χ² means something only when the weights are the inverse variances
-        (counts or given uncertainties, :meth:`PatternTarget.expected_rwp`); otherwise nothing is set. The
-        candidates are not nested models (kesterite is not stannite with a parameter fixed), so a likelihood
-        criterion, not an F test: ΔAIC above 10 means the data rule the candidate out beside rank 1, below 2
-        that they cannot tell the two apart (Burnham and Anderson's scale)."""
-        top = list(ranked[: self.settings.top])
-        if not top or self.target.expected_rwp() is None:
-            return
-        norm = float((self.target.weights * self.target.y_obs**2).sum())
+        """Set ``delta_aic`` of the written candidates (:func:`compare_candidates`)."""
+        compare_candidates(list(ranked[: self.settings.top]), self.target)
 
-        def aic(c: Candidate) -> float:
-            return c.refinement.rwp**2 * norm + 2 * c.refinement.n_parameters
 
-        best = aic(top[0])
-        for c in top:
-            c.delta_aic = aic(c) - best
+def compare_candidates(candidates: Sequence[Candidate], target: PatternTarget) -> None:
+    """Set ``delta_aic`` of each candidate: AIC = χ² + 2 P (χ² = Σ w (yo − yc)², P refined parameters), minus
+    that of the first. χ² means something only when the weights are the inverse variances (counts or given
+    uncertainties, :meth:`PatternTarget.expected_rwp`); otherwise nothing is set. Candidate structures are not
+    nested models (kesterite is not stannite with a parameter fixed), so a likelihood criterion, not an F test:
+    ΔAIC above 10 means the data rule the candidate out beside the first, below 2 that they cannot tell the two
+    apart (Burnham and Anderson's scale)."""
+    if not candidates or target.expected_rwp() is None:
+        return
+    norm = float((target.weights * target.y_obs**2).sum())
+
+    def aic(c: Candidate) -> float:
+        return c.refinement.rwp**2 * norm + 2 * c.refinement.n_parameters
+
+    best = aic(candidates[0])
+    for c in candidates:
+        c.delta_aic = aic(c) - best
 
 
 def _preference(c: Candidate) -> tuple[bool, bool, float]:
