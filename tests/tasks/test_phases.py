@@ -67,6 +67,11 @@ def test_secondary_phase_at_5_wt_percent_is_found_and_an_absent_phase_dropped():
     assert abs(found["Si"].weight_fraction - 0.05) < 0.02
     assert 0 < found["Si"].sigma < 0.02
     assert analysis.rwp < 0.07
+    # each lattice refined in its space group: the cubic cells stay exactly cubic
+    assert (found["NaCl"].space_group, found["Si"].space_group) == ("Fm-3m (225)", "Fd-3m (227)")
+    for phase in found.values():
+        a, b, c, al, be, ga = phase.refinement.structure.lattice_parameters
+        assert max(abs(a - b), abs(a - c)) < 1e-9 and max(abs(al - 90), abs(be - 90), abs(ga - 90)) < 1e-7
 
 
 def test_phases_cli_writes_table_plot_and_report(tmp_path: Path):

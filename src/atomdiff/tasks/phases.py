@@ -3,7 +3,8 @@
 Candidate phases are the user's known structures (CIFs) and, for each composition the user names, the best
 structure that :mod:`atomdiff.tasks.solve` generates and refines for it alone. All phases are then refined
 together against the pattern (one scale each, common background and zero shift; each phase its own
-lattice, peak widths and displacement parameters). Weight fractions follow Hill & Howard (1987):
+lattice, peak widths and displacement parameters; each lattice only as its space group allows, found within
+``symprec``, so that a minor phase's few peaks do not have to fix six strains). Weight fractions follow Hill & Howard (1987):
 
     w_p = S_p (Z M V)_p / Σ_q S_q (Z M V)_q
 
@@ -168,6 +169,7 @@ def analyse_phases(
     min_fraction: float = 0.005,
     stages: Sequence[RefinementStage] = MIXTURE_STAGES,
     texture: Sequence[float] | None = None,
+    symprec: float | None = 0.01,
     progress: Callable[[str, float, float], None] | None = None,
 ) -> PhaseAnalysis:
     """Refine the candidate phases jointly and keep those the pattern needs (see the module docstring)."""
@@ -178,7 +180,10 @@ def analyse_phases(
     active = list(candidates)
     dropped: list[tuple[str, str]] = []
     while True:
-        refiner = RietveldRefiner(target, profile, stages=stages, volume_scan=None, mixture=True, texture=texture)
+        # each phase's lattice refined only as its space group allows (a minor phase's peaks cannot fix six strains)
+        refiner = RietveldRefiner(
+            target, profile, stages=stages, volume_scan=None, mixture=True, texture=texture, symmetry=symprec
+        )
 
         def tick(done: int, total: int, label: str = f"refine {len(active)} phases") -> None:
             if progress is not None:
@@ -207,7 +212,8 @@ def analyse_phases(
     rwp = float(np.sqrt((wts * (yo - y_calc) ** 2).sum() / (wts * yo * yo).sum()))
     phases = []
     for (name, _), r, wf, sg, pat, sc in zip(active, results, w, sigma, patterns.numpy(), scales, strict=True):
-        phases.append(Phase(name, r, float(wf), float(sg), symmetry_of(r.structure, 0.1)[0], y_calc=sc * pat))
+        group = r.space_group or symmetry_of(r.structure, 0.1)[0]
+        phases.append(Phase(name, r, float(wf), float(sg), group, y_calc=sc * pat))
     return PhaseAnalysis(phases, dropped, rwp, y_calc, background)
 
 
