@@ -4,7 +4,8 @@ Candidate phases are the user's known structures (CIFs) and, for each compositio
 structure that :mod:`atomdiff.tasks.solve` generates and refines for it alone. All phases are then refined
 together against the pattern (one scale each, common background and zero shift; each phase its own
 lattice, peak widths and displacement parameters; each lattice only as its space group allows, found within
-``symprec``, so that a minor phase's few peaks do not have to fix six strains). Weight fractions follow Hill & Howard (1987):
+``symprec``, so that a minor phase's few peaks do not have to fix six strains). Weight fractions follow Hill
+& Howard (1987):
 
     w_p = S_p (Z M V)_p / Σ_q S_q (Z M V)_q
 
