@@ -425,3 +425,26 @@ def test_the_report_says_what_a_fit_to_the_noise_skipped(tiny_model, tmp_path: P
     page = (tmp_path / "report.html").read_text()
     assert "Rexp" in page and "skipped: relaxation, second pass" in page
     assert "held in the second pass" not in page
+
+
+def test_samples_can_be_refined_in_their_space_group(tiny_model):
+    from atomdiff.tasks.solve import Solver, build_target
+
+    target = build_target(_counted(_perovskite()), "xray", "CuKa1", Profile(cutoff=20))
+    fast = (
+        RefinementStage(("lattice", "zero_shift", "profile"), 0.0, 3),
+        RefinementStage(("lattice", "b_iso", "positions"), 0.0, 3),
+    )
+    constraint = CompositionConstraint(formula={20: 1, 22: 1, 8: 3})
+    rng = np.random.default_rng(0)
+    near = _perovskite(3.92)
+    near = near.replace(frac=near.frac + rng.normal(0, 0.004, near.frac.shape))  # within 0.1 Å of Pm-3m
+    found = {}
+    for in_group in (False, True):
+        settings = SolveSettings(stages=fast, refine_in_group=in_group, relax_steps=0, cell_pass=0)
+        (candidate,) = Solver(tiny_model, target, constraint, settings).refine([near])
+        found[in_group] = candidate.refinement
+    assert found[False].space_group is None and found[True].space_group == "Pm-3m (221)"
+    # cubic a instead of six strains, no free coordinate instead of fifteen
+    assert found[True].n_parameters == found[False].n_parameters - 5 - 15
+    assert found[True].rwp <= 1.05 * target.expected_rwp()

@@ -115,6 +115,8 @@ class SolveSettings:
     """Classifier-free guidance scale of that conditioning."""
     idealise_symprec: float = 0.1
     """Samples are refined from their symmetry within this tolerance (Å) made exact (0: as sampled)."""
+    refine_in_group: bool = False
+    """Refine each (idealised) sample in its space group (:mod:`atomdiff.refine.symmetry`) instead of in P1."""
     free_fraction: float = 0.25
     """With an element list only: share of the candidates whose species are sampled freely; the others predict
     structures for the model's training cell contents with those elements (:meth:`Solver.composition_groups`)."""
@@ -566,7 +568,10 @@ class Solver:
         s = self.settings
         self.check_reflections(structures)
         keep = min(s.refine_keep, len(structures))
-        refiner = RietveldRefiner(self.target, s.profile, stages=s.stages, keep=keep, texture=s.texture)
+        symmetry = 1e-3 if s.refine_in_group else None  # idealised starts are exactly symmetric
+        refiner = RietveldRefiner(
+            self.target, s.profile, stages=s.stages, keep=keep, texture=s.texture, symmetry=symmetry
+        )
 
         def tick(done: int, total: int) -> None:
             if progress is not None:
