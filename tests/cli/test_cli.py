@@ -160,6 +160,8 @@ def test_refine_ranks_the_right_structure_first_and_rules_the_wrong_one_out(tmp_
     assert float(rows[0]["delta_aic"]) == 0 and float(rows[1]["delta_aic"]) > 10
     assert read_structures(out / rows[0]["file"])[0].formula == "O3SrTi"
     assert (out / "01_fit.png").exists() and (out / "02_fit.png").exists()
+    page = (out / "report.html").read_text()
+    assert "the data rule it out beside rank 1" in page and "<canvas" in page and "Rexp" in page
     # P1 on request: every coordinate and strain free
     assert run([*args[:-1], str(tmp_path / "p1"), "--symprec", "0"]) == 0
     p1 = list(csv.DictReader(open(tmp_path / "p1" / "refined.csv")))

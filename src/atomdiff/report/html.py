@@ -168,6 +168,63 @@ def structure_section(
     )
 
 
+def aic_paragraph(second) -> str:
+    """A sentence on how the data rank a second candidate (``delta_aic`` against rank 1) beside the first."""
+    verdict = (
+        "the data rule it out beside rank 1"
+        if second.delta_aic > 10
+        else "the data cannot tell the two apart"
+        if second.delta_aic < 2
+        else "the data favour rank 1, not decisively"
+    )
+    text = (
+        f"Rank 2 ({second.refinement.structure.formula}, {second.space_group}) against rank 1: "
+        f"ΔAIC = {second.delta_aic:.1f} (χ² + 2 × parameters; > 10 decisive, < 2 indistinguishable): {verdict}."
+    )
+    return f"<p>{html.escape(text)}</p>"
+
+
+def refined_sections(ranked, plots) -> list[str]:
+    """One section per refined candidate: fit plot, 3D view, lattice and file."""
+    sections = []
+    for c, plot in zip(ranked, plots, strict=False):
+        r = c.refinement
+        a, b, cc, al, be, ga = r.structure.lattice_parameters
+        notes = (
+            f"Rwp {100 * r.rwp:.2f} % · a, b, c = {a:.4f}, {b:.4f}, {cc:.4f} Å · "
+            f"α, β, γ = {al:.2f}, {be:.2f}, {ga:.2f}° · "
+            f"shortest distance {c.min_distance:.3f} Å · file <code>{html.escape(c.file)}</code>"
+        )
+        sections.append(
+            structure_section(
+                str(c.rank), f"#{c.rank} {r.structure.formula} — {c.space_group}", r.structure, plot, notes
+            )
+        )
+    return sections
+
+
+def write_refine_report(path, pattern, result, rows, columns) -> None:
+    """The report of ``atomdiff refine`` (:func:`atomdiff.tasks.refine.refine_structures`)."""
+    source = html.escape(str(pattern.source or "pattern"))
+    intro = (
+        f"<p>Pattern <code>{source}</code>: {len(pattern.x)} points. {len(result.ranked)} structure(s) refined by "
+        "Rietveld least squares (lattice, zero shift, profile, B per element, coordinates"
+        f"{', each in its space group' if result.in_group else ', in P1'}), ranked by Rwp.</p>"
+    )
+    sections = [intro]
+    if result.expected_rwp is not None and result.ranked:
+        line = (
+            f"Expected R factor of the counting noise Rexp = {100 * result.expected_rwp:.2f} %; the best structure "
+            f"has Rwp/Rexp = {result.ranked[0].refinement.rwp / result.expected_rwp:.3f}."
+        )
+        sections.append(f"<p>{html.escape(line)}</p>")
+    if len(result.ranked) > 1 and result.ranked[1].delta_aic is not None:
+        sections.append(aic_paragraph(result.ranked[1]))
+    sections += refined_sections(result.ranked, result.plots)
+    sections.append("<h2>All structures</h2>" + table_html(rows, columns))
+    write_report(path, "atomdiff refine", sections)
+
+
 def write_solve_report(path, pattern, ranked, plots, candidates, settings, result=None) -> None:
     """The report of :func:`atomdiff.tasks.solve.solve` (``result``: its :class:`SolveResult`, for the cells
     indexing found, the expected R factor and the steps skipped)."""
@@ -195,40 +252,12 @@ def write_solve_report(path, pattern, ranked, plots, candidates, settings, resul
             )
         sections.append(f"<p>{html.escape(line)}.</p>")
     if len(ranked) > 1 and ranked[1].delta_aic is not None:
-        second = ranked[1]
-        verdict = (
-            "the data rule it out beside rank 1"
-            if second.delta_aic > 10
-            else "the data cannot tell the two apart"
-            if second.delta_aic < 2
-            else "the data favour rank 1, not decisively"
-        )
-        sections.append(
-            "<p>"
-            + html.escape(
-                f"Rank 2 ({second.refinement.structure.formula}, {second.space_group}) against rank 1: "
-                f"ΔAIC = {second.delta_aic:.1f} (χ² + 2 × parameters; > 10 decisive, < 2 indistinguishable): "
-                f"{verdict}."
-            )
-            + "</p>"
-        )
+        sections.append(aic_paragraph(ranked[1]))
     if indexed:
         items = "".join(f"<li>{html.escape(cell.describe())}</li>" for cell in indexed)
         held = "" if "second pass" in result.skipped else ", held in the second pass"
         sections.append(f"<p>Cell(s) from indexing the pattern's peaks{held}:</p><ul>{items}</ul>")
-    for c, plot in zip(ranked, plots, strict=False):
-        r = c.refinement
-        a, b, cc, al, be, ga = r.structure.lattice_parameters
-        notes = (
-            f"Rwp {100 * r.rwp:.2f} % · a, b, c = {a:.4f}, {b:.4f}, {cc:.4f} Å · "
-            f"α, β, γ = {al:.2f}, {be:.2f}, {ga:.2f}° · "
-            f"shortest distance {c.min_distance:.3f} Å · file <code>{html.escape(c.file)}</code>"
-        )
-        sections.append(
-            structure_section(
-                str(c.rank), f"#{c.rank} {r.structure.formula} — {c.space_group}", r.structure, plot, notes
-            )
-        )
+    sections += refined_sections(ranked, plots)
     ordered = sorted(candidates, key=lambda c: (c.rank is None, c.rank or 0, c.refinement.rwp))
     rows = [candidate_row(c) for c in ordered]
     sections.append("<h2>All candidates</h2>" + table_html(rows, CANDIDATE_COLUMNS))

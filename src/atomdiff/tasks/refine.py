@@ -8,7 +8,8 @@ compared by ΔAIC. Written to the output folder:
 
 - ``01_<formula>_<space group>.cif`` …: the refined structures (symmetrised CIF), best Rwp first;
 - ``01_fit.png`` …: observed, calculated, difference and reflection ticks of each;
-- ``refined.csv``: one row per structure (rank, input file, space group, Rwp, parameters, ΔAIC, lattice, B).
+- ``refined.csv``: one row per structure (rank, input file, space group, Rwp, parameters, ΔAIC, lattice, B);
+- ``report.html``: the fits, a 3D view of each structure (offline), Rexp, the ΔAIC verdict on rank 2 and the table.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from atomdiff.files import atomic_path
 from atomdiff.physics.descriptors import min_distance
 from atomdiff.physics.profile import Profile
 from atomdiff.refine import DEFAULT_STAGES, RietveldRefiner
+from atomdiff.report.html import write_refine_report
 from atomdiff.structure.structure import Structure
 from atomdiff.tasks.solve import (
     MIN_DISTANCE,
@@ -48,6 +50,8 @@ class RefineResult:
     """The refined structures, best Rwp first (``index``: position in the input)."""
     expected_rwp: float | None
     plots: list[Path]
+    in_group: bool = True
+    """Refined in each structure's space group (else in P1)."""
 
 
 def refine_structures(
@@ -93,18 +97,23 @@ def refine_structures(
     compare_candidates(ranked, target)
     folder.mkdir(parents=True, exist_ok=True)
     plots = write_ranked(ranked, target, pattern, folder, settings)
+    rows = []
+    for c in ranked:
+        row = candidate_row(c)
+        rows.append(
+            {
+                "source": sources[c.index],
+                "b_iso": ";".join(f"{k}={v:.3f}" for k, v in c.refinement.b_iso.items()),
+                **{k: row[k] for k in REFINED_COLUMNS if k in row},
+                **{k: row[k] for k in _LATTICE_AND_MORE},
+            }
+        )
+    columns = (*REFINED_COLUMNS, *_LATTICE_AND_MORE)
     with atomic_path(folder / "refined.csv") as tmp:
         with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=(*REFINED_COLUMNS, *_LATTICE_AND_MORE))
+            writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
-            for c in ranked:
-                row = candidate_row(c)
-                writer.writerow(
-                    {
-                        "source": sources[c.index],
-                        "b_iso": ";".join(f"{k}={v:.3f}" for k, v in c.refinement.b_iso.items()),
-                        **{k: row[k] for k in REFINED_COLUMNS if k in row},
-                        **{k: row[k] for k in _LATTICE_AND_MORE},
-                    }
-                )
-    return RefineResult(ranked, target.expected_rwp(), plots)
+            writer.writerows(rows)
+    result = RefineResult(ranked, target.expected_rwp(), plots, in_group=symprec is not None)
+    write_refine_report(folder / "report.html", pattern, result, rows, columns)
+    return result
