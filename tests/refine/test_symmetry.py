@@ -151,3 +151,16 @@ def test_refinement_in_the_space_group_recovers_the_free_coordinate_and_keeps_th
 def test_symmetry_tolerance_must_be_positive():
     with pytest.raises(InputError, match="symmetry tolerance"):
         RietveldRefiner(_target(_perovskite()), symmetry=0.0)
+
+
+def test_a_structure_whose_group_cannot_be_used_is_refined_in_p1(monkeypatch):
+    import atomdiff.refine.rietveld as rietveld
+
+    def refuse(structure, symprec=1e-3):
+        raise InputError("no")
+
+    monkeypatch.setattr(rietveld, "symmetry_constraints", refuse)
+    target = _target(_rutile())
+    stages = (RefinementStage(("lattice", "zero_shift", "positions"), 0.0, 2),)
+    (result,) = RietveldRefiner(target, stages=stages, volume_scan=None, symmetry=0.1).refine([_rutile()])
+    assert result.space_group == "P1 (1)" and np.isfinite(result.rwp)

@@ -599,9 +599,7 @@ class RietveldRefiner:
             return []
         constraints = None
         if self.symmetry is not None:
-            structures = [symmetrised(x, self.symmetry) for x in structures]
-            # the symmetric structures are exact: find the same group at a tight tolerance
-            constraints = [symmetry_constraints(x, min(self.symmetry, 1e-3)) for x in structures]
+            structures, constraints = zip(*(self._in_group(x) for x in structures), strict=True)
         state = _State(structures, self.profile, self.zero_shift, self.texture or (0, 0, 1), constraints)
         with torch.no_grad():
             start = self._fit(state, state.values(), 0.0).rwp
@@ -637,6 +635,16 @@ class RietveldRefiner:
         for i, r in zip(keep.tolist(), final, strict=True):
             results[i] = r
         return results
+
+    def _in_group(self, structure: Structure) -> tuple[Structure, SymmetryConstraints]:
+        """``structure`` made exactly symmetric and the parameters that keep its group (found again at a tight
+        tolerance); P1 when that fails (a cell spglib cannot handle), so that one odd candidate does not stop
+        the refinement of the others."""
+        try:
+            exact = symmetrised(structure, self.symmetry)
+            return exact, symmetry_constraints(exact, min(self.symmetry, 1e-3))
+        except InputError:
+            return structure, SymmetryConstraints.p1(len(structure))
 
     def _second_path(self, stages: Sequence[RefinementStage]) -> list[RefinementStage]:
         """The sharp stages that :meth:`_early_stages` runs a second time (none when the early stages are not
