@@ -3,8 +3,10 @@
 Each candidate is refined independently (its own parameters) but all are evaluated together in one batch.
 Refined per candidate: lattice (a symmetric strain of the starting cell, 6 parameters), atomic positions
 (P1, 3 per atom), isotropic displacement B per element, zero shift, Caglioti U, V, W, pseudo-Voigt eta and,
-optionally, a March–Dollase texture ratio. The scale factor and the Chebyshev background are linear and are
-solved exactly at every evaluation (:class:`~atomdiff.physics.target.PatternTarget`).
+optionally, a March–Dollase texture ratio. With ``symmetry=`` the lattice strains and positions are instead
+only those that keep each candidate's space group (:mod:`atomdiff.refine.symmetry`). The scale factor and the
+Chebyshev background are linear and are solved exactly at every evaluation
+(:class:`~atomdiff.physics.target.PatternTarget`).
 
 The minimiser is Levenberg–Marquardt, as in GSAS-II and FullProf, with the Jacobian of the weighted residuals
 computed exactly by forward-mode automatic differentiation (one pass per parameter, batched over candidates).
