@@ -17,7 +17,9 @@ The steps (:meth:`Solver.run`):
    first-pass candidate with the right cell but the wrong arrangement (kesterite's stannite ordering) thus
    becomes the start of the right one, and samples whose cells came out 5–10 % off (which relaxation and
    refinement do not repair) are redrawn in the measured cell (as sampled, then relaxed at fixed cell);
-5. rank by Rwp, removing duplicates and physically impossible structures.
+5. rank by Rwp, removing duplicates and physically impossible structures; the written candidates are refined
+   again in the most symmetric space group the fit allows (:meth:`Solver.symmetrise`, coordinates free as the
+   group allows) and compared by ΔAIC when the weights are counts (:func:`compare_candidates`).
 
 Steps 3 and 4 are skipped once a candidate fits the pattern to its counting noise (Rwp ≤ ``stop_gof`` × Rexp,
 :meth:`Solver.fits_to_noise`): then no candidate can fit measurably better.
@@ -30,8 +32,8 @@ what it had written):
 - ``indexing.csv``: the cell(s) found by indexing the pattern and held in the second pass (when any index);
 - ``01_<formula>_<space group>.cif`` … the ranked, distinct, refined candidates (symmetrised CIF with the
   space group; name order is rank order);
-- ``candidates.csv``: rank, formula, space group, Rwp, lattice, shortest distance, file (all refined
-  candidates; rejected ones have an empty rank and the reason);
+- ``candidates.csv``: rank, formula, space group, Rwp, number of parameters, ΔAIC, lattice, shortest distance,
+  file (all refined candidates; rejected ones have an empty rank and the reason);
 - ``01_fit.png`` …: observed, calculated and difference curves with reflection ticks;
 - ``report.html``: the fits, an interactive 3D view of each structure (works offline) and the table.
 """
