@@ -53,6 +53,41 @@ def _monoclinic() -> Structure:
     return Structure([40] * 4 + [8] * 4, np.asarray(frac) % 1, cell)
 
 
+def _from_spacegroup(symbol: str, lattice, species: list[str], coords: list[list[float]], primitive: bool):
+    from pymatgen.core import Structure as PymatgenStructure
+
+    pm = PymatgenStructure.from_spacegroup(symbol, lattice, species, coords)
+    return Structure.from_pymatgen(pm.get_primitive_structure() if primitive else pm)
+
+
+def _bi2se3(primitive: bool = False) -> Structure:  # R-3m, hexagonal setting or rhombohedral primitive cell
+    from pymatgen.core import Lattice
+
+    coords = [[0, 0, 0.4008], [0, 0, 0], [0, 0, 0.2117]]
+    return _from_spacegroup("R-3m", Lattice.hexagonal(4.14, 28.6), ["Bi", "Se", "Se"], coords, primitive)
+
+
+def _calcite(primitive: bool = False) -> Structure:  # R-3c: O on 18e (x, 0, 1/4)
+    from pymatgen.core import Lattice
+
+    coords = [[0, 0, 0], [0, 0, 0.25], [0.257, 0, 0.25]]
+    return _from_spacegroup("R-3c", Lattice.hexagonal(4.99, 17.06), ["Ca", "C", "O"], coords, primitive)
+
+
+def _herzenbergite() -> Structure:  # SnS, Pnma: Sn and S on 4c (x, 1/4, z)
+    from pymatgen.core import Lattice
+
+    coords = [[0.118, 0.25, 0.103], [0.852, 0.25, 0.479]]
+    return _from_spacegroup("Pnma", Lattice.orthorhombic(11.2, 3.99, 4.33), ["Sn", "S"], coords, False)
+
+
+def _triclinic() -> Structure:
+    from pymatgen.core import Lattice
+
+    coords = [[0.1, 0.2, 0.3], [0.3, 0.1, 0.7]]
+    return _from_spacegroup("P-1", Lattice.from_parameters(5, 6, 7, 80, 85, 95), ["Si", "O"], coords, False)
+
+
 def _group(structure: Structure, symprec: float = 1e-5) -> int:
     return spglib.get_symmetry_dataset((structure.cell, structure.frac % 1, structure.numbers), symprec=symprec).number
 
@@ -65,6 +100,11 @@ def _group(structure: Structure, symprec: float = 1e-5) -> int:
         (_wurtzite, 186, 2, 2),  # P6_3mc: a, c; z of Zn and of O on 2b (one of them is the polar origin)
         (_kesterite, 82, 2, 3),  # I-4: a, c; S on 8g (x, y, z)
         (_monoclinic, 14, 4, 6),  # P2_1/c: a, b, c, β; two general positions
+        (_bi2se3, 166, 2, 2),  # R-3m (hexagonal setting): a, c; z of Bi and of one Se
+        (lambda: _bi2se3(primitive=True), 166, 2, 2),  # the same in the rhombohedral primitive cell
+        (_calcite, 167, 2, 1),  # R-3c: a, c; O x
+        (_herzenbergite, 62, 3, 4),  # Pnma: a, b, c; x, z of Sn and of S
+        (_triclinic, 2, 6, 6),  # P-1: everything but the inversion pairs
     ],
 )
 def test_free_parameters_of_the_space_group(make, number, n_lattice, n_positions):
@@ -77,7 +117,9 @@ def test_free_parameters_of_the_space_group(make, number, n_lattice, n_positions
         assert len(set(structure.numbers[constraints.orbits == rep])) == 1
 
 
-@pytest.mark.parametrize("make", [_rutile, _wurtzite, _kesterite, _monoclinic])
+@pytest.mark.parametrize(
+    "make", [_rutile, _wurtzite, _kesterite, _monoclinic, _bi2se3, lambda: _calcite(True), _herzenbergite, _triclinic]
+)
 def test_moves_along_the_free_parameters_keep_the_space_group(make):
     structure = make()
     constraints = symmetry_constraints(structure)
