@@ -60,6 +60,11 @@ def starts(n: int, seed: int, displacement: float = 0.1, tetragonal: bool = Fals
     return out
 
 
+def command_of(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run (without the output file)."""
+    return "python benchmarks/bench_refine.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "output")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20)
@@ -89,8 +94,7 @@ def main() -> None:
     print(f"speed-up {ratio:.2f}×; largest |ΔRwp| between the two runs {100 * diff:.4f} % (Rwp points)")
     if args.output:
         record = {
-            "command": "python benchmarks/bench_refine.py "
-            + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "output"),
+            "command": command_of(args),
             "starts": args.n,
             "keep": args.keep,
             "threads": args.threads,
@@ -132,8 +136,7 @@ def compare_symmetry(args: argparse.Namespace) -> None:
         print(f"start {k:2d} ({len(structures[k])} atoms, {g}): P1 {100 * a:6.2f} %  group {100 * b:6.2f} %")
     if args.output:
         record = {
-            "command": "python benchmarks/bench_refine.py "
-            + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "output"),
+            "command": command_of(args),
             "starts": args.n,
             "keep": args.keep,
             "threads": args.threads,

@@ -18,6 +18,9 @@ CfgScale = Annotated[
     float,
     typer.Option("--cfg", min=0.0, help="Classifier-free guidance scale of a pattern-conditioned model."),
 ]
+Neutron = Annotated[bool, typer.Option("--neutron/--xray", help="Radiation (default X-rays).")]
+Wavelength = Annotated[str, typer.Option(help="Wavelength: a name (CuKa1, CuKa, MoKa1, ...) or a value in Å.")]
+PatternAxis = Annotated[str | None, typer.Option(help="two_theta or q (default: from the file, else two_theta).")]
 Texture = Annotated[
     str | None,
     typer.Option(help="h,k,l: also refine a March–Dollase preferred-orientation ratio along this direction."),

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atomdiff.cli.options import Seed, Texture, parse_texture
+from atomdiff.cli.options import Neutron, PatternAxis, Seed, Texture, Wavelength, parse_texture
 from atomdiff.cli.progress import stage_bars
 
 console = Console()
@@ -21,11 +21,9 @@ def refine(
         list[Path], typer.Argument(help="Structures to refine: CIF, POSCAR, extxyz (every frame of a file).")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (CIFs, refined.csv, fit plots).")],
-    neutron: Annotated[bool, typer.Option("--neutron/--xray", help="Radiation (default X-rays).")] = False,
-    wavelength: Annotated[
-        str, typer.Option(help="Wavelength: a name (CuKa1, CuKa, MoKa1, ...) or a value in Å.")
-    ] = "CuKa1",
-    axis: Annotated[str | None, typer.Option(help="two_theta or q (default: from the file, else two_theta).")] = None,
+    neutron: Neutron = False,
+    wavelength: Wavelength = "CuKa1",
+    axis: PatternAxis = None,
     symprec: Annotated[
         float,
         typer.Option(

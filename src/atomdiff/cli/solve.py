@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from atomdiff.cli.generate import SamplerOpt, Steps, build_constraint, check_sampler
-from atomdiff.cli.options import CfgScale, Seed, Texture, parse_texture
+from atomdiff.cli.options import CfgScale, Neutron, PatternAxis, Seed, Texture, Wavelength, parse_texture
 from atomdiff.cli.progress import stage_bars
 from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE
 from atomdiff.errors import InputError
@@ -38,11 +38,9 @@ def solve(
         ),
     ] = True,
     atoms: Annotated[str | None, typer.Option(help="Atoms per cell: 8-16 or 8.")] = None,
-    neutron: Annotated[bool, typer.Option("--neutron/--xray", help="Radiation (default X-rays).")] = False,
-    wavelength: Annotated[
-        str, typer.Option(help="Wavelength: a name (CuKa1, CuKa, MoKa1, ...) or a value in Å.")
-    ] = "CuKa1",
-    axis: Annotated[str | None, typer.Option(help="two_theta or q (default: from the file, else two_theta).")] = None,
+    neutron: Neutron = False,
+    wavelength: Wavelength = "CuKa1",
+    axis: PatternAxis = None,
     model: Annotated[
         str | None,
         typer.Option("--model", "-m", help="Crystal model folder or shipped name (default: chosen by elements)."),

@@ -29,6 +29,7 @@ from atomdiff.refine import DEFAULT_STAGES, RietveldRefiner
 from atomdiff.report.html import write_refine_report
 from atomdiff.structure.structure import Structure
 from atomdiff.tasks.solve import (
+    LATTICE_COLUMNS,
     MIN_DISTANCE,
     Candidate,
     SolveSettings,
@@ -40,8 +41,7 @@ from atomdiff.tasks.solve import (
 )
 
 REFINED_COLUMNS = ("rank", "source", "formula", "space_group", "rwp", "n_parameters", "delta_aic", "b_iso")
-_LATTICE_AND_MORE = ("a", "b", "c", "alpha", "beta", "gamma", "volume", "min_distance", "zero_shift", "file")
-_LATTICE_AND_MORE = (*_LATTICE_AND_MORE, "rejected")
+_LATTICE_AND_MORE = (*LATTICE_COLUMNS, "volume", "min_distance", "zero_shift", "file", "rejected")
 
 
 @dataclasses.dataclass
