@@ -627,9 +627,9 @@ class Solver:
         the group allows, :mod:`atomdiff.refine.symmetry`; zero shift, profile, B), starting from the
         candidate's refined zero shift and profile, and the one with the highest space-group number whose Rwp is
         within 3 % (relative) of the P1 Rwp is kept — the fit, not the tolerance, decides how much symmetry the
-        data allow. Every written candidate is then refined with the parameters of its space group only, so two
-        candidates are compared on equal terms (kesterite and stannite differ only in how Cu and Zn order, and
-        P1 freedom lets either mimic the other).
+        data allow. A candidate whose symmetric version is kept is thus refined with the parameters of its space
+        group only, so two such candidates are compared on equal terms (kesterite and stannite differ only in
+        how Cu and Zn order, and P1 freedom lets either mimic the other).
         """
         top = ranked[: self.settings.top]
         stages = (
