@@ -60,9 +60,23 @@ def starts(n: int, seed: int, displacement: float = 0.1, tetragonal: bool = Fals
     return out
 
 
-def command_of(args: argparse.Namespace) -> str:
-    """The command line that reproduces this run (without the output file)."""
-    return "python benchmarks/bench_refine.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "output")
+def write_record(args: argparse.Namespace, measured: dict) -> None:
+    """``measured`` with the command line that reproduces the run and its settings, as JSON in ``--output``."""
+    if not args.output:
+        return
+    command = "python benchmarks/bench_refine.py " + " ".join(
+        f"--{k} {v}" for k, v in vars(args).items() if k != "output"
+    )
+    record = {"command": command, "starts": args.n, "keep": args.keep, "threads": args.threads, **measured}
+    with open(args.output, "w") as fh:
+        json.dump(record, fh, indent=1)
+
+
+def kesterite_target(threads: int) -> tuple[SolveSettings, object]:
+    """The solve's default settings and the bundled kesterite pattern as a target, on ``threads`` threads."""
+    torch.set_num_threads(threads)
+    settings = SolveSettings()
+    return settings, build_target(read_pattern(example_path("kesterite_CuKa.xye")), "xray", "CuKa", settings.profile)
 
 
 def main() -> None:
@@ -76,9 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.compare == "symmetry":
         return compare_symmetry(args)
-    torch.set_num_threads(args.threads)
-    settings = SolveSettings()
-    target = build_target(read_pattern(example_path("kesterite_CuKa.xye")), "xray", "CuKa", settings.profile)
+    settings, target = kesterite_target(args.threads)
     structures = starts(args.n, args.seed)
     results = {}
     for mode in ("passes", "peaks"):
@@ -92,30 +104,24 @@ def main() -> None:
     ratio = results["passes"][0] / results["peaks"][0]
     diff = float(np.abs(results["passes"][1] - results["peaks"][1]).max())
     print(f"speed-up {ratio:.2f}×; largest |ΔRwp| between the two runs {100 * diff:.4f} % (Rwp points)")
-    if args.output:
-        record = {
-            "command": command_of(args),
-            "starts": args.n,
-            "keep": args.keep,
-            "threads": args.threads,
+    write_record(
+        args,
+        {
             "seconds_passes": results["passes"][0],
             "seconds_peaks": results["peaks"][0],
             "speedup": ratio,
             "max_abs_rwp_difference": diff,
             "rwp_passes": results["passes"][1].tolist(),
             "rwp_peaks": results["peaks"][1].tolist(),
-        }
-        with open(args.output, "w") as fh:
-            json.dump(record, fh, indent=1)
+        },
+    )
 
 
 def compare_symmetry(args: argparse.Namespace) -> None:
     """P1 against space-group refinement of the same idealised starts."""
     from atomdiff.tasks.solve import symmetry_of
 
-    torch.set_num_threads(args.threads)
-    settings = SolveSettings()
-    target = build_target(read_pattern(example_path("kesterite_CuKa.xye")), "xray", "CuKa", settings.profile)
+    settings, target = kesterite_target(args.threads)
     structures = []
     # near-symmetric starts (0.01 Å displacements, tetragonal strain), as the solve's samples are after idealising
     for s in starts(args.n, args.seed, displacement=0.01, tetragonal=True):
@@ -134,12 +140,9 @@ def compare_symmetry(args: argparse.Namespace) -> None:
     print(f"speed-up {ratio:.2f}×; Rexp {100 * rexp:.2f} %")
     for k, (a, b, g) in enumerate(zip(results["P1"][1], results["group"][1], results["group"][2], strict=True)):
         print(f"start {k:2d} ({len(structures[k])} atoms, {g}): P1 {100 * a:6.2f} %  group {100 * b:6.2f} %")
-    if args.output:
-        record = {
-            "command": command_of(args),
-            "starts": args.n,
-            "keep": args.keep,
-            "threads": args.threads,
+    write_record(
+        args,
+        {
             "expected_rwp": rexp,
             "seconds_p1": results["P1"][0],
             "seconds_group": results["group"][0],
@@ -148,9 +151,8 @@ def compare_symmetry(args: argparse.Namespace) -> None:
             "rwp_group": results["group"][1].tolist(),
             "space_groups": results["group"][2],
             "atoms": [len(s) for s in structures],
-        }
-        with open(args.output, "w") as fh:
-            json.dump(record, fh, indent=1)
+        },
+    )
 
 
 if __name__ == "__main__":
