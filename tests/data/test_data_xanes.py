@@ -130,6 +130,51 @@ def test_an_interrupted_run_resumes_without_running_finished_sites_again(tmp_pat
     assert read_spectrum_dataset(out, "train", absorber=6)[0].spectra.shape == (5, 101)
 
 
+def random_carbon(n: int, seed: int) -> Structure:
+    rng = np.random.default_rng(seed)
+    return Structure(np.full(n, 6), rng.uniform(0, 1, (n, 3)), np.eye(3) * 5.0)
+
+
+def test_some_sites_per_structure_are_drawn_reproducibly_and_read_back_by_index(tmp_path):
+    """``--sites-per-structure 3`` on two 8-atom random cells: 3 FEFF runs each, a ``site`` column that the
+    reader maps to the right atoms; resuming, or adding a structure, draws the same sites; a structure with
+    fewer sites is labelled whole; another k or seed on the same folder is refused."""
+    paths = [_write(random_carbon(8, seed), tmp_path / f"cell{seed}.extxyz") for seed in (0, 1)]
+    small = _write(random_carbon(2, 2), tmp_path / "small.extxyz")
+    out, cache = tmp_path / "ds", SpectrumCache(tmp_path / "cache")
+    runner = FakeFeff()
+    summary = XanesDataGenerator(out, TINY_SETTINGS, cache=cache, runner=runner, sites_per_structure=3, seed=4).run(
+        load_inputs(paths)
+    )
+    assert summary.written == 2 and runner.calls == 6
+    items = read_spectrum_dataset(out, "train", absorber=6)
+    full = XanesDataGenerator(tmp_path / "full", TINY_SETTINGS, cache=cache, runner=runner).run(load_inputs(paths))
+    assert full.computed == 16 - 6  # the drawn sites came from the cache
+    whole = {item.name: item for item in read_spectrum_dataset(tmp_path / "full", "train", absorber=6)}
+    for item in items:
+        assert len(item.absorbers) == 3 and list(item.absorbers) == sorted(set(item.absorbers))
+        # each row is the spectrum of the atom its site column names
+        np.testing.assert_allclose(item.spectra, whole[item.name].spectra[item.absorbers], rtol=1e-6)
+    assert list(items[0].absorbers) != list(items[1].absorbers)
+    header = next(csv.reader(open(out / "xanes" / "train" / "cell0.csv")))
+    assert header[0] == "site" and float(header[1]) == 270.0
+    before = (out / "xanes" / "train" / "cell1.csv").read_text()
+    (out / "xanes" / "train" / "cell1.csv").unlink()
+    again = XanesDataGenerator(out, TINY_SETTINGS, cache=None, runner=FakeFeff(), sites_per_structure=3, seed=4)
+    assert again.run(load_inputs([*paths, small])).written == 2
+    assert (out / "xanes" / "train" / "cell1.csv").read_text() == before  # same draw without the cache
+    assert read_spectrum_dataset(out, "train", absorber=6)[2].absorbers.tolist() == [0, 1]
+    for k, seed in ((2, 4), (3, 5)):
+        with pytest.raises(InputError, match="labels 3 sites per structure drawn with seed 4"):
+            XanesDataGenerator(out, TINY_SETTINGS, runner=FakeFeff(), sites_per_structure=k, seed=seed).run(
+                load_inputs(paths)
+            )
+    with pytest.raises(InputError, match="labels 3 sites per structure"):
+        XanesDataGenerator(out, TINY_SETTINGS, runner=FakeFeff()).run(load_inputs(paths))
+    with pytest.raises(InputError, match="at least 1"):
+        XanesDataGenerator(out, TINY_SETTINGS, sites_per_structure=0)
+
+
 def _write(structure: Structure, path):
     write_structures(structure, path)
     return path
@@ -221,6 +266,7 @@ def test_help(capsys):
     assert run(["data", "xanes", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--absorber" in out and "--split" in out and "--emin" in out and "--retry-failed" in out
+    assert "--sites-per-structure" in out and "--seed" in out
 
 
 def test_real_feff_round_trip_into_the_training_reader(tmp_path):

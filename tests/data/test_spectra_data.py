@@ -96,3 +96,23 @@ def test_pdfgetx3_gr_file_is_read_after_its_header(tmp_path):
     p = read_pattern(f)
     assert p.axis == "r"
     np.testing.assert_allclose(p.y, [0.1, 0.2, 0.15])
+
+
+def test_a_site_csv_labels_the_atoms_it_names_and_bad_site_columns_are_clear_errors(tmp_path):
+    write_dataset(tmp_path, n_bins=3)
+    path = tmp_path / "xanes" / "train" / "c1.csv"
+    (tmp_path / "xanes" / "train" / "c1.txt").unlink()
+    path.write_text("site,1,2,3\n7,0.1,0.2,0.3\n2,0.4,0.5,0.6\n")
+    item = read_spectrum_dataset(tmp_path, "train")[1]
+    assert item.absorbers.tolist() == [7, 2]
+    np.testing.assert_allclose(item.spectra, [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
+    np.testing.assert_allclose(read_spectra_file(path), item.spectra)  # the index column is not a bin
+    for rows, message in (
+        ("12,0.1,0.2,0.3\n", "site 12 is not an absorbing atom"),
+        ("1,0.1,0.2,0.3\n1,0.1,0.2,0.3\n", "listed twice"),
+        ("1.5,0.1,0.2,0.3\n", "whole numbers"),
+        ("-1,0.1,0.2,0.3\n", "whole numbers"),
+    ):
+        path.write_text("site,1,2,3\n" + rows)
+        with pytest.raises(InputError, match=message):
+            read_spectrum_dataset(tmp_path, "train")

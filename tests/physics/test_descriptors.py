@@ -131,3 +131,19 @@ def test_describe_is_json_and_complete():
     assert "sp3_fraction" not in cu and cu["mean_coordination_Cu"] == 12.0
     with pytest.raises(InputError):
         hybridisation_fractions(_fcc_cu())
+
+
+def test_silicon_bond_cutoff_and_coordination_fractions():
+    from ase.build import bulk
+
+    from atomdiff.physics.descriptors import coordination_fractions
+
+    assert bond_cutoff(14, 14) == 2.85
+    si = Structure.from_ase(bulk("Si", "diamond", a=5.431).repeat(2))
+    assert coordination_fractions(si, 14) == {4: 1.0}
+    squeezed = si.replace(cell=si.cell * 0.9)  # second neighbours at 3.46 Å stay outside 2.85 Å
+    assert coordination_fractions(squeezed, 14) == {4: 1.0}
+    sparse = si.replace(cell=si.cell * 1.25)  # bonds 2.94 Å: none
+    assert coordination_fractions(sparse, 14) == {0: 1.0}
+    with pytest.raises(InputError, match="no atom of C"):
+        coordination_fractions(si, 6)

@@ -190,3 +190,33 @@ def test_targets_need_a_surrogate_for_xanes():
 
     with pytest.raises(InputError, match="surrogate"):
         build_guidance(AmorphousSettings(), Targets(xanes=np.zeros(10)), None)
+
+
+def test_another_element_gets_its_own_descriptors_and_needs_its_own_surrogate(models, tmp_path):
+    """An amorphous Si run with a tiny Si prior and a tiny Si K surrogate: the summary gives 3-, 4-, 5-fold
+    fractions with the Si–Si bond cutoff, the closest approach defaults to 0.6 × that cutoff, and a carbon
+    surrogate is refused for a silicon cell."""
+    torch.manual_seed(1)
+    AmorphousDiffusion(LocalNetConfig(hidden=8, layers=1, cutoff=4.5), elements=[14], densities=(2.0, 2.6)).save(
+        tmp_path / "si_prior"
+    )
+    XanesSurrogate(LocalNetConfig(hidden=8, layers=1, cutoff=4.5), 10, 14, [0.5] * 10, [0.2] * 10).save(
+        tmp_path / "si_k"
+    )
+    target = tmp_path / "si.txt"
+    np.savetxt(target, np.linspace(0.3, 0.7, 10))
+    out = tmp_path / "si.extxyz"
+    args = ["amorphous", "--element", "Si", "--density", "2.3", "--atoms", "40", "--steps", "3", "-o", str(out)]
+    args += ["--model", str(tmp_path / "si_prior"), "--target-xanes", str(target), "--samples", "2"]
+    assert run([*args, "--surrogate", str(tmp_path / "si_k")]) == 0
+    header = (tmp_path / "si_report" / "summary.csv").read_text().splitlines()[0].split(",")
+    assert header[:8] == ["sample", "atoms", "density_g_cm3", "cn3", "cn4", "cn5", "mean_cn", "min_distance_A"]
+    assert header[-1] == "misfit_xanes"
+    settings = AmorphousSettings(element="Si", density=2.3, atoms=40)
+    assert settings.sample_options().min_distance == pytest.approx(0.6 * 2.85, abs=0.01)
+    assert AmorphousSettings().sample_options().min_distance == 1.1
+    for s in read_structures(out):
+        assert s.info["min_distance_A"] > 1.6  # pushed apart to the silicon default
+    prior = AmorphousDiffusion.load(tmp_path / "si_prior")
+    with pytest.raises(InputError, match="surrogate computes the C K edge"):
+        generate_amorphous(prior, settings, Targets(xanes=np.full(10, 0.5)), XanesSurrogate.load(models / "xanes"))

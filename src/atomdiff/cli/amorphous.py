@@ -46,7 +46,12 @@ def amorphous(
     steps: Annotated[int, typer.Option(min=1, help="Noise levels of the sampler.")] = 100,
     sampler: Annotated[str, typer.Option(help="sde (stochastic) or ode (deterministic).")] = "sde",
     restarts: Annotated[int, typer.Option(min=0, help="Re-noise and re-denoise the result this many times.")] = 0,
-    min_distance: Annotated[float, typer.Option(min=0.0, help="Pairs closer than this (Å) are pushed apart.")] = 1.1,
+    min_distance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, help="Pairs closer than this (Å) are pushed apart (default 1.1 for C, else 0.6 × the bond cutoff)."
+        ),
+    ] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Prior: folder or shipped name.")] = "amorphous_carbon",
     surrogate: Annotated[str, typer.Option(help="XANES surrogate: folder or shipped name.")] = "xanes_carbon_k",
     seed: Seed = 0,

@@ -105,12 +105,18 @@ def xanes(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Compute again the structures listed in failed.csv.")
     ] = False,
+    sites_per_structure: Annotated[
+        int | None,
+        typer.Option(min=1, help="Label this many absorbing atoms per structure, drawn with --seed (default: all)."),
+    ] = None,
+    seed: Seed = 0,
 ) -> None:
     """Label structures with per-site FEFF10 XANES for `atomdiff train xanes`; resumable.
 
     Writes OUT/poscar/<split>/<name>.vasp and OUT/xanes/<split>/<name>.csv (header: energies in eV; one row per
-    absorbing atom, in order) on one energy grid fixed in OUT/settings.json. A structure with a failed site is
-    left out and listed in OUT/failed.csv.
+    absorbing atom, in order; with --sites-per-structure the header starts with `site` and each row with its
+    atom's index) on one energy grid fixed in OUT/settings.json. A structure with a failed site is left out and
+    listed in OUT/failed.csv.
     """
     from rich.markup import escape
 
@@ -137,6 +143,8 @@ def xanes(
         cache=store,
         workers=workers,
         retry_failed=retry_failed,
+        sites_per_structure=sites_per_structure,
+        seed=seed,
     )
     items = load_inputs(structures)
     with stage_bars(("structures", "sites")) as update:

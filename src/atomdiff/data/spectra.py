@@ -8,6 +8,10 @@ Layout (that of the a-C XANES data set of Kwon, Hsu et al. 2024, ``../shared/dat
 
 Every row holds the spectrum of one atom on a common grid of bins. Rows of an element other than the
 absorber may be absent only if the file has exactly one row per absorbing atom.
+
+A CSV whose header starts with ``site`` labels only some atoms: its first column is the index (from 0, in the
+structure's atom order) of the absorbing atom each row belongs to. ``atomdiff data xanes --sites-per-structure``
+writes such files: FEFF time is better spent on many structures' environments than on every site of a few.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ class SpectrumLabelled:
 
     Attributes:
         structure: the structure.
-        absorbers: ``(k,)`` indices of the atoms that carry a spectrum.
-        spectra: ``(k, n_bins)`` one spectrum per absorbing atom.
+        absorbers: ``(k,)`` indices of the atoms that carry a spectrum (all absorbing atoms, or those labelled).
+        spectra: ``(k, n_bins)`` one spectrum per labelled absorbing atom.
         name: file stem.
     """
 
@@ -43,12 +47,24 @@ class SpectrumLabelled:
 
     @property
     def mean_spectrum(self) -> np.ndarray:
-        """The structure's spectrum: the mean over absorbing atoms."""
+        """The structure's spectrum: the mean over the labelled absorbing atoms (an estimate when not all are)."""
         return self.spectra.mean(axis=0)
 
 
+#: first header field of a CSV whose first column holds the labelled atoms' indices
+SITE_COLUMN = "site"
+
+
 def read_spectra_file(path: str | os.PathLike) -> np.ndarray:
-    """``(n_rows, n_bins)`` array from a whitespace (``.txt``) or comma (``.csv``, header row) file."""
+    """``(n_rows, n_bins)`` array from a whitespace (``.txt``) or comma (``.csv``, header row) file.
+
+    The index column of a ``site`` CSV (see the module docstring) is not part of the returned spectra.
+    """
+    return read_site_spectra(path)[1]
+
+
+def read_site_spectra(path: str | os.PathLike) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(sites, spectra)``: the atom index of each row for a ``site`` CSV, else ``None``; ``(n_rows, n_bins)``."""
     path = Path(path)
     csv = path.suffix.lower() == ".csv"
     rows: list[list[float]] = []
@@ -57,6 +73,7 @@ def read_spectra_file(path: str | os.PathLike) -> np.ndarray:
     except OSError as exc:
         raise InputError(f"cannot read spectra: {exc.strerror}", path=str(path)) from None
     width = None
+    indexed = csv and bool(lines) and lines[0].split(",")[0].strip().strip('"').lower() == SITE_COLUMN
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text or text.startswith("#") or (csv and number == 1):
@@ -79,7 +96,18 @@ def read_spectra_file(path: str | os.PathLike) -> np.ndarray:
         rows.append(values)
     if not rows:
         raise InputError("no spectrum rows", path=str(path))
-    return np.asarray(rows, dtype=np.float64)
+    table = np.asarray(rows, dtype=np.float64)
+    if not indexed:
+        return None, table
+    if table.shape[1] < 2:
+        raise InputError("a site CSV needs the site column and at least one spectrum value per row", path=str(path))
+    sites = table[:, 0]
+    if not np.all(sites == np.round(sites)) or np.any(sites < 0):
+        raise InputError("the site column must hold atom indices (whole numbers from 0)", path=str(path))
+    sites = sites.astype(np.int64)
+    if len(np.unique(sites)) != len(sites):
+        raise InputError("a site is listed twice in the site column", path=str(path))
+    return sites, table[:, 1:]
 
 
 def _spectrum_file(root: Path, split: str, name: str) -> Path | None:
@@ -93,9 +121,19 @@ def _spectrum_file(root: Path, split: str, name: str) -> Path | None:
 def read_labelled(
     structure_path: str | os.PathLike, spectra_path: str | os.PathLike, absorber: int = 6
 ) -> SpectrumLabelled:
-    """One structure and its per-atom spectra; rows are matched to the absorbing atoms in order."""
+    """One structure and its per-atom spectra; rows are matched to the absorbing atoms in order (or by the
+    ``site`` column)."""
     structure = read_structure(structure_path)
-    spectra = read_spectra_file(spectra_path)
+    sites, spectra = read_site_spectra(spectra_path)
+    if sites is not None:
+        bad = [int(i) for i in sites if i >= len(structure) or structure.numbers[i] != absorber]
+        if bad:
+            raise InputError(
+                f"site {bad[0]} is not an absorbing atom (Z = {absorber}) of the structure {structure_path} "
+                f"({len(structure)} atoms)",
+                path=str(spectra_path),
+            )
+        return SpectrumLabelled(structure, sites, spectra, Path(structure_path).stem)
     absorbers = np.flatnonzero(structure.numbers == absorber)
     if spectra.shape[0] == len(structure) and len(absorbers) != len(structure):
         spectra = spectra[absorbers]

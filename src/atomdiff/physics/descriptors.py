@@ -4,8 +4,10 @@ Neighbours are found with :func:`atomdiff.structure.neighbors.neighbor_list` (pe
 atom with its own images too). Distances are in Å, angles in degrees, densities in g/cm³.
 
 Default bond cutoffs (:func:`bond_cutoff`): 1.85 Å for C–C (the usual cutoff for amorphous and crystalline
-carbon, between the 1.54 Å sp3 bond and the 2.5 Å second shell), otherwise 1.2 × the sum of the covalent
-radii of ASE's table (Cordero et al. 2008).
+carbon, between the 1.54 Å sp3 bond and the 2.5 Å second shell), 2.85 Å for Si–Si (the first minimum of the
+g(r) of amorphous silicon, the cutoff of its coordination statistics, e.g. Deringer et al. 2018; between the
+2.35 Å bond and the 3.84 Å second shell), otherwise 1.2 × the sum of the covalent radii of ASE's table
+(Cordero et al. 2008).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from atomdiff.structure.neighbors import neighbor_list
 from atomdiff.structure.structure import Structure
 
 CARBON_CUTOFF = 1.85
+SILICON_CUTOFF = 2.85
 COVALENT_FACTOR = 1.2
 _CARBON = 6
+_ELEMENT_BONDS = {_CARBON: CARBON_CUTOFF, 14: SILICON_CUTOFF}
 
 Cutoff = float | Mapping[tuple[str, str], float] | None
 
@@ -44,8 +48,8 @@ def pairs(structure: Structure, cutoff: float) -> tuple[np.ndarray, np.ndarray, 
 
 def bond_cutoff(z_a: int, z_b: int) -> float:
     """Default bond length cutoff (Å) between elements ``z_a`` and ``z_b`` (see the module docstring)."""
-    if z_a == _CARBON and z_b == _CARBON:
-        return CARBON_CUTOFF
+    if z_a == z_b and z_a in _ELEMENT_BONDS:
+        return _ELEMENT_BONDS[z_a]
     return COVALENT_FACTOR * float(covalent_radii[z_a] + covalent_radii[z_b])
 
 
@@ -96,6 +100,17 @@ def hybridisation_fractions(structure: Structure, cutoff: float = CARBON_CUTOFF)
     fractions = {name: float(np.sum(cn == k)) / n for name, k in (("sp", 2), ("sp2", 3), ("sp3", 4))}
     fractions["other"] = 1.0 - sum(fractions.values())
     return fractions
+
+
+def coordination_fractions(structure: Structure, element: int, cutoff: Cutoff = None) -> dict[int, float]:
+    """Fraction of the atoms of ``element`` (atomic number) with each number of neighbours (of any element),
+    ``{coordination: fraction}`` over the numbers that occur; bonds as in :func:`coordination_numbers`."""
+    mine = structure.numbers == element
+    if not mine.any():
+        raise InputError(f"the structure has no atom of {chemical_symbols[element]}")
+    cn = coordination_numbers(structure, cutoff)[mine]
+    values, counts = np.unique(cn, return_counts=True)
+    return {int(v): float(c) / float(mine.sum()) for v, c in zip(values, counts, strict=True)}
 
 
 def rdf(structure: Structure, r_max: float = 10.0, dr: float = 0.02) -> tuple[np.ndarray, np.ndarray]:

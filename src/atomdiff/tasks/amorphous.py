@@ -32,13 +32,29 @@ from atomdiff.physics.total_scattering import PDFForwardModel, ScatteringForward
 from atomdiff.report.html import block_of, image_uri, structure_section, table_html, write_report
 from atomdiff.report.plots import plot_curves
 from atomdiff.structure.batch import StructureBatch
-from atomdiff.structure.elements import atomic_masses, atomic_number
+from atomdiff.structure.elements import atomic_masses, atomic_number, chemical_symbols
 from atomdiff.structure.io import write_structures
 from atomdiff.structure.structure import Structure
 
 _AVOGADRO = 6.02214076e23
 _VIEWER_MAX_ATOMS = 1500
 SUMMARY_COLUMNS = ("sample", "atoms", "density_g_cm3", "sp", "sp2", "sp3", "mean_cn", "min_distance_A")
+#: coordination numbers whose fractions the summary gives for elements other than carbon (``cn3``, ...)
+COORDINATIONS = (3, 4, 5)
+
+
+def summary_columns(element: int) -> tuple[str, ...]:
+    """Columns of ``summary.csv``: carbon's hybridisation (sp, sp2, sp3), else fractions of 3-, 4-, 5-fold atoms."""
+    if element == 6:
+        return SUMMARY_COLUMNS
+    return ("sample", "atoms", "density_g_cm3", *(f"cn{k}" for k in COORDINATIONS), "mean_cn", "min_distance_A")
+
+
+def default_min_distance(element: str) -> float:
+    """Closest approach enforced on generated cells, Å: 1.1 for carbon (0.6 of its 1.85 Å bond cutoff), else
+    0.6 of the element's bond cutoff (Si: 1.71 Å)."""
+    z = atomic_number(element)
+    return 1.1 if z == 6 else round(0.6 * descriptors.bond_cutoff(z, z), 2)
 
 
 @dataclasses.dataclass
@@ -53,7 +69,7 @@ class AmorphousSettings:
     sampler: str = "sde"
     restarts: int = 0
     restart_sigma: float = 0.5
-    min_distance: float = 1.1
+    min_distance: float | None = None
     guidance: float = 1.0
     guidance_mode: str = "tweedie"
     guidance_start: float | None = None
@@ -69,7 +85,9 @@ class AmorphousSettings:
     seed: int = 0
 
     def sample_options(self) -> SampleOptions:
-        return SampleOptions(self.steps, self.sampler, self.restarts, self.restart_sigma, 30, self.min_distance)
+        """Sampler options; ``min_distance`` ``None`` means the element's :func:`default_min_distance`."""
+        closest = self.min_distance if self.min_distance is not None else default_min_distance(self.element)
+        return SampleOptions(self.steps, self.sampler, self.restarts, self.restart_sigma, 30, closest)
 
 
 @dataclasses.dataclass
@@ -197,6 +215,11 @@ def generate_amorphous(
         raise InputError(f"the model was trained on {model.elements} only, not Z = {z}")
     if settings.samples < 1:
         raise InputError(f"--samples must be at least 1, got {settings.samples}")
+    if surrogate is not None and targets.xanes is not None and surrogate.absorber != z:
+        raise InputError(
+            f"the XANES surrogate computes the {chemical_symbols[surrogate.absorber]} {surrogate.edge} edge; "
+            f"a cell of {settings.element} needs a surrogate for one of its own edges (atomdiff train xanes)"
+        )
     box, n = resolve_cell(z, settings.density, settings.atoms, cell)
     structure = Structure(np.full(n, z), np.zeros((n, 3)), box)
     notes = []
@@ -214,19 +237,25 @@ def generate_amorphous(
 
 
 def summary_rows(structures: list[Structure]) -> list[dict[str, Any]]:
-    """Per-sample descriptors: density, hybridisation (C–C bonds < 1.85 Å), mean coordination, shortest distance."""
+    """Per-sample descriptors: density, hybridisation of carbon (C–C bonds < 1.85 Å) or the fractions of 3-, 4-
+    and 5-fold coordinated atoms of another element (bonds as :func:`~atomdiff.physics.descriptors.bond_cutoff`),
+    mean coordination, shortest distance (see :func:`summary_columns`)."""
     rows = []
     for k, s in enumerate(structures):
-        hyb = descriptors.hybridisation_fractions(s)
+        z = int(s.numbers[0])
+        if z == 6:
+            hyb = descriptors.hybridisation_fractions(s)
+            fractions = {name: hyb.get(name, 0.0) for name in ("sp", "sp2", "sp3")}
+        else:
+            found = descriptors.coordination_fractions(s, z)
+            fractions = {f"cn{c}": found.get(c, 0.0) for c in COORDINATIONS}
         cn = descriptors.coordination_numbers(s)
         rows.append(
             {
                 "sample": k + 1,
                 "atoms": len(s),
                 "density_g_cm3": round(s.density, 4),
-                "sp": round(hyb.get("sp", 0.0), 4),
-                "sp2": round(hyb.get("sp2", 0.0), 4),
-                "sp3": round(hyb.get("sp3", 0.0), 4),
+                **{name: round(value, 4) for name, value in fractions.items()},
                 "mean_cn": round(float(np.mean(cn)), 4),
                 "min_distance_A": round(descriptors.min_distance(s), 4),
             }
@@ -250,7 +279,7 @@ def write_amorphous_outputs(result: AmorphousResult, out: Path) -> tuple[Path, l
     report = out.with_name(out.stem + "_report")
     report.mkdir(exist_ok=True)
     with atomic_path(report / "summary.csv") as tmp, open(tmp, "w", newline="") as fh:
-        columns = list(SUMMARY_COLUMNS) + [f"misfit_{n}" for n in result.curves]
+        columns = list(summary_columns(atomic_number(result.settings.element))) + [f"misfit_{n}" for n in result.curves]
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for row, s in zip(rows, structures, strict=True):
@@ -266,20 +295,19 @@ def _plots(result: AmorphousResult, report: Path) -> dict[str, Path]:
     plots: dict[str, Path] = {}
     label = [f"sample {k + 1}" for k in range(len(result.structures))]
     show = list(range(min(len(result.structures), 8)))
+    z = atomic_number(result.settings.element)
+    bond = descriptors.bond_cutoff(z, z)
     rdfs = [(*descriptors.rdf(result.structures[k], r_max=8.0), label[k]) for k in show]
     plots["rdf"] = report / "rdf.png"
     plot_curves(plots["rdf"], rdfs, "r (Å)", "g(r)", title="Radial distribution function")
-    angles = [
-        (*descriptors.bond_angle_distribution(result.structures[k], cutoff=descriptors.CARBON_CUTOFF), label[k])
-        for k in show
-    ]
+    angles = [(*descriptors.bond_angle_distribution(result.structures[k], cutoff=bond), label[k]) for k in show]
     plots["angles"] = report / "bond_angles.png"
     plot_curves(
         plots["angles"],
         angles,
         "bond angle (degrees)",
         "probability density",
-        title=f"Bond angles (bonds < {descriptors.CARBON_CUTOFF} Å)",
+        title=f"Bond angles (bonds < {bond:g} Å)",
     )
     cns = []
     for k in show:
@@ -292,7 +320,7 @@ def _plots(result: AmorphousResult, report: Path) -> dict[str, Path]:
         cns,
         "coordination number",
         "fraction of atoms",
-        title=f"Coordination (bonds < {descriptors.CARBON_CUTOFF} Å)",
+        title=f"Coordination (bonds < {bond:g} Å)",
     )
     axes = {"xanes": ("bin", "absorption (arb. units)"), "pdf": ("r (Å)", "G(r) (Å⁻²)"), "sq": ("Q (Å⁻¹)", "S(Q)")}
     for name, curve in result.curves.items():
@@ -328,7 +356,7 @@ def _html(result: AmorphousResult, rows: list[dict], plots: dict[str, Path], rep
         + "</p>"
     )
     sections = [intro] + [f"<p><b>Note:</b> {html.escape(n)}</p>" for n in result.notes]
-    sections.append("<h2>Samples</h2>" + table_html(rows, SUMMARY_COLUMNS))
+    sections.append("<h2>Samples</h2>" + table_html(rows, summary_columns(atomic_number(st.element))))
     for key in ("xanes", "pdf", "sq", "guidance", "rdf", "angles", "coordination"):
         if key in plots:
             sections.append(f"<img src='{image_uri(plots[key])}' alt='{key}'>")

@@ -5,6 +5,8 @@ Layout written under the data-set folder ``ROOT`` (read by :func:`atomdiff.data.
     ROOT/settings.json                  FEFF settings, feff10-rs version and the energy grid of the whole data set
     ROOT/poscar/<split>/<name>.vasp     the structure (POSCAR, atoms in the input order)
     ROOT/xanes/<split>/<name>.csv       header: the grid energies in eV; then one row per absorbing atom, in order
+                                        (with ``sites_per_structure``: header ``site,<energies>``, each row the
+                                        index of its atom first)
     ROOT/failed.csv                     structures left out: split, name, source, site, reason (one row per site)
 
 **The energy grid.** Every spectrum of the data set is put on one grid of photon energies, because the
@@ -25,6 +27,14 @@ A site whose spectrum starts above ``emin`` gets its first value below its start
 pre-edge, below the Fermi level, where μ is flat and near zero); a site whose spectrum ends before
 ``emax`` is a failure (nothing measured is invented above the computed range).
 
+**Some sites per structure.** FEFF costs seconds to minutes per site, and the sites of one cell share its
+density and history, so a data set of a given FEFF budget covers more kinds of environment if it labels a few
+sites of many structures instead of every site of a few. ``sites_per_structure = k`` labels k absorbing atoms
+of each structure (all of a structure with fewer), drawn without replacement from a generator seeded by the
+run's seed and the structure's name, so that resuming, or adding structures, draws the same sites. The surrogate
+is trained per atom, so the unlabelled atoms only lack a target; they still make up the labelled atoms'
+environments.
+
 **Resuming.** A structure whose CSV and POSCAR are there is not touched; site spectra go to the environment
 cache as each FEFF run ends, so an interrupted structure loses only the runs in progress. The CSV is written
 before the POSCAR, each atomically, so the reader never finds a structure without its spectra. A structure
@@ -40,6 +50,7 @@ import json
 import math
 import re
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from importlib import metadata
@@ -47,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+from atomdiff.data.spectra import SITE_COLUMN
 from atomdiff.errors import AtomdiffError, InputError
 from atomdiff.files import atomic_path
 from atomdiff.physics.xanes import feff as _feff
@@ -153,12 +165,20 @@ def _number(value: float) -> str:
     return np.format_float_positional(float(value), precision=6, unique=True, trim="-")
 
 
-def write_spectra_csv(path: Path, energies: np.ndarray, spectra: np.ndarray) -> None:
-    """Header of energies (eV), then one row per absorbing atom; the file appears whole or not at all."""
+def write_spectra_csv(
+    path: Path, energies: np.ndarray, spectra: np.ndarray, sites: Sequence[int] | None = None
+) -> None:
+    """Header of energies (eV), then one row per absorbing atom; the file appears whole or not at all.
+
+    With ``sites``, the header starts with ``site`` and each row with the index of its atom.
+    """
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow([_number(e) for e in energies])
-        writer.writerows([f"{v:.7g}" for v in row] for row in spectra)
+        lead = [SITE_COLUMN] if sites is not None else []
+        writer.writerow(lead + [_number(e) for e in energies])
+        for k, row in enumerate(spectra):
+            lead = [str(int(sites[k]))] if sites is not None else []
+            writer.writerow(lead + [f"{v:.7g}" for v in row])
 
 
 def _read_failed(path: Path) -> list[dict[str, str]]:
@@ -207,6 +227,8 @@ class XanesDataGenerator:
         workers: FEFF runs at once (processes); 1 runs them in this process, one after the other.
         retry_failed: compute again the structures that ``failed.csv`` lists for this split.
         runner: ``feff.inp`` text → ``(energy_eV, mu)``; default FEFF10 through feff10-rs.
+        sites_per_structure: label this many absorbing atoms of each structure, drawn at random (``None``: all).
+        seed: seed of that draw (with the structure's name).
     """
 
     def __init__(
@@ -222,6 +244,8 @@ class XanesDataGenerator:
         workers: int = 1,
         retry_failed: bool = False,
         runner: Runner | None = None,
+        sites_per_structure: int | None = None,
+        seed: int = 0,
     ):
         if workers < 1:
             raise InputError(f"workers must be at least 1, got {workers}")
@@ -235,6 +259,8 @@ class XanesDataGenerator:
             raise InputError(f"--step must be positive, got {step} eV")
         if emin is not None and emax is not None and not emax > emin:
             raise InputError(f"--emax ({emax} eV) must be above --emin ({emin} eV)")
+        if sites_per_structure is not None and sites_per_structure < 1:
+            raise InputError(f"--sites-per-structure must be at least 1, got {sites_per_structure}")
         self.root = Path(root)
         self.settings = settings
         self.split = split
@@ -242,6 +268,8 @@ class XanesDataGenerator:
         self.workers = int(workers)
         self.retry_failed = retry_failed
         self.runner = runner
+        self.sites_per_structure = sites_per_structure
+        self.seed = int(seed)
         self._asked = {"emin": emin, "emax": emax, "step": step}
         self._grid_values: dict[str, float | None] = {}
         self._grid_from: str | None = None
@@ -270,11 +298,17 @@ class XanesDataGenerator:
             version = "absent"
         return {"feff10-rs": version, "settings": dataclasses.asdict(self.settings)}
 
+    def _sites_record(self) -> dict | None:
+        if self.sites_per_structure is None:
+            return None
+        return {"per_structure": self.sites_per_structure, "seed": self.seed}
+
     def _record(self) -> dict:
         return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "feff": self._feff_record(),
+            "sites": self._sites_record(),
             "grid": {**self._grid_values, "from": self._grid_from},
             "energy": "FEFF photon energy omega (xmu.dat column 1), eV",
         }
@@ -307,6 +341,12 @@ class XanesDataGenerator:
             raise InputError(
                 f"the folder holds spectra computed with other FEFF settings ({_diff(old_feff, self._feff_record())}); "
                 "use the same settings to resume, or another folder",
+                path=str(self.settings_path),
+            )
+        if old.get("sites") != self._sites_record():
+            raise InputError(
+                f"the folder labels {_describe_sites(old.get('sites'))}, not {_describe_sites(self._sites_record())}; "
+                "use the same --sites-per-structure and --seed to resume, or another folder",
                 path=str(self.settings_path),
             )
         for key, value in asked.items():
@@ -356,9 +396,17 @@ class XanesDataGenerator:
         """The structure's files are there; a POSCAR missing after its CSV (interrupted between) is written."""
         return self.xanes_path(name).is_file() and self.poscar_path(name).is_file()
 
+    def _sites(self, item: LabelInput) -> list[int]:
+        """The absorbing atoms of ``item`` to label, ascending."""
+        sites = np.flatnonzero(item.structure.numbers == self.settings.absorber_z)
+        k = self.sites_per_structure
+        if k is None or k >= len(sites):
+            return sites.tolist()
+        rng = np.random.default_rng([self.seed, zlib.crc32(item.name.encode())])
+        return sorted(int(i) for i in rng.choice(sites, size=k, replace=False))
+
     def _plan(self, item: LabelInput) -> tuple[list[int], list[str], dict[str, str]]:
-        z = self.settings.absorber_z
-        sites = np.flatnonzero(item.structure.numbers == z).tolist()
+        sites = self._sites(item)
         clusters = cut_clusters(item.structure, sites, self.settings.cluster_radius)
         keys = [environment_key(c, self.settings) for c in clusters]
         texts = {}
@@ -396,7 +444,8 @@ class XanesDataGenerator:
             summary.failed += 1
             summary.failed_sites += len(reasons)
             return
-        write_spectra_csv(self.xanes_path(item.name), grid.energies, np.stack(rows))
+        indexed = self.sites_per_structure is not None
+        write_spectra_csv(self.xanes_path(item.name), grid.energies, np.stack(rows), pending.sites if indexed else None)
         self._write_poscar(item)
         summary.written += 1
 
@@ -423,12 +472,12 @@ class XanesDataGenerator:
         Stages are ``structures`` and ``sites`` (absorbing sites of all structures).
         """
         z = self.settings.absorber_z
-        counts = [int(np.count_nonzero(item.structure.numbers == z)) for item in items]
-        missing = [item.source for item, n in zip(items, counts, strict=True) if n == 0]
+        missing = [item.source for item in items if not np.any(item.structure.numbers == z)]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise InputError(f"no {chemical_symbols[z]} atom to absorb at in {shown}")
         self._open()
+        counts = [len(self._sites(item)) for item in items]
         failed_rows = _read_failed(self.failed_path)
         listed = {r["name"] for r in failed_rows if r["split"] == self.split}
         if self.retry_failed and listed:
@@ -438,7 +487,7 @@ class XanesDataGenerator:
         todo: list[tuple[LabelInput, int]] = []
         for item, n in zip(items, counts, strict=True):
             if self.xanes_path(item.name).is_file():
-                self._check_existing(item, n)
+                self._check_existing(item)
                 if not self.poscar_path(item.name).is_file():
                     self._write_poscar(item)
                 summary.skipped += 1
@@ -459,18 +508,22 @@ class XanesDataGenerator:
         summary.grid = self._grid()
         return summary
 
-    def _check_existing(self, item: LabelInput, n_absorbers: int) -> None:
+    def _check_existing(self, item: LabelInput) -> None:
         path = self.xanes_path(item.name)
         with open(path, newline="") as fh:
             table = list(csv.reader(fh))
+        sites = self._sites(item)
+        indexed = self.sites_per_structure is not None
+        ok = len(table) - 1 == len(sites) and bool(table) and (table[0][:1] == [SITE_COLUMN]) == indexed
+        if ok and indexed:
+            ok = [row[0] for row in table[1:]] == [str(i) for i in sites]
         grid = self._grid()
-        ok = len(table) - 1 == n_absorbers
         if ok and grid is not None:
-            header = np.array([float(v) for v in table[0]]) if table else np.zeros(0)
+            header = np.array([float(v) for v in table[0][1 if indexed else 0 :]])
             ok = header.shape == grid.energies.shape and np.allclose(header, grid.energies, atol=1e-4)
         if not ok:
             raise InputError(
-                f"the spectra there do not belong to {item.source} ({n_absorbers} absorbing atoms) on this data set's "
+                f"the spectra there do not belong to {item.source} ({len(sites)} sites to label) on this data set's "
                 "grid; remove the file or give the structure another name",
                 path=str(path),
             )
@@ -583,6 +636,12 @@ class XanesDataGenerator:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
+
+
+def _describe_sites(record: dict | None) -> str:
+    if not record:
+        return "every absorbing site"
+    return f"{record.get('per_structure')} sites per structure drawn with seed {record.get('seed')}"
 
 
 def _diff(old: dict, new: dict) -> str:
