@@ -96,3 +96,30 @@ def test_evaluate_amorphous_rejects_unknown_experiments(tmp_path, capsys):
         == 2
     )
     assert "--experiments" in capsys.readouterr().err
+
+
+def test_a_silicon_test_set_is_scored_by_its_four_fold_fraction():
+    """Cells of another element than carbon: 3-, 4-, 5-fold fractions (Si–Si bonds < 2.85 Å), the 4-fold one's
+    error as the headline, in the test-cell, steering and density experiments."""
+    torch.manual_seed(0)
+    prior = AmorphousDiffusion(LocalNetConfig(hidden=8, layers=1, cutoff=4.5), elements=[14]).eval()
+    xanes = XanesSurrogate(LocalNetConfig(hidden=8, layers=1, cutoff=4.5), 6, 14, [0.5] * 6, [0.1] * 6).eval()
+    rng = np.random.default_rng(1)
+
+    def cell(seed: int, density: float = 2.3) -> Structure:
+        n = 20
+        return Structure(
+            np.full(n, 14), np.random.default_rng(seed).random((n, 3)), density_cell(np.full(n, 14), density)
+        )
+
+    cells = [SpectrumLabelled(cell(k), np.arange(0, 20, 4), rng.random((5, 6)), f"si{k}") for k in range(2)]
+    opts = SampleOptions(steps=3, min_distance=1.7)
+    out = evaluate_test_cells(prior, xanes, cells, samples=2, options=opts)
+    assert set(out["cells"][0]["guided"]) >= {"cn3", "cn4", "cn5", "cn4_error"}
+    assert np.isfinite(out["summary"]["guided_cn4_error"]) and "guided_sp3_error" not in out["summary"]
+    steer = steering(
+        prior, xanes, np.full(6, 0.4), np.full(6, 0.6), cell(7), fractions=(0.0, 1.0), samples=2, options=opts
+    )
+    assert steer["fraction"] == "cn4" and "cn4_mean" in steer["targets"][0]
+    trend = density_trend(prior, [cell(3, 2.0), cell(4, 2.6)], samples=2, options=opts)
+    assert trend["fraction"] == "cn4" and trend["mean_abs_cn4_difference"] >= 0

@@ -197,10 +197,12 @@ def amorphous(
     from atomdiff.cli.progress import stage_bars
     from atomdiff.data.spectra import read_spectra_file, read_spectrum_dataset
     from atomdiff.diffusion.amorphous import SampleOptions, density_cell
+    from atomdiff.structure.elements import chemical_symbols
     from atomdiff.structure.io import read_structures
     from atomdiff.structure.structure import Structure
+    from atomdiff.tasks.amorphous import default_min_distance
     from atomdiff.tasks.evaluate import write_result
-    from atomdiff.tasks.evaluate_amorphous import density_trend, evaluate_test_cells, steering
+    from atomdiff.tasks.evaluate_amorphous import density_trend, evaluate_test_cells, headline_fraction, steering
     from atomdiff.weights import load_amorphous_model, load_xanes_surrogate
 
     check_output_suffix(output, (".json",), "--output")
@@ -209,7 +211,7 @@ def amorphous(
         raise InputError(f"--experiments must list some of test, steering, densities; got {experiments!r}")
     prior, xanes = load_amorphous_model(model), load_xanes_surrogate(surrogate)
     cells = read_spectrum_dataset(data, split, xanes.absorber)
-    options = SampleOptions(steps=steps, min_distance=1.1)
+    options = SampleOptions(steps=steps, min_distance=default_min_distance(chemical_symbols[xanes.absorber]))
     result: dict[str, Any] = {
         "guidance_start": guidance_start,
         "model": model,
@@ -254,19 +256,22 @@ def amorphous(
             result["density_trend"] = density_trend(prior, refs, samples=3, options=options, seed=seed, progress=bar)
     write_result(result, output)
     if "test_cells" in result:
+        head = headline_fraction(xanes.absorber)
         summary = result["test_cells"]["summary"]
         table = Table(title=f"Amorphous generation on {len(cells)} {split} cells, {samples} samples each")
         table.add_column("metric")
         table.add_column("guided", justify="right")
         table.add_column("unguided", justify="right")
-        for key in ("sp3_error", "rdf_distance", "adf_distance", "spectrum_misfit"):
+        for key in (f"{head}_error", "rdf_distance", "adf_distance", "spectrum_misfit"):
             table.add_row(key, f"{summary['guided_' + key]:.4f}", f"{summary['unguided_' + key]:.4f}")
         console.print(table)
+    head = headline_fraction(xanes.absorber)
     if "steering" in result:
-        steps_sp3 = ", ".join(f"{r['sp3_mean']:.3f}" for r in result["steering"]["targets"])
-        console.print(f"steering graphite→diamond, sp3: {steps_sp3} (monotonic: {result['steering']['monotonic']})")
+        steps_head = ", ".join(f"{r[head + '_mean']:.3f}" for r in result["steering"]["targets"])
+        console.print(f"steering graphite→diamond, {head}: {steps_head} (monotonic: {result['steering']['monotonic']})")
     if "density_trend" in result:
-        console.print(f"sp3 vs density: mean |Δsp3| {result['density_trend']['mean_abs_sp3_difference']:.3f}")
+        difference = result["density_trend"][f"mean_abs_{head}_difference"]
+        console.print(f"{head} vs density: mean |Δ{head}| {difference:.3f}")
     console.print(f"wrote {output}")
 
 

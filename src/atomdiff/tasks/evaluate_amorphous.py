@@ -4,9 +4,11 @@ Three experiments, each a function returning JSON-ready results:
 
 * :func:`evaluate_test_cells` — for each labelled test cell, generate ``samples`` cells in its cell (same atom
   count and density) with its mean XANES as target and without guidance, and compare each with the reference:
-  sp/sp2/sp3 fractions, RDF distance (RMS of g(r) − g_ref(r) on 0–8 Å, 0.05 Å bins), bond-angle distance (RMS
-  of the angle densities, 2° bins), and the spectrum misfit through the surrogate (relative mean squared
-  difference to the target; the reference cell's own misfit through the surrogate is reported as the floor).
+  sp/sp2/sp3 fractions (another element than carbon: fractions of 3-, 4- and 5-fold atoms, the 4-fold one as
+  the headline, see :func:`headline_fraction`), RDF distance (RMS of g(r) − g_ref(r) on 0–8 Å, 0.05 Å bins),
+  bond-angle distance (RMS of the angle densities, 2° bins), and the spectrum misfit through the surrogate
+  (relative mean squared difference to the target; the reference cell's own misfit through the surrogate is
+  reported as the floor).
 * :func:`steering` — targets interpolated between two reference spectra (graphite-like and diamond-like) at
   one density; reports the sp3 fraction per target and whether it moves monotonically.
 * :func:`density_trend` — unconditional samples at the densities of a reference set (e.g. the C-GAP-17 cells)
@@ -34,12 +36,26 @@ RDF_MAX, RDF_STEP, ANGLE_BINS = 8.0, 0.05, 90
 Progress = Callable[[str, int, int], None]
 
 
+def fraction_names(element: int) -> tuple[str, ...]:
+    """The coordination fractions reported for cells of ``element``: carbon's sp, sp2, sp3, else cn3, cn4, cn5."""
+    return ("sp", "sp2", "sp3") if element == 6 else ("cn3", "cn4", "cn5")
+
+
+def headline_fraction(element: int) -> str:
+    """The fraction whose error sums up a cell: sp3 for carbon, the 4-fold (tetrahedral network) fraction else."""
+    return "sp3" if element == 6 else "cn4"
+
+
 def structure_metrics(structure: Structure) -> dict[str, float]:
-    hyb = descriptors.hybridisation_fractions(structure)
+    """Coordination fractions (:func:`fraction_names`), density and shortest distance of a one-element cell."""
+    z = int(structure.numbers[0])
+    if z == 6:
+        fractions = descriptors.hybridisation_fractions(structure)
+    else:
+        found = descriptors.coordination_fractions(structure, z)
+        fractions = {f"cn{k}": found.get(k, 0.0) for k in (3, 4, 5)}
     return {
-        "sp": hyb["sp"],
-        "sp2": hyb["sp2"],
-        "sp3": hyb["sp3"],
+        **{name: fractions[name] for name in fraction_names(z)},
         "density": structure.density,
         "min_distance": descriptors.min_distance(structure),
     }
@@ -50,7 +66,8 @@ def _rdf(s: Structure) -> np.ndarray:
 
 
 def _adf(s: Structure) -> np.ndarray:
-    return descriptors.bond_angle_distribution(s, descriptors.CARBON_CUTOFF, ANGLE_BINS)[1]
+    z = int(s.numbers[0])
+    return descriptors.bond_angle_distribution(s, descriptors.bond_cutoff(z, z), ANGLE_BINS)[1]
 
 
 def _rms(a: np.ndarray, b: np.ndarray) -> float:
@@ -97,6 +114,8 @@ def evaluate_test_cells(
     """Guided and unguided samples in each test cell, compared with the cell (see the module docstring)."""
     options = options or SampleOptions()
     rows = []
+    z = int(cells[0].structure.numbers[0]) if cells else 6
+    names, head = fraction_names(z), headline_fraction(z)
     for k, cell in enumerate(cells):
         ref = cell.structure
         target = cell.mean_spectrum
@@ -118,10 +137,8 @@ def evaluate_test_cells(
             out = _sample(model, template, samples, options, seed + 1000 * k, guidance)
             metrics = [structure_metrics(s) for s in out]
             row[label] = {
-                "sp3": [m["sp3"] for m in metrics],
-                "sp2": [m["sp2"] for m in metrics],
-                "sp": [m["sp"] for m in metrics],
-                "sp3_error": float(np.mean([abs(m["sp3"] - ref_m["sp3"]) for m in metrics])),
+                **{name: [m[name] for m in metrics] for name in names},
+                f"{head}_error": float(np.mean([abs(m[head] - ref_m[head]) for m in metrics])),
                 "rdf_distance": float(np.mean([_rms(_rdf(s), ref_rdf) for s in out])),
                 "adf_distance": float(np.mean([_rms(_adf(s), ref_adf) for s in out])),
                 "spectrum_misfit": float(np.mean(spectrum_misfit(surrogate, out, target))),
@@ -133,7 +150,7 @@ def evaluate_test_cells(
         rows.append(row)
     summary = {}
     for label in ("guided", "unguided"):
-        for key in ("sp3_error", "rdf_distance", "adf_distance", "spectrum_misfit"):
+        for key in (f"{head}_error", "rdf_distance", "adf_distance", "spectrum_misfit"):
             summary[f"{label}_{key}"] = float(np.mean([r[label][key] for r in rows]))
     summary["reference_spectrum_misfit"] = float(np.mean([r["reference_spectrum_misfit"] for r in rows]))
     return {"cells": rows, "summary": summary}
@@ -154,33 +171,36 @@ def steering(
     progress: Progress | None = None,
     sigma_start: float | None = None,
 ) -> dict[str, Any]:
-    """sp3 fraction of samples guided by ``(1 − f)·low + f·high`` for each ``f``, with a monotonicity check.
+    """Headline fraction (sp3 for carbon, :func:`headline_fraction`) of samples guided by ``(1 − f)·low +
+    f·high`` for each ``f``, with a monotonicity check.
 
     Both ends are first rescaled to the surrogate's mean area (:meth:`XanesSurrogate.match_area`).
     """
     options = options or SampleOptions()
     low, high = surrogate.match_area(low), surrogate.match_area(high)
+    head = headline_fraction(int(template.numbers[0]))
     rows = []
     for k, f in enumerate(fractions):
         target = (1.0 - f) * low + f * high
         guidance = xanes_guidance(surrogate, target, strength, mode, sigma_start)
         out = _sample(model, template, samples, options, seed, guidance)
-        sp3 = [descriptors.hybridisation_fractions(s)["sp3"] for s in out]
+        values = [structure_metrics(s)[head] for s in out]
         rows.append(
             {
                 "fraction_high": float(f),
-                "sp3_mean": float(np.mean(sp3)),
-                "sp3_std": float(np.std(sp3)),
-                "sp3": sp3,
+                f"{head}_mean": float(np.mean(values)),
+                f"{head}_std": float(np.std(values)),
+                head: values,
                 "spectrum_misfit": float(np.mean(spectrum_misfit(surrogate, out, target))),
             }
         )
         if progress is not None:
             progress("steering", k + 1, len(fractions))
-    means = [r["sp3_mean"] for r in rows]
+    means = [r[f"{head}_mean"] for r in rows]
     return {
         "density": template.density,
         "atoms": len(template),
+        "fraction": head,
         "targets": rows,
         "monotonic": bool(all(b >= a for a, b in zip(means, means[1:], strict=False))),
     }
@@ -194,25 +214,27 @@ def density_trend(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Unconditional samples in each reference cell (its density and atom count) and their sp3 fraction."""
+    """Unconditional samples in each reference cell (its density and atom count) and their headline fraction
+    (sp3 for carbon, :func:`headline_fraction`)."""
     options = options or SampleOptions()
+    head = headline_fraction(int(references[0].numbers[0])) if references else "sp3"
     rows = []
     for k, ref in enumerate(references):
         out = _sample(model, ref.replace(frac=np.zeros_like(ref.frac)), samples, options, seed + k, None)
-        sp3 = [descriptors.hybridisation_fractions(s)["sp3"] for s in out]
+        values = [structure_metrics(s)[head] for s in out]
         rows.append(
             {
                 "density": ref.density,
-                "reference_sp3": descriptors.hybridisation_fractions(ref)["sp3"],
-                "sp3_mean": float(np.mean(sp3)),
-                "sp3_std": float(np.std(sp3)),
+                f"reference_{head}": structure_metrics(ref)[head],
+                f"{head}_mean": float(np.mean(values)),
+                f"{head}_std": float(np.std(values)),
                 "label": str(ref.info.get("label", k)),
             }
         )
         if progress is not None:
             progress("densities", k + 1, len(references))
-    err = [abs(r["sp3_mean"] - r["reference_sp3"]) for r in rows]
-    return {"points": rows, "mean_abs_sp3_difference": float(np.mean(err)) if err else None}
+    err = [abs(r[f"{head}_mean"] - r[f"reference_{head}"]) for r in rows]
+    return {"points": rows, "fraction": head, f"mean_abs_{head}_difference": float(np.mean(err)) if err else None}
 
 
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:
