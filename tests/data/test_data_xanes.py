@@ -165,12 +165,19 @@ def test_some_sites_per_structure_are_drawn_reproducibly_and_read_back_by_index(
     assert (out / "xanes" / "train" / "cell1.csv").read_text() == before  # same draw without the cache
     assert read_spectrum_dataset(out, "train", absorber=6)[2].absorbers.tolist() == [0, 1]
     for k, seed in ((2, 4), (3, 5)):
-        with pytest.raises(InputError, match="labels 3 sites per structure drawn with seed 4"):
+        with pytest.raises(InputError, match="split train labels 3 sites per structure drawn with seed 4"):
             XanesDataGenerator(out, TINY_SETTINGS, runner=FakeFeff(), sites_per_structure=k, seed=seed).run(
                 load_inputs(paths)
             )
     with pytest.raises(InputError, match="labels 3 sites per structure"):
         XanesDataGenerator(out, TINY_SETTINGS, runner=FakeFeff()).run(load_inputs(paths))
+    # another split may choose otherwise: here every site
+    test = XanesDataGenerator(out, TINY_SETTINGS, "test", cache=cache, runner=FakeFeff()).run(load_inputs(paths[:1]))
+    assert test.written == 1 and read_spectrum_dataset(out, "test", absorber=6)[0].absorbers.tolist() == list(range(8))
+    assert json.loads((out / "settings.json").read_text())["sites"] == {
+        "train": {"per_structure": 3, "seed": 4},
+        "test": None,
+    }
     with pytest.raises(InputError, match="at least 1"):
         XanesDataGenerator(out, TINY_SETTINGS, sites_per_structure=0)
 

@@ -33,7 +33,7 @@ sites of many structures instead of every site of a few. ``sites_per_structure =
 of each structure (all of a structure with fewer), drawn without replacement from a generator seeded by the
 run's seed and the structure's name, so that resuming, or adding structures, draws the same sites. The surrogate
 is trained per atom, so the unlabelled atoms only lack a target; they still make up the labelled atoms'
-environments.
+environments. The choice is made per split (``settings.json`` records each split's); a resumed split keeps it.
 
 **Resuming.** A structure whose CSV and POSCAR are there is not touched; site spectra go to the environment
 cache as each FEFF run ends, so an interrupted structure loses only the runs in progress. The CSV is written
@@ -273,6 +273,7 @@ class XanesDataGenerator:
         self._asked = {"emin": emin, "emax": emax, "step": step}
         self._grid_values: dict[str, float | None] = {}
         self._grid_from: str | None = None
+        self._split_sites: dict[str, dict | None] = {}
         self._memory: dict[str, Spectrum] = {}
 
     # --- paths --------------------------------------------------------------------------------------------
@@ -308,7 +309,7 @@ class XanesDataGenerator:
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "feff": self._feff_record(),
-            "sites": self._sites_record(),
+            "sites": {**self._split_sites, self.split: self._sites_record()},
             "grid": {**self._grid_values, "from": self._grid_from},
             "energy": "FEFF photon energy omega (xmu.dat column 1), eV",
         }
@@ -343,10 +344,12 @@ class XanesDataGenerator:
                 "use the same settings to resume, or another folder",
                 path=str(self.settings_path),
             )
-        if old.get("sites") != self._sites_record():
+        self._split_sites = dict(old.get("sites") or {})
+        if self.split in self._split_sites and self._split_sites[self.split] != self._sites_record():
             raise InputError(
-                f"the folder labels {_describe_sites(old.get('sites'))}, not {_describe_sites(self._sites_record())}; "
-                "use the same --sites-per-structure and --seed to resume, or another folder",
+                f"the folder's split {self.split} labels {_describe_sites(self._split_sites[self.split])}, not "
+                f"{_describe_sites(self._sites_record())}; use the same --sites-per-structure and --seed to resume, "
+                "or another split or folder",
                 path=str(self.settings_path),
             )
         for key, value in asked.items():
@@ -358,7 +361,7 @@ class XanesDataGenerator:
                 )
         self._grid_values = {key: stored[key] if stored[key] is not None else asked[key] for key in stored}
         self._grid_from = old_grid.get("from")
-        if self._grid_values != stored:
+        if self._grid_values != stored or self.split not in self._split_sites:
             self._save_settings()
 
     def _grid(self) -> EnergyGrid | None:
