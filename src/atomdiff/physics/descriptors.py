@@ -113,6 +113,23 @@ def coordination_fractions(structure: Structure, element: int, cutoff: Cutoff = 
     return {int(v): float(c) / float(mine.sum()) for v, c in zip(values, counts, strict=True)}
 
 
+def fraction_names(element: int) -> tuple[str, ...]:
+    """Names of :func:`network_fractions` for cells of ``element``: carbon's sp, sp2, sp3, else cn3, cn4, cn5."""
+    return ("sp", "sp2", "sp3") if element == _CARBON else ("cn3", "cn4", "cn5")
+
+
+def network_fractions(structure: Structure) -> dict[str, float]:
+    """Coordination fractions of the first atom's element, named by :func:`fraction_names`: carbon's
+    hybridisation (:func:`hybridisation_fractions`), else the fractions of 3-, 4- and 5-fold atoms with the
+    default bond cutoff (Si: 2.85 Å)."""
+    z = int(structure.numbers[0])
+    if z == _CARBON:
+        found = hybridisation_fractions(structure)
+        return {name: found[name] for name in fraction_names(z)}
+    counts = coordination_fractions(structure, z)
+    return {name: counts.get(int(name[2:]), 0.0) for name in fraction_names(z)}
+
+
 def rdf(structure: Structure, r_max: float = 10.0, dr: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
     """Total radial distribution function g(r) from a histogram of all pair distances.
 

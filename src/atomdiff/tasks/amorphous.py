@@ -39,15 +39,12 @@ from atomdiff.structure.structure import Structure
 _AVOGADRO = 6.02214076e23
 _VIEWER_MAX_ATOMS = 1500
 SUMMARY_COLUMNS = ("sample", "atoms", "density_g_cm3", "sp", "sp2", "sp3", "mean_cn", "min_distance_A")
-#: coordination numbers whose fractions the summary gives for elements other than carbon (``cn3``, ...)
-COORDINATIONS = (3, 4, 5)
 
 
 def summary_columns(element: int) -> tuple[str, ...]:
     """Columns of ``summary.csv``: carbon's hybridisation (sp, sp2, sp3), else fractions of 3-, 4-, 5-fold atoms."""
-    if element == 6:
-        return SUMMARY_COLUMNS
-    return ("sample", "atoms", "density_g_cm3", *(f"cn{k}" for k in COORDINATIONS), "mean_cn", "min_distance_A")
+    names = descriptors.fraction_names(element)
+    return ("sample", "atoms", "density_g_cm3", *names, "mean_cn", "min_distance_A")
 
 
 def default_min_distance(element: str) -> float:
@@ -242,13 +239,7 @@ def summary_rows(structures: list[Structure]) -> list[dict[str, Any]]:
     mean coordination, shortest distance (see :func:`summary_columns`)."""
     rows = []
     for k, s in enumerate(structures):
-        z = int(s.numbers[0])
-        if z == 6:
-            hyb = descriptors.hybridisation_fractions(s)
-            fractions = {name: hyb.get(name, 0.0) for name in ("sp", "sp2", "sp3")}
-        else:
-            found = descriptors.coordination_fractions(s, z)
-            fractions = {f"cn{c}": found.get(c, 0.0) for c in COORDINATIONS}
+        fractions = descriptors.network_fractions(s)
         cn = descriptors.coordination_numbers(s)
         rows.append(
             {

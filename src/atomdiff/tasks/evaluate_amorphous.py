@@ -36,26 +36,16 @@ RDF_MAX, RDF_STEP, ANGLE_BINS = 8.0, 0.05, 90
 Progress = Callable[[str, int, int], None]
 
 
-def fraction_names(element: int) -> tuple[str, ...]:
-    """The coordination fractions reported for cells of ``element``: carbon's sp, sp2, sp3, else cn3, cn4, cn5."""
-    return ("sp", "sp2", "sp3") if element == 6 else ("cn3", "cn4", "cn5")
-
-
 def headline_fraction(element: int) -> str:
     """The fraction whose error sums up a cell: sp3 for carbon, the 4-fold (tetrahedral network) fraction else."""
     return "sp3" if element == 6 else "cn4"
 
 
 def structure_metrics(structure: Structure) -> dict[str, float]:
-    """Coordination fractions (:func:`fraction_names`), density and shortest distance of a one-element cell."""
-    z = int(structure.numbers[0])
-    if z == 6:
-        fractions = descriptors.hybridisation_fractions(structure)
-    else:
-        found = descriptors.coordination_fractions(structure, z)
-        fractions = {f"cn{k}": found.get(k, 0.0) for k in (3, 4, 5)}
+    """Coordination fractions (:func:`~atomdiff.physics.descriptors.network_fractions`), density and shortest
+    distance of a one-element cell."""
     return {
-        **{name: fractions[name] for name in fraction_names(z)},
+        **descriptors.network_fractions(structure),
         "density": structure.density,
         "min_distance": descriptors.min_distance(structure),
     }
@@ -115,7 +105,7 @@ def evaluate_test_cells(
     options = options or SampleOptions()
     rows = []
     z = int(cells[0].structure.numbers[0]) if cells else 6
-    names, head = fraction_names(z), headline_fraction(z)
+    names, head = descriptors.fraction_names(z), headline_fraction(z)
     for k, cell in enumerate(cells):
         ref = cell.structure
         target = cell.mean_spectrum
