@@ -34,28 +34,26 @@ import torch
 from atomdiff.data.generate.xanes import XanesDataGenerator, load_inputs
 from atomdiff.data.spectra import read_spectrum_dataset
 from atomdiff.diffusion.amorphous import AmorphousDiffusion, SampleOptions, density_cell
+from atomdiff.diffusion.guidance.spectra import relative_misfit
 from atomdiff.models.xanes import XanesSurrogate
-from atomdiff.physics import descriptors
 from atomdiff.physics.xanes import FeffSettings, SpectrumCache, default_cache_dir
-from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.elements import chemical_symbols
 from atomdiff.structure.io import write_structures
 from atomdiff.structure.structure import Structure
 from atomdiff.tasks.amorphous import default_min_distance
-from atomdiff.tasks.evaluate_amorphous import spectrum_misfit, steering, structure_metrics, xanes_guidance
+from atomdiff.tasks.evaluate_amorphous import (
+    rdf_distance,
+    sample_cells,
+    spectrum_misfit,
+    steering,
+    structure_metrics,
+    xanes_guidance,
+)
 
 
-def relative_misfit(y: np.ndarray, target: np.ndarray) -> float:
-    return float(np.mean((y - target) ** 2) / np.mean(target**2))
-
-
-def rdf_distance(a: Structure, b: Structure) -> float:
-    return float(np.sqrt(np.mean((descriptors.rdf(a, 8.0, 0.05)[1] - descriptors.rdf(b, 8.0, 0.05)[1]) ** 2)))
-
-
-def generate(prior, template, n, options, seed, guidance) -> list[Structure]:
-    batch = StructureBatch.from_structures([template] * n, dtype=torch.float32)
-    return prior.generate(batch, options, torch.Generator().manual_seed(seed), guidance)
+def misfit(y: np.ndarray, target: np.ndarray) -> float:
+    """The guidance's relative misfit of one spectrum."""
+    return float(relative_misfit(torch.as_tensor(y), torch.as_tensor(target)))
 
 
 def feff_label(structures: dict[str, Structure], dataset: Path, work: Path, sites: int, workers: int, seed: int):
@@ -129,7 +127,7 @@ def main() -> None:
             ("unguided", None),
         ):
             t0 = time.perf_counter()
-            out = generate(prior, template, args.samples, options, args.seed + 1000 * k, guidance)
+            out = sample_cells(prior, template, args.samples, options, args.seed + 1000 * k, guidance)
             seconds = time.perf_counter() - t0
             for j, s in enumerate(out):
                 samples[f"{name}_{label}_{j}"] = s
@@ -150,10 +148,10 @@ def main() -> None:
     for row in rows:
         target = cells[row["name"]].mean_spectrum
         ref = labelled.get(f"{row['name']}_reference")
-        row["reference_feff_misfit"] = relative_misfit(ref.mean_spectrum, target) if ref else None
+        row["reference_feff_misfit"] = misfit(ref.mean_spectrum, target) if ref else None
         for label in ("guided", "unguided"):
             found = [labelled.get(f"{row['name']}_{label}_{j}") for j in range(args.samples)]
-            row[label]["feff_misfit"] = [relative_misfit(f.mean_spectrum, target) if f else None for f in found]
+            row[label]["feff_misfit"] = [misfit(f.mean_spectrum, target) if f else None for f in found]
     result["cells"] = rows
 
     def mean(label: str, key: str) -> float:

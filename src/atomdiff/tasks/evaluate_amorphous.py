@@ -71,7 +71,12 @@ def spectrum_misfit(surrogate: XanesSurrogate, structures: Sequence[Structure], 
     return relative_misfit(y, torch.as_tensor(target, dtype=torch.float64)).numpy()
 
 
-def _sample(
+def rdf_distance(a: Structure, b: Structure) -> float:
+    """RMS difference of the g(r) of two cells on 0–8 Å in 0.05 Å bins."""
+    return _rms(_rdf(a), _rdf(b))
+
+
+def sample_cells(
     model: AmorphousDiffusion,
     template: Structure,
     n: int,
@@ -124,7 +129,7 @@ def evaluate_test_cells(
             ("unguided", None),
         ):
             t0 = time.perf_counter()
-            out = _sample(model, template, samples, options, seed + 1000 * k, guidance)
+            out = sample_cells(model, template, samples, options, seed + 1000 * k, guidance)
             metrics = [structure_metrics(s) for s in out]
             row[label] = {
                 **{name: [m[name] for m in metrics] for name in names},
@@ -173,7 +178,7 @@ def steering(
     for k, f in enumerate(fractions):
         target = (1.0 - f) * low + f * high
         guidance = xanes_guidance(surrogate, target, strength, mode, sigma_start)
-        out = _sample(model, template, samples, options, seed, guidance)
+        out = sample_cells(model, template, samples, options, seed, guidance)
         values = [structure_metrics(s)[head] for s in out]
         rows.append(
             {
@@ -210,7 +215,7 @@ def density_trend(
     head = headline_fraction(int(references[0].numbers[0])) if references else "sp3"
     rows = []
     for k, ref in enumerate(references):
-        out = _sample(model, ref.replace(frac=np.zeros_like(ref.frac)), samples, options, seed + k, None)
+        out = sample_cells(model, ref.replace(frac=np.zeros_like(ref.frac)), samples, options, seed + k, None)
         values = [structure_metrics(s)[head] for s in out]
         rows.append(
             {
