@@ -255,8 +255,8 @@ def amorphous(
             refs = [s for f in sorted(Path(references).glob("*.extxyz")) for s in read_structures(f)]
             result["density_trend"] = density_trend(prior, refs, samples=3, options=options, seed=seed, progress=bar)
     write_result(result, output)
+    head = headline_fraction(xanes.absorber)
     if "test_cells" in result:
-        head = headline_fraction(xanes.absorber)
         summary = result["test_cells"]["summary"]
         table = Table(title=f"Amorphous generation on {len(cells)} {split} cells, {samples} samples each")
         table.add_column("metric")
@@ -265,7 +265,6 @@ def amorphous(
         for key in (f"{head}_error", "rdf_distance", "adf_distance", "spectrum_misfit"):
             table.add_row(key, f"{summary['guided_' + key]:.4f}", f"{summary['unguided_' + key]:.4f}")
         console.print(table)
-    head = headline_fraction(xanes.absorber)
     if "steering" in result:
         steps_head = ", ".join(f"{r[head + '_mean']:.3f}" for r in result["steering"]["targets"])
         console.print(f"steering graphite→diamond, {head}: {steps_head} (monotonic: {result['steering']['monotonic']})")
