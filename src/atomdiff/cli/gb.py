@@ -10,24 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atomdiff.cli.options import Seed
+from atomdiff.cli.options import Seed, parse_triple
 from atomdiff.errors import InputError
 
 console = Console()
 
 RESULT_FILES = ("summary.json", "energies.csv", "generated.extxyz", "builder.extxyz", "energy_vs_atoms.png")
-
-
-def _triple(text: str | None, option: str) -> tuple[int, int, int] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(int(v) for v in text.replace(" ", "").split(","))
-    except ValueError:
-        raise InputError(f"{option}: write three integers like 1,0,0; got {text!r}") from None
-    if len(values) != 3:
-        raise InputError(f"{option}: write three integers like 1,0,0; got {text!r}")
-    return values  # type: ignore[return-value]
 
 
 def gb(
@@ -86,9 +74,9 @@ def gb(
     settings = GBSettings(
         element=element,
         sigma=sigma,
-        plane=_triple(plane, "--plane"),  # type: ignore[arg-type]
+        plane=parse_triple(plane, "--plane"),  # type: ignore[arg-type]
         kind=kind,
-        axis=_triple(axis, "--axis"),
+        axis=parse_triple(axis, "--axis"),
         number=number,
         steps=steps,
         resample=resample,

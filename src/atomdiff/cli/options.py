@@ -27,6 +27,19 @@ Texture = Annotated[
 ]
 
 
+def parse_triple(text: str | None, option: str) -> tuple[int, int, int] | None:
+    """``"1,0,0"`` → ``(1, 0, 0)`` (Miller indices, directions, repeats); ``None`` when not given."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise InputError(f"{option}: write three integers like 1,0,0; got {text!r}") from None
+    if len(values) != 3:
+        raise InputError(f"{option}: write three integers like 1,0,0; got {text!r}")
+    return values  # type: ignore[return-value]
+
+
 def parse_texture(text: str | None) -> tuple[float, float, float] | None:
     """``--texture "0,0,1"`` → ``(0.0, 0.0, 1.0)``; ``None`` when not given."""
     values = parse_floats(text, "--texture")

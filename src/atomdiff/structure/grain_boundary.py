@@ -10,6 +10,7 @@ and one at its edge (fractional c = 0.5 and 0). The cell's third vector is norma
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import warnings
 from collections.abc import Sequence
 
@@ -27,7 +28,8 @@ class Bicrystal:
 
     Attributes:
         structure: the periodic bicrystal (boundaries normal to the third lattice vector).
-        grain: ``(n,)`` 0 or 1, the grain of each atom (pymatgen's top/bottom label).
+        grain: ``(n,)`` 0 or 1, the grain of each atom: 0 in the upper half of the cell (pymatgen's top grain),
+            1 in the lower.
         planes: fractional third coordinates of the two boundaries (0 and 0.5).
         sigma, axis, angle, plane, kind: the boundary's CSL Σ, rotation axis, angle (°), plane and kind.
     """
@@ -145,7 +147,9 @@ def build_bicrystal(
         )
     if in_plane != (1, 1):
         gb = gb.copy()
-        gb.make_supercell([in_plane[0], in_plane[1], 1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the supercell drops pymatgen's grain labels; `grain` does not use them
+            gb.make_supercell([in_plane[0], in_plane[1], 1])
     # standard orientation: a along x, b in the xy plane, c (the boundary normal) along z
     from ase.geometry import cellpar_to_cell
 
@@ -155,5 +159,55 @@ def build_bicrystal(
     structure = Structure(
         np.array([site.specie.Z for site in gb]), gb.frac_coords, cellpar_to_cell([*lengths, *angles])
     )
-    grain = np.array([0 if "top" in str(lab) else 1 for lab in gb.site_properties["grain_label"]])
+    # by position, not by pymatgen's labels: a supercell loses them, and an atom wrapped across the cell edge
+    # keeps the label of its grain while sitting in the other half
+    grain = np.where(structure.frac[:, 2] % 1.0 >= 0.5, 0, 1)
     return Bicrystal(structure, grain, (0.0, 0.5), int(sigma), axis, angle, plane, kind)
+
+
+def grain_crystal(bicrystal: Bicrystal, half: int) -> Structure:
+    """The perfect crystal of one grain filling the whole bicrystal cell: the grain between the boundary planes
+    ``planes[half]`` and the next, continued through the other grain's place.
+
+    The grain's lattice is read from its own atoms (an interior atom and three independent nearest-neighbour
+    vectors spanning a primitive cell), so it holds for any boundary the builder makes; an ``InputError`` says
+    when the cell is not a superlattice of the grain (then no periodic bulk of that orientation fits the cell).
+    """
+    s = bicrystal.structure
+    cell = np.asarray(s.cell, dtype=np.float64)
+    c = np.asarray(s.frac)[:, 2] % 1.0
+    lower = bicrystal.planes[half]
+    upper = bicrystal.planes[(half + 1) % 2] or 1.0
+    inside = (c > lower) & (c < upper) if upper > lower else (c > lower) | (c < upper)
+    interior = np.flatnonzero(inside & (bicrystal.distance_to_boundary() > 1.0))
+    if len(interior) < 4:
+        raise InputError("the grain is too thin to read its lattice from its atoms (use thicker grains)")
+    positions = np.asarray(s.frac) @ cell
+    origin = positions[interior[len(interior) // 2]]
+    delta = np.asarray(s.frac)[interior] - np.asarray(s.frac)[interior[len(interior) // 2]]
+    delta -= np.round(delta)
+    vectors = delta @ cell
+    lengths = np.linalg.norm(vectors, axis=1)
+    nearest = vectors[(lengths > 1e-6) & (lengths < lengths[lengths > 1e-6].min() * 1.05)]
+    triples = [nearest[list(t)] for t in itertools.combinations(range(len(nearest)), 3)]
+    volumes = np.array([abs(np.linalg.det(t)) for t in triples])
+    spanning = volumes > 0.1 * lengths[lengths > 1e-6].min() ** 3
+    if not spanning.any():
+        raise InputError("the grain's nearest-neighbour vectors do not span a cell (is it fcc or bcc?)")
+    basis = triples[int(np.argmin(np.where(spanning, volumes, np.inf)))]  # a primitive cell: the smallest
+    in_basis = cell @ np.linalg.inv(basis)
+    if np.abs(in_basis - np.round(in_basis)).max() > 1e-3:
+        raise InputError("the bicrystal cell is not a superlattice of this grain's lattice")
+    in_basis = np.round(in_basis)
+    basis = np.linalg.solve(in_basis, cell)  # exactly commensurate with the cell (atoms carry rounding noise)
+    corners = np.array(list(itertools.product((0, 1), repeat=3))) @ in_basis
+    lo, hi = np.floor(corners.min(axis=0)) - 1, np.ceil(corners.max(axis=0)) + 1
+    n = np.stack(np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(lo, hi)], indexing="ij"), -1).reshape(-1, 3)
+    frac = ((n @ basis + origin) @ np.linalg.inv(cell)) % 1.0
+    keys = np.round(frac * 1e6).astype(np.int64) % 1_000_000  # one integer key per site of the cell
+    _, first = np.unique(keys, axis=0, return_index=True)
+    frac = frac[np.sort(first)]
+    expected = int(round(abs(np.linalg.det(in_basis))))
+    if len(frac) != expected:
+        raise InputError(f"grain crystal: found {len(frac)} lattice sites, expected {expected}")
+    return Structure(np.full(len(frac), int(s.numbers[0])), frac, cell)
