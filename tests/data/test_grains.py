@@ -24,6 +24,7 @@ def test_both_grains_alternate_in_the_boundary_cell_as_perfect_noisy_bcc():
         assert np.allclose(s.cell.array, cell)
         assert len(s) == pytest.approx(s.get_volume() / (3.0**3 / 2), abs=1e-6)
         assert classify(Structure.from_ase(s)).perfect and classify(Structure.from_ase(s)).phase == "bcc"
+
     # the two grains are rotated against each other: the in-plane projections of their bonds differ
     def bond_directions(atoms):
         from ase.neighborlist import neighbor_list

@@ -30,7 +30,9 @@ def test_sigma5_twist_of_bcc_w_has_the_csl_cell():
         ("Cu", "fcc", 3.6, 3, (1, 1, 1), "twist", None, (2, 1)),
     ],
 )
-def test_grain_crystal_continues_each_grain_through_the_whole_cell(element, lattice, a, sigma, plane, kind, axis, in_plane):
+def test_grain_crystal_continues_each_grain_through_the_whole_cell(
+    element, lattice, a, sigma, plane, kind, axis, in_plane
+):
     b = build_bicrystal(element, lattice, a, sigma, plane, kind, axis, expand_times=2, in_plane=in_plane)
     assert np.all(b.grain == np.where(b.structure.frac[:, 2] % 1.0 >= 0.5, 0, 1))  # labels survive a supercell
     per_atom = a**3 / (2 if lattice == "bcc" else 4)

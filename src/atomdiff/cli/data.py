@@ -208,7 +208,7 @@ def grains(
     axis: Annotated[str | None, typer.Option(help="Rotation axis (a tilt needs one; twist: the plane normal).")] = None,
     lattice: Annotated[str | None, typer.Option(help="fcc or bcc (default: the element's).")] = None,
     lattice_constant: Annotated[
-        float, typer.Option(min=0.5, help="Lattice constant (Å) of the data: the one the model learns (gb scales to it).")
+        float, typer.Option(min=0.5, help="Lattice constant (Å) of the data: the model learns it, gb scales to it.")
     ] = 3.0,
     expand: Annotated[int, typer.Option(min=1, help="Grain thickness of the cell, in CSL periods.")] = 2,
     in_plane: Annotated[str, typer.Option(help="Repeats of the boundary cell along its two in-plane vectors.")] = "1,1",

@@ -202,7 +202,8 @@ def grain_crystal(bicrystal: Bicrystal, half: int) -> Structure:
     basis = np.linalg.solve(in_basis, cell)  # exactly commensurate with the cell (atoms carry rounding noise)
     corners = np.array(list(itertools.product((0, 1), repeat=3))) @ in_basis
     lo, hi = np.floor(corners.min(axis=0)) - 1, np.ceil(corners.max(axis=0)) + 1
-    n = np.stack(np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(lo, hi)], indexing="ij"), -1).reshape(-1, 3)
+    ranges = [np.arange(a, b + 1) for a, b in zip(lo, hi, strict=True)]
+    n = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, 3)
     frac = ((n @ basis + origin) @ np.linalg.inv(cell)) % 1.0
     keys = np.round(frac * 1e6).astype(np.int64) % 1_000_000  # one integer key per site of the cell
     _, first = np.unique(keys, axis=0, return_index=True)
