@@ -59,6 +59,13 @@ def test_grain_crystal_continues_each_grain_through_the_whole_cell(
         assert np.all(np.bincount(i, minlength=len(crystal)) == (8 if lattice == "bcc" else 12))
 
 
+def test_merge_ratio_zero_keeps_every_site_of_both_grains():
+    merged = build_bicrystal("W", "bcc", 3.0, 5, (1, 0, 0), "twist", expand_times=2)
+    full = build_bicrystal("W", "bcc", 3.0, 5, (1, 0, 0), "twist", expand_times=2, rm_ratio=0.0)
+    assert len(full.structure) == pytest.approx(full.structure.volume / (3.0**3 / 2), abs=1e-6)
+    assert len(merged.structure) < len(full.structure)  # pymatgen merges close pairs across the boundary
+
+
 def test_symmetric_tilt_needs_an_axis_and_a_plane_that_contains_it():
     with pytest.raises(InputError, match="axis"):
         build_bicrystal("W", "bcc", 3.165, 5, (3, 1, 0), "tilt")

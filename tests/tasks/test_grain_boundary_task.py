@@ -58,11 +58,18 @@ def test_gb_command_writes_energies_structures_and_plot(model_dir, tmp_path):
     out = tmp_path / "gb"
     args = ["gb", "--element", "Cu", "--sigma", "5", "--plane", "1,0,0", "--kind", "twist", "-n", "2"]
     args += ["--steps", "2", "--potential", "emt", "--model", str(model_dir), "--model-lattice-constant", "3.6"]
-    args += ["--shifts", "1", "--seed", "0", "-o", str(out)]
+    args += ["--shifts", "2", "--seed", "0", "-o", str(out)]
     assert run([*args, "--relax-steps", "20"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["builder"]) == 1 and len(summary["generated"]) == 2
-    assert summary["builder"][0]["E_gb_J_m2"] > 0.3
+    # builder: 2 × 2 rigid shifts, each with pymatgen's merging of close atoms and with every site kept
+    assert len(summary["builder"]) == 8 and len(summary["generated"]) == 2
+    assert {r["rm_ratio"] for r in summary["builder"]} == {0.7, 0.0}
+    assert all(r["E_gb_J_m2"] > 0.3 for r in summary["builder"])
+    assert summary["best_builder_E_gb"] == min(summary["best_builder_E_gb_by_rm_ratio"].values())
+    # the samples cycle through the same shifts: the kept grains are the shifted builder's
+    assert [r["shift"] for r in summary["generated"]] == [[0.0, 0.0], [0.0, 0.5]]
+    in_plane = np.prod(summary["generation"]["in_plane"])
+    assert all(r["atoms_per_cell"] == r["atoms"] / in_plane for r in summary["generated"])
     for name in ("energies.csv", "generated.extxyz", "builder.extxyz", "energy_vs_atoms.png"):
         assert (out / name).is_file()
     assert run([*args, "--relax-steps", "20"]) == 2  # results already there, no --overwrite

@@ -99,29 +99,29 @@ def gb(
     rows = summary["builder"] + summary["generated"]
     with atomic_path(output / "energies.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["source", "index", "atoms", "E_gb_J_m2", "energy_eV", "relax_steps", "converged"])
+        columns = ["atoms", "atoms_per_cell", "E_gb_J_m2", "energy_eV", "relax_steps", "converged"]
+        writer.writerow(["source", "index", *columns, "shift_a", "shift_b", "rm_ratio"])
         for k, r in enumerate(rows):
-            index = r.get("index", k)
-            writer.writerow(
-                [r["source"], index, r["atoms"], r["E_gb_J_m2"], r["energy_eV"], r["relax_steps"], r["converged"]]
-            )
+            shift = r.get("shift", ["", ""])
+            writer.writerow([r["source"], r.get("index", k), *(r[c] for c in columns), *shift, r.get("rm_ratio", "")])
     title = f"{element} Σ{sigma}({plane.replace(',', '')}) {kind}"
     plot_energy_vs_atoms(
         output / "energy_vs_atoms.png",
         [
             (
-                np.array([r["atoms"] for r in summary["generated"]]),
+                np.array([r["atoms_per_cell"] for r in summary["generated"]]),
                 np.array([r["E_gb_J_m2"] for r in summary["generated"]]),
                 "generated (inpainted)",
             ),
             (
-                np.array([r["atoms"] for r in summary["builder"]]),
+                np.array([r["atoms_per_cell"] for r in summary["builder"]]),
                 np.array([r["E_gb_J_m2"] for r in summary["builder"]]),
                 "builder (rigid shifts)",
             ),
         ],
         reference=summary["best_builder_E_gb"],
         title=title,
+        xlabel="atoms per CSL boundary cell",
     )
     with atomic_path(output / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n", encoding="utf-8")
@@ -129,13 +129,14 @@ def gb(
     table.add_column("")
     table.add_column("min", justify="right")
     table.add_column("median", justify="right")
-    table.add_column("atoms", justify="right")
+    table.add_column("atoms per CSL cell", justify="right")
     for source in ("builder", "generated"):
         if not summary[source]:
             continue
         energies = [r["E_gb_J_m2"] for r in summary[source]]
-        atoms = sorted({r["atoms"] for r in summary[source]})
-        table.add_row(source, f"{min(energies):.3f}", f"{float(np.median(energies)):.3f}", f"{atoms[0]}–{atoms[-1]}")
+        atoms = sorted({r["atoms_per_cell"] for r in summary[source]})
+        spread = f"{atoms[0]:g}–{atoms[-1]:g}"
+        table.add_row(source, f"{min(energies):.3f}", f"{float(np.median(energies)):.3f}", spread)
     console.print(table)
     if builder_only:
         console.print(f"wrote {output}")

@@ -134,6 +134,7 @@ def plot_energy_vs_atoms(
     reference: float | None = None,
     ylabel: str = "grain-boundary energy (J/m²)",
     title: str | None = None,
+    xlabel: str = "atoms in the cell",
 ) -> None:
     """Energies against atom counts, one marker style per group; ``reference`` as a dashed line."""
     plt = _pyplot()
@@ -142,7 +143,7 @@ def plot_energy_vs_atoms(
         ax.scatter(atoms, energy, marker=marker, s=28, alpha=0.8, label=label)
     if reference is not None:
         ax.axhline(reference, color="k", ls="--", lw=0.8, label=f"best builder {reference:.3f}")
-    ax.set_xlabel("atoms in the cell")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     if title:

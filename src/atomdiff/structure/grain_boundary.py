@@ -104,6 +104,7 @@ def build_bicrystal(
     expand_times: int = 2,
     in_plane: tuple[int, int] = (1, 1),
     ab_shift: tuple[float, float] = (0.0, 0.0),
+    rm_ratio: float = 0.7,
 ) -> Bicrystal:
     """The Σ``sigma`` ``kind`` boundary on ``plane`` of an fcc or bcc element.
 
@@ -112,6 +113,8 @@ def build_bicrystal(
         expand_times: grain thickness in units of the CSL period along the normal (pymatgen's parameter).
         in_plane: repeats of the boundary cell along its two in-plane vectors.
         ab_shift: rigid shift of one grain along the two in-plane vectors (fractions of them).
+        rm_ratio: the builder merges atoms closer than ``rm_ratio`` × the bond length across a boundary
+            (pymatgen's default 0.7); 0 keeps every lattice site of both grains.
     """
     from pymatgen.core import Lattice
     from pymatgen.core import Structure as PmgStructure
@@ -144,6 +147,7 @@ def build_bicrystal(
             ab_shift=list(ab_shift),
             plane=list(plane),
             normal=True,
+            rm_ratio=rm_ratio,
         )
     if in_plane != (1, 1):
         gb = gb.copy()

@@ -5,12 +5,16 @@ Pipeline (``atomdiff gb``):
 1. Bulk reference with the potential (:func:`atomdiff.physics.potentials.bulk_reference`): lattice constant
    ``a0`` and energy per atom ``e_bulk``.
 2. Builder boundaries (:func:`atomdiff.structure.grain_boundary.build_bicrystal`, pymatgen's CSL builder) at
-   several rigid in-plane shifts of one grain (``ab_shift``), each relaxed; the lowest is the bar a generated
-   boundary is measured against (a single unshifted builder boundary would be an easy bar).
+   several rigid in-plane shifts of one grain (``ab_shift``), each with pymatgen's merging of close atoms across
+   the boundary and with every lattice site kept (:data:`BUILDER_MERGE_RATIOS`), each relaxed; the lowest is the
+   bar a generated boundary is measured against (a single unshifted builder boundary would be an easy bar, and
+   the two merge settings give different atom counts, whose best differs by shift).
 3. Generation: the bicrystal is scaled so that its lattice constant is one the voxel model learned
    (``model_lattice_constant``; the ordered-phase set has bcc at 3.0 and 4.0 Å and fcc at 4.0 and 6.0 Å), its
    cell sized (in-plane repeats, grain thickness) so that every edge is close to a whole number of the model's
-   voxel blocks, and encoded into the model's first channel (the one its elemental phases use). Voxels farther
+   voxel blocks, and encoded into the model's first channel (the one its elemental phases use). The samples
+   cycle through the same rigid shifts as the builder's boundaries (the kept grains fix the shift, so a
+   generated boundary can only change what lies within the slabs). Voxels farther
    than ``width`` from both boundary planes are known; the slabs around the planes are inpainted
    (:meth:`atomdiff.diffusion.voxel.VoxelDiffusion.inpaint`) and decoded, so the number of atoms in them is
    the model's choice. Builder atoms outside the slabs and decoded atoms inside them make the candidate,
@@ -40,6 +44,10 @@ EV_PER_A2_TO_J_PER_M2 = 16.021766339
 
 MODEL_LATTICE_CONSTANTS = {"bcc": (3.0, 4.0), "fcc": (4.0, 6.0)}
 """Lattice constants (Å) of the elemental phases in ``atomdiff data ordered`` (the shipped voxel model's data)."""
+
+BUILDER_MERGE_RATIOS = (0.7, 0.0)
+"""Builder boundaries are made with pymatgen's merging of atoms closer than 0.7 bond lengths across the boundary
+(its default) and with none (every site of both grains kept)."""
 
 BUILDER_ONLY_EXPAND = 4
 """Grain thickness (CSL periods) of the builder's boundaries when nothing is generated."""
@@ -98,10 +106,13 @@ def gb_energy(energy: float, n_atoms: int, reference: BulkReference, area: float
     return (energy - n_atoms * reference.energy_per_atom) / (2.0 * area) * EV_PER_A2_TO_J_PER_M2
 
 
-def _record(source: str, relaxed, reference: BulkReference, area: float, **extra) -> dict[str, Any]:
+def _record(source: str, relaxed, reference: BulkReference, area: float, cells: int, **extra) -> dict[str, Any]:
+    """One relaxed boundary; ``cells``: CSL boundary cells in its cross-section (atoms are also given per cell,
+    so that boundaries in cells of different size compare)."""
     return {
         "source": source,
         "atoms": len(relaxed.atoms),
+        "atoms_per_cell": len(relaxed.atoms) / cells,
         "E_gb_J_m2": round(gb_energy(relaxed.energy, len(relaxed.atoms), reference, area), 5),
         "energy_eV": relaxed.energy,
         "relax_steps": relaxed.steps,
@@ -110,20 +121,25 @@ def _record(source: str, relaxed, reference: BulkReference, area: float, **extra
     }
 
 
+def rigid_shifts(settings: GBSettings) -> list[tuple[float, float]]:
+    """The ``shifts × shifts`` grid of rigid in-plane shifts (fractions of the boundary cell's edges)."""
+    grid = [i / settings.shifts for i in range(settings.shifts)]
+    return list(itertools.product(grid, grid))
+
+
 def builder_boundaries(
     settings: GBSettings, reference: BulkReference, calc, expand_times: int, progress: Progress = None
 ) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Relaxed builder boundaries at ``shifts × shifts`` rigid in-plane shifts; records and relaxed atoms."""
+    """Relaxed builder boundaries at every rigid shift and merge ratio; records and relaxed atoms."""
     records, structures = [], []
-    grid = [i / settings.shifts for i in range(settings.shifts)]
-    shifts = list(itertools.product(grid, grid))
-    for k, shift in enumerate(shifts):
-        bicrystal = settings.bicrystal(reference, expand_times=expand_times, ab_shift=shift)
+    jobs = list(itertools.product(BUILDER_MERGE_RATIOS, rigid_shifts(settings)))
+    for k, (ratio, shift) in enumerate(jobs):
+        bicrystal = settings.bicrystal(reference, expand_times=expand_times, ab_shift=shift, rm_ratio=ratio)
         relaxed = relax(bicrystal.structure.to_ase(), calc, fmax=settings.fmax, steps=settings.relax_steps)
-        records.append(_record("builder", relaxed, reference, bicrystal.area, shift=list(shift)))
+        records.append(_record("builder", relaxed, reference, bicrystal.area, 1, shift=list(shift), rm_ratio=ratio))
         structures.append(relaxed.atoms)
         if progress is not None:
-            progress("builder", k + 1, len(shifts))
+            progress("builder", k + 1, len(jobs))
     return records, structures
 
 
@@ -210,29 +226,37 @@ def generate_boundaries(
     bicrystal, shape, expand_times, in_plane = fit_to_grid(settings, reference, scale, spacing, model.net.factor)
     scaled_cell = bicrystal.structure.cell * scale
     grid = dataclasses.replace(model.grid, shape=shape)
-    channel_species = grid.species[0]
-    scaled = Structure(np.full(len(bicrystal.structure), channel_species), bicrystal.structure.frac, scaled_cell)
-    known = grid.encode(scaled)
     height = float(bicrystal.structure.volume / bicrystal.area) * scale
     mask = boundary_mask(shape, bicrystal.planes, height, settings.width * scale)
-    mask = mask[None].expand(known.shape).clone()
+    mask = mask[None].expand(grid.n_channels, *shape).clone()
     mask[1:] = 1.0  # other channels stay empty: an elemental boundary
-    generator = torch.Generator().manual_seed(settings.seed)
-    fields = []
-    for start in range(0, settings.number, chunk):
-        k = min(chunk, settings.number - start)
-
-        def tick(step: int, total: int, start: int = start, k: int = k) -> None:
-            if progress is not None:
-                progress("inpainting", start * total + step * k, settings.number * total)
-
-        fields.append(model.inpaint(known, mask, k, settings.steps, generator, tick, settings.resample))
-    candidates = []
     nearest = reference.lattice_constant * (math.sqrt(3) / 2 if reference.lattice == "bcc" else math.sqrt(0.5))
-    for field in torch.cat(fields).cpu():
-        decoded = grid.decode(field, scaled_cell)
-        decoded = Structure(decoded.numbers, decoded.frac, bicrystal.structure.cell)
-        candidates.append(assemble(bicrystal, decoded, settings.width, 0.6 * nearest))
+    shifts = rigid_shifts(settings)
+    generator = torch.Generator().manual_seed(settings.seed)
+    candidates: list[Structure | None] = [None] * settings.number
+    done = 0
+    for s, shift in enumerate(shifts):
+        indices = list(range(s, settings.number, len(shifts)))  # sample k uses shift k mod len(shifts)
+        if not indices:
+            continue
+        grains = settings.bicrystal(reference, expand_times=expand_times, in_plane=in_plane, ab_shift=shift)
+        scaled = Structure(np.full(len(grains.structure), grid.species[0]), grains.structure.frac, scaled_cell)
+        known = grid.encode(scaled)
+        for start in range(0, len(indices), chunk):
+            batch = indices[start : start + chunk]
+
+            def tick(step: int, total: int, k: int = len(batch), done: int = done) -> None:
+                if progress is not None:
+                    progress("inpainting", done * total + step * k, settings.number * total)
+
+            fields = model.inpaint(known, mask, len(batch), settings.steps, generator, tick, settings.resample)
+            for index, field in zip(batch, fields.cpu(), strict=True):
+                decoded = grid.decode(field, scaled_cell)
+                decoded = Structure(decoded.numbers, decoded.frac, grains.structure.cell)
+                candidate = assemble(grains, decoded, settings.width, 0.6 * nearest)
+                candidate.info["shift"] = list(shift)
+                candidates[index] = candidate
+            done += len(batch)
     info = {
         "model_lattice_constant": a_model,
         "scale": scale,
@@ -243,7 +267,7 @@ def generate_boundaries(
         "in_plane": list(in_plane),
         "area_A2": bicrystal.area,
     }
-    return bicrystal, candidates, info
+    return bicrystal, candidates, info  # type: ignore[return-value]
 
 
 def run_gb(
@@ -265,7 +289,9 @@ def run_gb(
     records, relaxed_atoms = [], []
     for k, candidate in enumerate(candidates):
         relaxed = relax(candidate.to_ase(), calc, fmax=settings.fmax, steps=settings.relax_steps)
-        records.append(_record("generated", relaxed, reference, bicrystal.area, index=k))
+        cells = int(np.prod(info.get("in_plane", (1, 1))))
+        shift = candidate.info.get("shift", [0.0, 0.0])
+        records.append(_record("generated", relaxed, reference, bicrystal.area, cells, index=k, shift=shift))
         relaxed_atoms.append(relaxed.atoms)
         if progress is not None:
             progress("relaxing", k + 1, len(candidates))
@@ -285,6 +311,10 @@ def run_gb(
         "builder": builder_records,
         "generated": records,
         "best_builder_E_gb": best_builder,
+        "best_builder_E_gb_by_rm_ratio": {
+            str(ratio): min(r["E_gb_J_m2"] for r in builder_records if r["rm_ratio"] == ratio)
+            for ratio in BUILDER_MERGE_RATIOS
+        },
         "best_generated_E_gb": min(energies) if energies else None,
         "generated_at_or_below_builder": sum(e <= best_builder + 1e-4 for e in energies),
     }
