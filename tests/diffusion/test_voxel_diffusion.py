@@ -155,6 +155,23 @@ def test_inpainting_keeps_the_known_voxels_and_is_reproducible(resample):
     assert not torch.allclose(run[0][0, :, :, :, 8:], known[:, :, :, 8:], atol=1e-2)  # generated, not copied
 
 
+def test_inpainting_from_a_late_start_is_a_variation_of_the_known_field():
+    model = _model().eval()
+    known = _fields(model, n=1)[0]
+    mask = torch.zeros(known.shape[1:])
+    mask[:, :, :8] = 1.0
+
+    def error(start):
+        out = model.inpaint(known, mask, n=2, steps=4, generator=torch.Generator().manual_seed(1), start=start)
+        return (out[:, :, :, :, 8:] - known[None, :, :, :, 8:]).abs().mean().item()
+
+    # the untrained network cannot restore the field, so the distance to it measures how much noise went in
+    assert error(0.02) < 0.2 * error(1.0)
+    assert error(0.02) < error(0.3) < error(1.0)
+    with pytest.raises(InputError, match="start"):
+        model.inpaint(known, mask, steps=1, start=0.0)
+
+
 def test_inpainting_rejects_bad_masks():
     model = _model().eval()
     known = _fields(model, n=1)[0]

@@ -66,8 +66,8 @@ def test_gb_command_writes_energies_structures_and_plot(model_dir, tmp_path):
     assert {r["rm_ratio"] for r in summary["builder"]} == {0.7, 0.0}
     assert all(r["E_gb_J_m2"] > 0.3 for r in summary["builder"])
     assert summary["best_builder_E_gb"] == min(summary["best_builder_E_gb_by_rm_ratio"].values())
-    # the samples cycle through the same shifts: the kept grains are the shifted builder's
-    assert [r["shift"] for r in summary["generated"]] == [[0.0, 0.0], [0.0, 0.5]]
+    # the samples cycle through the builder's boundaries: the kept grains are the shifted builder's
+    assert [(r["shift"], r["rm_ratio"]) for r in summary["generated"]] == [([0.0, 0.0], 0.7), ([0.0, 0.0], 0.0)]
     in_plane = np.prod(summary["generation"]["in_plane"])
     assert all(r["atoms_per_cell"] == r["atoms"] / in_plane for r in summary["generated"])
     for name in ("energies.csv", "generated.extxyz", "builder.extxyz", "energy_vs_atoms.png"):
@@ -75,7 +75,9 @@ def test_gb_command_writes_energies_structures_and_plot(model_dir, tmp_path):
     assert run([*args, "--relax-steps", "20"]) == 2  # results already there, no --overwrite
 
 
-@pytest.mark.parametrize("extra", [["--plane", "1,0"], ["--kind", "mixed"], ["--potential", "lj"]])
+@pytest.mark.parametrize(
+    "extra", [["--plane", "1,0"], ["--kind", "mixed"], ["--potential", "lj"], ["--start", "0"], ["--start", "1.5"]]
+)
 def test_gb_bad_options_exit_2(model_dir, tmp_path, extra):
     args = ["gb", "--element", "Cu", "--model", str(model_dir), "-n", "1", "--steps", "1", "-o", str(tmp_path / "o")]
     assert run([*args, *extra]) == 2

@@ -28,6 +28,10 @@ def gb(
     number: Annotated[int, typer.Option("-n", "--number", min=1, help="Boundaries to generate.")] = 16,
     steps: Annotated[int, typer.Option(min=1, help="Denoising steps.")] = 100,
     resample: Annotated[int, typer.Option(min=1, help="RePaint resampling per step (cost ×).")] = 1,
+    start: Annotated[
+        float,
+        typer.Option(help="1: slabs from pure noise; below 1: from the builder's slabs noised to this time (SDEdit)."),
+    ] = 1.0,
     width: Annotated[
         float, typer.Option(min=0.1, help="Half-width (Å) of the regenerated slab at each boundary.")
     ] = 3.0,
@@ -80,6 +84,7 @@ def gb(
         number=number,
         steps=steps,
         resample=resample,
+        start=start,
         width=width,
         potential=potential,
         model_lattice_constant=model_lattice_constant,

@@ -146,6 +146,7 @@ class VoxelDiffusion(nn.Module):
         progress: Callable[[int, int], None] | None = None,
         resample: int = 1,
         sampler: str = "ddpm",
+        start: float = 1.0,
     ) -> torch.Tensor:
         """``n`` fields that agree with ``known`` where ``mask`` is 1 and are generated where it is 0 (RePaint,
         Lugmayr et al. 2022).
@@ -159,11 +160,16 @@ class VoxelDiffusion(nn.Module):
         Args:
             known: ``(C, *shape)`` field (field units, as :meth:`VoxelGrid.encode` makes it).
             mask: ``(*shape)`` or ``(C, *shape)``, 1 (or True) where ``known`` is kept.
+            start: time the reverse process starts at. 1: the generated voxels start from pure noise; below 1
+                they start from ``known`` itself noised to that time (SDEdit, Meng et al. 2022), so the result
+                is a variation of what ``known`` holds there, the smaller ``start`` the closer.
         """
         if sampler not in SAMPLERS:
             raise InputError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
         if steps < 1 or resample < 1:
             raise InputError(f"steps and resample must be at least 1, got {steps} and {resample}")
+        if not 0.0 < start <= 1.0:
+            raise InputError(f"start must be in (0, 1], got {start}")
         if known.dim() != 4 or known.shape[0] != self.grid.n_channels:
             raise InputError(f"known must have shape ({self.grid.n_channels}, Nx, Ny, Nz), got {tuple(known.shape)}")
         shape = self._check_shape(known.shape[1:])
@@ -172,8 +178,11 @@ class VoxelDiffusion(nn.Module):
             raise InputError(f"mask must have shape {shape} or {tuple(known.shape)}, got {tuple(mask.shape)}")
         mask = mask.expand(known.shape).unsqueeze(0)
         x0_known = self.noise.encode(known.to(self.device, self.dtype)).unsqueeze(0).expand(n, *known.shape)
-        x = self.noise.sample_prior((n, *known.shape), generator, self.dtype).to(self.device)
-        times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        if start < 1.0:
+            x, _ = self.noise.sample_marginal(x0_known, torch.full((n,), start, dtype=torch.float64), generator)
+        else:
+            x = self.noise.sample_prior((n, *known.shape), generator, self.dtype).to(self.device)
+        times = torch.linspace(start, 0.0, steps + 1, dtype=torch.float64)
         for k in range(steps):
             t, t_prev = float(times[k]), float(times[k + 1])
             for r in range(resample):

@@ -13,8 +13,10 @@ Pipeline (``atomdiff gb``):
    (``model_lattice_constant``; the ordered-phase set has bcc at 3.0 and 4.0 Å and fcc at 4.0 and 6.0 Å), its
    cell sized (in-plane repeats, grain thickness) so that every edge is close to a whole number of the model's
    voxel blocks, and encoded into the model's first channel (the one its elemental phases use). The samples
-   cycle through the same rigid shifts as the builder's boundaries (the kept grains fix the shift, so a
-   generated boundary can only change what lies within the slabs). Voxels farther
+   cycle through the builder's boundaries (every rigid shift and merge ratio; the kept grains fix the shift,
+   so a generated boundary can only change what lies within the slabs). With ``start`` = 1 the slabs are
+   generated from pure noise; below 1 from that builder boundary's slabs noised to time ``start`` (SDEdit: a
+   variation of the builder's boundary, atom count free as well). Voxels farther
    than ``width`` from both boundary planes are known; the slabs around the planes are inpainted
    (:meth:`atomdiff.diffusion.voxel.VoxelDiffusion.inpaint`) and decoded, so the number of atoms in them is
    the model's choice. Builder atoms outside the slabs and decoded atoms inside them make the candidate,
@@ -71,6 +73,7 @@ class GBSettings:
     number: int = 16
     steps: int = 100
     resample: int = 1
+    start: float = 1.0
     width: float = 3.0
     potential: str = "auto"
     model_lattice_constant: float | None = None
@@ -97,6 +100,8 @@ class GBSettings:
     def validate(self) -> None:
         if self.number < 1 or self.steps < 1 or self.resample < 1 or self.shifts < 1:
             raise InputError("number, steps, resample and shifts must be at least 1")
+        if not 0.0 < self.start <= 1.0:
+            raise InputError(f"--start must be in (0, 1], got {self.start}")
         if self.width <= 0:
             raise InputError(f"--width must be positive (Å), got {self.width}")
 
@@ -231,15 +236,17 @@ def generate_boundaries(
     mask = mask[None].expand(grid.n_channels, *shape).clone()
     mask[1:] = 1.0  # other channels stay empty: an elemental boundary
     nearest = reference.lattice_constant * (math.sqrt(3) / 2 if reference.lattice == "bcc" else math.sqrt(0.5))
-    shifts = rigid_shifts(settings)
+    starts = list(itertools.product(rigid_shifts(settings), BUILDER_MERGE_RATIOS))
     generator = torch.Generator().manual_seed(settings.seed)
     candidates: list[Structure | None] = [None] * settings.number
     done = 0
-    for s, shift in enumerate(shifts):
-        indices = list(range(s, settings.number, len(shifts)))  # sample k uses shift k mod len(shifts)
+    for s, (shift, ratio) in enumerate(starts):
+        indices = list(range(s, settings.number, len(starts)))  # sample k starts from builder k mod len(starts)
         if not indices:
             continue
-        grains = settings.bicrystal(reference, expand_times=expand_times, in_plane=in_plane, ab_shift=shift)
+        grains = settings.bicrystal(
+            reference, expand_times=expand_times, in_plane=in_plane, ab_shift=shift, rm_ratio=ratio
+        )
         scaled = Structure(np.full(len(grains.structure), grid.species[0]), grains.structure.frac, scaled_cell)
         known = grid.encode(scaled)
         for start in range(0, len(indices), chunk):
@@ -249,12 +256,14 @@ def generate_boundaries(
                 if progress is not None:
                     progress("inpainting", done * total + step * k, settings.number * total)
 
-            fields = model.inpaint(known, mask, len(batch), settings.steps, generator, tick, settings.resample)
+            fields = model.inpaint(
+                known, mask, len(batch), settings.steps, generator, tick, settings.resample, start=settings.start
+            )
             for index, field in zip(batch, fields.cpu(), strict=True):
                 decoded = grid.decode(field, scaled_cell)
                 decoded = Structure(decoded.numbers, decoded.frac, grains.structure.cell)
                 candidate = assemble(grains, decoded, settings.width, 0.6 * nearest)
-                candidate.info["shift"] = list(shift)
+                candidate.info.update(shift=list(shift), rm_ratio=ratio)
                 candidates[index] = candidate
             done += len(batch)
     info = {
@@ -290,8 +299,8 @@ def run_gb(
     for k, candidate in enumerate(candidates):
         relaxed = relax(candidate.to_ase(), calc, fmax=settings.fmax, steps=settings.relax_steps)
         cells = int(np.prod(info.get("in_plane", (1, 1))))
-        shift = candidate.info.get("shift", [0.0, 0.0])
-        records.append(_record("generated", relaxed, reference, bicrystal.area, cells, index=k, shift=shift))
+        origin = {key: candidate.info[key] for key in ("shift", "rm_ratio") if key in candidate.info}
+        records.append(_record("generated", relaxed, reference, bicrystal.area, cells, index=k, **origin))
         relaxed_atoms.append(relaxed.atoms)
         if progress is not None:
             progress("relaxing", k + 1, len(candidates))
