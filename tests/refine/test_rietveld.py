@@ -126,8 +126,9 @@ def test_a_right_tetragonal_cell_is_not_pulled_off_by_the_broadened_stages():
 
 def test_a_tetragonal_cell_with_c_over_a_on_the_wrong_side_is_found_by_the_axial_grid():
     """Kesterite's atoms in a cell with a 0.5 % too long and c 0.5 % too short (c/2a 0.992, true 1.002: the
-    split peaks swapped, as in a cell held from another candidate): least squares stays on the wrong side
-    (Rwp 31 %); the grid along and across the 4-fold axis finds the right side."""
+    split peaks swapped, as in a cell held from another candidate): least squares stays in a wrong minimum
+    (Rwp 31 % on the machine the test was written on, 10.5 % on an AMD EPYC: where it ends depends on rounding);
+    the grid along and across the 4-fold axis finds the right cell."""
     from atomdiff.refine.rietveld import unique_axis
 
     torch.set_num_threads(1)
@@ -137,7 +138,9 @@ def test_a_tetragonal_cell_with_c_over_a_on_the_wrong_side_is_found_by_the_axial
     squeezed = primitive.replace(cell=primitive.cell @ np.diag([1.005, 1.005, 0.995]))
     (stuck,) = RietveldRefiner(target, profile, axial_scan=None).refine([squeezed])
     (found,) = RietveldRefiner(target, profile).refine([squeezed])
-    assert stuck.rwp > 0.15 and found.rwp < 0.07
+    assert found.rwp < 0.07 and stuck.rwp > found.rwp + 0.02
+    lengths = np.linalg.norm(found.structure.cell, axis=1)
+    assert np.allclose(lengths, np.linalg.norm(primitive.cell, axis=1), rtol=1e-3)
 
 
 def test_unique_axis_only_for_tetragonal_trigonal_and_hexagonal_cells():
