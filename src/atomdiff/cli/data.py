@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from atomdiff.cli.options import Seed
+from atomdiff.cli.options import (
+    BoundaryAxis,
+    BoundaryElement,
+    BoundaryKind,
+    BoundaryPlane,
+    BoundarySigma,
+    Seed,
+    parse_triple,
+)
 from atomdiff.errors import InputError
 
 console = Console()
@@ -201,11 +209,11 @@ def ordered(
 @app.command("grains")
 def grains(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output file (.extxyz).")],
-    element: Annotated[str, typer.Option(help="Element (fcc or bcc metal), e.g. W or Cu.")] = "W",
-    sigma: Annotated[int, typer.Option(min=1, help="CSL Σ of the boundary.")] = 5,
-    plane: Annotated[str, typer.Option(help="Boundary plane, e.g. 1,0,0.")] = "1,0,0",
-    kind: Annotated[str, typer.Option(help="twist or tilt.")] = "twist",
-    axis: Annotated[str | None, typer.Option(help="Rotation axis (a tilt needs one; twist: the plane normal).")] = None,
+    element: BoundaryElement = "W",
+    sigma: BoundarySigma = 5,
+    plane: BoundaryPlane = "1,0,0",
+    kind: BoundaryKind = "twist",
+    axis: BoundaryAxis = None,
     lattice: Annotated[str | None, typer.Option(help="fcc or bcc (default: the element's).")] = None,
     lattice_constant: Annotated[
         float, typer.Option(min=0.5, help="Lattice constant (Å) of the data: the model learns it, gb scales to it.")
@@ -217,7 +225,6 @@ def grains(
 ) -> None:
     """Bulk crystals of both grains of one boundary, in the boundary's own cell, with thermal noise (extxyz): the
     training set of a voxel model for `atomdiff gb --model`."""
-    from atomdiff.cli.options import parse_triple
     from atomdiff.data.generate.grains import write_grain_dataset
     from atomdiff.physics.potentials import REFERENCE_LATTICES
 

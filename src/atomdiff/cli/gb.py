@@ -10,7 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atomdiff.cli.options import Seed, parse_triple
+from atomdiff.cli.options import (
+    BoundaryAxis,
+    BoundaryElement,
+    BoundaryKind,
+    BoundaryPlane,
+    BoundarySigma,
+    Seed,
+    parse_triple,
+)
 from atomdiff.errors import InputError
 
 console = Console()
@@ -20,11 +28,11 @@ RESULT_FILES = ("summary.json", "energies.csv", "generated.extxyz", "builder.ext
 
 def gb(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
-    element: Annotated[str, typer.Option(help="Element (fcc or bcc metal), e.g. W or Cu.")] = "W",
-    sigma: Annotated[int, typer.Option(min=1, help="CSL Σ of the boundary.")] = 5,
-    plane: Annotated[str, typer.Option(help="Boundary plane, e.g. 1,0,0.")] = "1,0,0",
-    kind: Annotated[str, typer.Option(help="twist or tilt.")] = "twist",
-    axis: Annotated[str | None, typer.Option(help="Rotation axis (a tilt needs one; twist: the plane normal).")] = None,
+    element: BoundaryElement = "W",
+    sigma: BoundarySigma = 5,
+    plane: BoundaryPlane = "1,0,0",
+    kind: BoundaryKind = "twist",
+    axis: BoundaryAxis = None,
     number: Annotated[int, typer.Option("-n", "--number", min=1, help="Boundaries to generate.")] = 16,
     steps: Annotated[int, typer.Option(min=1, help="Denoising steps.")] = 100,
     resample: Annotated[int, typer.Option(min=1, help="RePaint resampling per step (cost ×).")] = 1,

@@ -10,6 +10,11 @@ import typer
 from atomdiff.errors import InputError
 
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
+BoundaryElement = Annotated[str, typer.Option(help="Element (fcc or bcc metal), e.g. W or Cu.")]
+BoundarySigma = Annotated[int, typer.Option(min=1, help="CSL Σ of the boundary.")]
+BoundaryPlane = Annotated[str, typer.Option(help="Boundary plane, e.g. 1,0,0.")]
+BoundaryKind = Annotated[str, typer.Option(help="twist or tilt.")]
+BoundaryAxis = Annotated[str | None, typer.Option(help="Rotation axis (a tilt needs one; twist: the plane normal).")]
 StructurePath = Annotated[
     Path, typer.Argument(help="Structure file: CIF, extxyz/xyz, POSCAR/.vasp, or CSV of CIFs (first row).")
 ]
