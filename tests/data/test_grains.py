@@ -12,12 +12,13 @@ from atomdiff.physics.ordering import classify
 from atomdiff.structure.grain_boundary import build_bicrystal
 from atomdiff.structure.structure import Structure
 
-W_TWIST = dict(element="W", lattice="bcc", lattice_constant=3.0, sigma=5, plane=(1, 0, 0), kind="twist")
+W_TWIST = build_bicrystal("W", "bcc", 3.0, 5, (1, 0, 0), "twist", expand_times=2)
 
 
 def test_both_grains_alternate_in_the_boundary_cell_as_perfect_noisy_bcc():
-    structures = grain_structures(6, in_plane=(2, 1), seed=3, **W_TWIST)
-    cell = build_bicrystal("W", "bcc", 3.0, 5, (1, 0, 0), "twist", expand_times=2, in_plane=(2, 1)).structure.cell
+    bicrystal = build_bicrystal("W", "bcc", 3.0, 5, (1, 0, 0), "twist", expand_times=2, in_plane=(2, 1))
+    structures = grain_structures(bicrystal, 6, seed=3)
+    cell = bicrystal.structure.cell
     assert [s.info["grain"] for s in structures] == [0, 1, 0, 1, 0, 1]
     assert [s.info["sigma_thermal"] for s in structures] == [0.02, 0.02, 0.05, 0.05, 0.08, 0.08]
     for s in structures:
@@ -32,14 +33,14 @@ def test_both_grains_alternate_in_the_boundary_cell_as_perfect_noisy_bcc():
         vectors = neighbor_list("D", atoms, 2.7)
         return np.unique(np.round(np.degrees(np.arctan2(vectors[:, 1], vectors[:, 0])) / 15) * 15)
 
-    grain0, grain1 = grain_structures(2, seed=0, sigmas=(0.0,), **W_TWIST)
+    grain0, grain1 = grain_structures(W_TWIST, 2, seed=0, sigmas=(0.0,))
     assert not np.array_equal(bond_directions(grain0), bond_directions(grain1))
 
 
 def test_same_seed_same_structures_and_independent_of_number():
-    a = grain_structures(4, seed=5, **W_TWIST)
-    b = grain_structures(2, seed=5, **W_TWIST)
-    c = grain_structures(2, seed=6, **W_TWIST)
+    a = grain_structures(W_TWIST, 4, seed=5)
+    b = grain_structures(W_TWIST, 2, seed=5)
+    c = grain_structures(W_TWIST, 2, seed=6)
     assert np.array_equal(a[1].positions, b[1].positions)
     assert not np.allclose(b[1].positions, c[1].positions)
 

@@ -10,6 +10,7 @@ import torch
 
 from atomdiff.data.generate.grains import grain_structures
 from atomdiff.physics.ordering import classify
+from atomdiff.structure.grain_boundary import build_bicrystal
 from atomdiff.structure.structure import Structure
 from atomdiff.weights import load_voxel_model, shipped_models
 
@@ -21,9 +22,7 @@ def test_shipped_w_twist_model_restores_a_noised_grain_with_every_atom():
     config = json.loads((files("atomdiff.weights") / "voxel_W_s5_twist" / "config.json").read_text())
     assert config["training"]["steps"] > 0 and config["training"]["wall_time_s"] > 0
     grain = Structure.from_ase(
-        grain_structures(
-            2, "W", lattice="bcc", lattice_constant=3.0, sigma=5, plane=(1, 0, 0), in_plane=(3, 3), seed=4
-        )[1]
+        grain_structures(build_bicrystal("W", "bcc", 3.0, 5, (1, 0, 0), "twist", in_plane=(3, 3)), 2, seed=4)[1]
     )
     assert np.allclose(grain.cell, model.cell)
     known = model.grid.encode(grain)

@@ -227,6 +227,7 @@ def grains(
     training set of a voxel model for `atomdiff gb --model`."""
     from atomdiff.data.generate.grains import write_grain_dataset
     from atomdiff.physics.potentials import REFERENCE_LATTICES
+    from atomdiff.structure.grain_boundary import build_bicrystal
 
     if output.suffix.lower() not in (".extxyz", ".xyz"):
         raise InputError("--output must end in .extxyz (or .xyz)", path=str(output))
@@ -236,20 +237,18 @@ def grains(
     lattice = lattice or REFERENCE_LATTICES.get(element)
     if lattice is None:
         raise InputError(f"give --lattice (fcc or bcc) for {element}")
-    structures = write_grain_dataset(
-        output,
-        number,
+    bicrystal = build_bicrystal(
         element,
-        lattice=lattice,
-        lattice_constant=lattice_constant,
-        sigma=sigma,
-        plane=parse_triple(plane, "--plane"),
-        kind=kind,
-        axis=parse_triple(axis, "--axis"),
+        lattice,
+        lattice_constant,
+        sigma,
+        parse_triple(plane, "--plane"),  # type: ignore[arg-type]
+        kind,
+        parse_triple(axis, "--axis"),
         expand_times=expand,
         in_plane=(repeats[0], repeats[1]),
-        seed=seed,
     )
+    structures = write_grain_dataset(output, bicrystal, number, seed=seed)
     lengths = " × ".join(f"{x:.3f}" for x in structures[0].cell.lengths())
     console.print(
         f"wrote {len(structures)} structures ({len(structures[0])} atoms, cell {lengths} Å, both grains) to {output}"

@@ -9,7 +9,7 @@ model is trained at), the perfect crystal of that grain filling the whole bicrys
 (:func:`~atomdiff.structure.grain_boundary.grain_crystal`), shifted by a random translation and displaced by
 Gaussian thermal noise (σ cycling through :data:`atomdiff.data.generate.ordered.THERMAL_SIGMAS`). No boundary
 is in the data: the model learns the two bulk orientations, and the boundary structure is what inpainting has to
-invent. Each structure carries ``info``: ``grain`` (0 or 1), ``lattice_constant``, ``sigma_thermal``.
+invent. Each structure carries ``info``: ``grain`` (0 or 1) and ``sigma_thermal``.
 """
 
 from __future__ import annotations
@@ -23,24 +23,13 @@ from ase import Atoms
 from atomdiff.data.generate.ordered import THERMAL_SIGMAS
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
-from atomdiff.structure.grain_boundary import build_bicrystal, grain_crystal
+from atomdiff.structure.grain_boundary import Bicrystal, grain_crystal
 
 
 def grain_structures(
-    number: int,
-    element: str,
-    lattice: str,
-    lattice_constant: float,
-    sigma: int,
-    plane: Sequence[int],
-    kind: str = "twist",
-    axis: Sequence[int] | None = None,
-    expand_times: int = 2,
-    in_plane: tuple[int, int] = (1, 1),
-    seed: int = 0,
-    sigmas: Sequence[float] = THERMAL_SIGMAS,
+    bicrystal: Bicrystal, number: int, seed: int = 0, sigmas: Sequence[float] = THERMAL_SIGMAS
 ) -> list[Atoms]:
-    """``number`` noisy bulk crystals, alternating between the two grains of the boundary.
+    """``number`` noisy bulk crystals of the two grains of ``bicrystal`` (in its cell), alternating.
 
     Structure ``j`` is grain ``j mod 2`` with thermal σ ``sigmas[(j // 2) mod len(sigmas)]`` and random numbers
     seeded by ``(seed, j)``, so it does not depend on ``number``.
@@ -49,9 +38,6 @@ def grain_structures(
         raise InputError(f"number of structures must be at least 1, got {number}")
     if not sigmas or min(sigmas) < 0:
         raise InputError(f"sigmas must be non-negative widths, got {list(sigmas)}")
-    bicrystal = build_bicrystal(
-        element, lattice, lattice_constant, sigma, plane, kind, axis, expand_times=expand_times, in_plane=in_plane
-    )
     grains = [grain_crystal(bicrystal, half).to_ase() for half in (0, 1)]
     out = []
     for j in range(number):
@@ -61,16 +47,16 @@ def grain_structures(
         shift = rng.random(3) @ atoms.cell.array
         atoms.positions = atoms.positions + shift + rng.normal(0.0, thermal, atoms.positions.shape)
         atoms.wrap()
-        atoms.info.update(grain=j % 2, lattice_constant=float(lattice_constant), sigma_thermal=thermal)
-        out.append(Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True, info=atoms.info))
+        atoms.info.update(grain=j % 2, sigma_thermal=thermal)
+        out.append(atoms)
     return out
 
 
-def write_grain_dataset(path: str | os.PathLike, number: int, element: str, **options) -> list[Atoms]:
+def write_grain_dataset(path: str | os.PathLike, bicrystal: Bicrystal, number: int, **options) -> list[Atoms]:
     """Write :func:`grain_structures` to an extxyz file (complete or not at all); returns them."""
     from ase.io import write
 
-    structures = grain_structures(number, element, **options)
+    structures = grain_structures(bicrystal, number, **options)
     with atomic_path(path) as tmp:
         write(tmp, structures, format="extxyz")
     return structures
