@@ -70,3 +70,34 @@ def test_default_model_missing_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="shipped voxel models"):
         load_voxel_model(None)
     assert run(["voxel", "generate", "-n", "1", "-o", str(tmp_path / "o")]) == 2
+
+
+def test_a_phase_conditioned_run_learns_the_labels_and_generates_requested_phases(data, tmp_path):
+    out = tmp_path / "run"
+    args = ["voxel", "train", "-d", str(data), "-o", str(out), *TINY, *QUIET, "--set", "condition=phase"]
+    assert run([*args, "--max-steps", "2", "--seed", "1"]) == 0
+    model = VoxelDiffusion.load(out / "model")
+    assert model.classes == ("CsCl", "fcc")
+    # the cached parse keeps the labels: a resumed run reads the cache
+    assert run([*args, "--max-steps", "3", "--resume"]) == 0
+    assert VoxelDiffusion.load(out / "model").classes == ("CsCl", "fcc")
+
+    samples = tmp_path / "samples"
+    gen = ["voxel", "generate", "--model", str(out / "model"), "-n", "3", "--steps", "2", "-o"]
+    assert run([*gen, str(samples), "--phase", "fcc", "--guidance", "2"]) == 0
+    assert len(list(samples.glob("*.cif"))) == 3
+    assert run([*gen, str(tmp_path / "all")]) == 0  # default: cycle through the model's classes
+    assert run([*gen, str(tmp_path / "any"), "--phase", "any"]) == 0
+    assert run([*gen, str(tmp_path / "bad"), "--phase", "hcp"]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_condition_the_data_lacks_is_named(data, tmp_path):
+    out = tmp_path / "run"
+    args = ["voxel", "train", "-d", str(data), "-o", str(out), *TINY, *QUIET, "--max-steps", "1"]
+    assert run([*args, "--set", "condition=colour"]) == 2
+    assert not (out / "model").exists()
+    with pytest.raises(InputError, match="label_dropout"):
+        from atomdiff.training.config import VoxelTrainConfig
+
+        VoxelTrainConfig(data=[str(data)], label_dropout=1.0).validate()

@@ -11,7 +11,7 @@ from ase.geometry import get_distances
 from torch import nn
 
 from atomdiff.diffusion.noise.voxel import VoxelNoise
-from atomdiff.diffusion.voxel import VoxelDiffusion
+from atomdiff.diffusion.voxel import VoxelBatch, VoxelDiffusion
 from atomdiff.errors import InputError
 from atomdiff.models.voxel_unet import VoxelUNetConfig
 from atomdiff.representations.voxel import VoxelGrid
@@ -196,3 +196,58 @@ def test_occupied_weighting_changes_the_loss_but_not_its_scale_on_uniform_error(
     t = torch.full((1,), 0.5, dtype=torch.float64)
     out = noise.target(x0, eps, t).float() + 1.0  # the same error everywhere
     assert torch.isclose(noise.loss(out, x0, eps, t, w), noise.loss(out, x0, eps, t))
+
+
+def _conditional_model() -> VoxelDiffusion:
+    torch.manual_seed(0)
+    grid = VoxelGrid(("Cu",), (8, 8, 8), sigma=0.5)
+    config = VoxelUNetConfig(channels=1, base=4, mults=(1, 2), time_dim=8, groups=2, classes=("fcc", "bcc"))
+    model = VoxelDiffusion(grid, config, FCC.cell, VoxelNoise(prediction="v"))
+    nn.init.normal_(model.net.label.weight)
+    return model.eval()
+
+
+def test_class_conditioned_loss_sampling_guidance_and_persistence(tmp_path):
+    model = _conditional_model()
+    fields = model.grid.encode_batch([FCC, FCC])
+    batch = VoxelBatch(fields, torch.tensor([0, 1]))
+    assert len(batch) == 2
+    assert torch.isfinite(model.loss(batch, torch.Generator().manual_seed(0))["loss"])
+    with pytest.raises(InputError, match="class-conditioned"):
+        model.loss(fields)
+
+    def sample(labels, guidance=1.0):
+        return model.sample(2, steps=3, generator=torch.Generator().manual_seed(5), labels=labels, guidance=guidance)
+
+    fcc = sample("fcc")
+    assert torch.equal(fcc, sample([0, 0]))  # names and indices are the same request
+    assert not torch.equal(fcc, sample("bcc"))
+    assert not torch.equal(fcc, sample(None))  # unconditional: the "no class" label
+    assert not torch.equal(fcc, sample("fcc", guidance=3.0))
+    with pytest.raises(InputError, match="it knows fcc, bcc"):
+        sample("hcp")
+    with pytest.raises(InputError, match="one per sample"):
+        sample(["fcc"])
+
+    model.save(tmp_path / "m")
+    loaded = VoxelDiffusion.load(tmp_path / "m")
+    assert loaded.classes == ("fcc", "bcc")
+    assert torch.equal(fcc, loaded.sample(2, steps=3, generator=torch.Generator().manual_seed(5), labels="fcc"))
+    with pytest.raises(InputError, match="without class labels"):
+        _model().sample(1, steps=1, labels="fcc")
+
+
+def test_label_dropout_trains_the_unconditional_prediction_too():
+    model = _conditional_model().train()
+    fields = model.grid.encode_batch([FCC] * 4)
+    labels = torch.tensor([0, 0, 1, 1])
+    model.label_dropout = 0.0
+    kept = model.loss(VoxelBatch(fields, labels), torch.Generator().manual_seed(1))["loss"]
+    model.label_dropout = 0.999  # (nearly) every label dropped: the loss of the unconditional network
+    dropped = model.loss(VoxelBatch(fields, labels), torch.Generator().manual_seed(1))["loss"]
+    model.label_dropout = 0.0
+    with torch.no_grad():
+        model.net.label.weight[:2] = model.net.label.weight[2]  # every class embedded as "no class"
+    same = model.loss(VoxelBatch(fields, labels), torch.Generator().manual_seed(1))["loss"]
+    assert not torch.isclose(kept, dropped)
+    assert torch.isclose(dropped, same)

@@ -53,3 +53,25 @@ def test_time_embedding_changes_the_output():
 def test_grid_not_a_multiple_of_the_factor():
     with pytest.raises(InputError, match="shape"):
         _net()(torch.zeros(1, 2, 8, 8, 10, dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+
+
+def test_class_labels_condition_the_output_and_the_null_label_is_the_default():
+    torch.manual_seed(0)
+    config = VoxelUNetConfig(channels=1, base=8, mults=(1, 2), time_dim=16, groups=4, classes=("fcc", "bcc"))
+    net = VoxelUNet(config).double().eval()
+    assert net.null_label == 2
+    x = torch.randn(2, 1, 8, 8, 8, dtype=torch.float64)
+    t = torch.tensor([0.3, 0.3], dtype=torch.float64)
+    with torch.no_grad():
+        # a new embedding is zero: the conditional network starts as the unconditional one
+        assert torch.equal(net(x, t, torch.tensor([0, 1])), net(x, t))
+        nn.init.normal_(net.label.weight)
+        fcc, bcc = net(x, t, torch.tensor([0, 0])), net(x, t, torch.tensor([1, 1]))
+        assert not torch.allclose(fcc, bcc)
+        assert torch.equal(net(x, t), net(x, t, torch.tensor([2, 2])))
+    with pytest.raises(InputError, match="labels must be in 0..2"):
+        net(x, t, torch.tensor([0, 3]))
+    with pytest.raises(InputError, match="without classes"):
+        _net(channels=1)(x, t, torch.tensor([0, 0]))
+    with pytest.raises(InputError, match="unique"):
+        VoxelUNetConfig(classes=("fcc", "fcc"))

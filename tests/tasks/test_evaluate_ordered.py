@@ -31,6 +31,11 @@ def setup(tmp_path_factory):
         torch.eye(3).numpy() * BOX,
     )
     voxel.save(folder / "voxel")
+    VoxelDiffusion(
+        VoxelGrid(("Cu", "Zn"), (8, 8, 8), sigma=0.8),
+        VoxelUNetConfig(channels=2, base=4, mults=(1, 2), time_dim=8, groups=2, classes=("CsCl", "fcc")),
+        torch.eye(3).numpy() * BOX,
+    ).save(folder / "voxel_phase")
     AmorphousDiffusion(LocalNetConfig(hidden=8, layers=1, cutoff=3.0), elements=[29, 30]).save(folder / "point")
     return folder, data
 
@@ -76,3 +81,24 @@ def test_unlabelled_data_is_refused(setup, tmp_path):
     args = ["evaluate", "ordered", "--data", str(plain), "--voxel-model", str(folder / "voxel"), "-o"]
     assert run([*args, str(tmp_path / "r.json")]) == 2
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_phase_conditioned_voxel_model_is_asked_for_each_phase_in_turn(setup, tmp_path):
+    folder, data = setup
+    out = tmp_path / "result.json"
+    args = ["evaluate", "ordered", "--data", str(data), "--voxel-model", str(folder / "voxel_phase")]
+    assert run([*args, "-n", "4", "--steps", "2", "--guidance", "1.5", "-o", str(out)]) == 0
+    voxel = json.loads(out.read_text())["voxel"]
+    assert voxel["conditioned_on_phase"] and voxel["guidance"] == 1.5
+    assert [r["intended"] for r in voxel["samples_detail"]] == ["fcc", "CsCl", "fcc", "CsCl"]  # PHASES order
+    assert set(voxel["per_phase"]) == {"fcc", "CsCl"}
+
+
+def test_intended_phases_and_templates_cycle_through_the_data_phases(setup):
+    from atomdiff.structure.io import read_structures
+    from atomdiff.tasks.evaluate_ordered import intended_phases, point_cloud_templates
+
+    data = read_structures(setup[1])
+    phases = intended_phases(data, 5)
+    assert phases == ["fcc", "CsCl", "fcc", "CsCl", "fcc"]
+    assert [t.info["phase"] for t in point_cloud_templates(data, phases, seed=0)] == phases

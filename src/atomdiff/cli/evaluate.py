@@ -319,6 +319,9 @@ def ordered(
     number: Annotated[int, typer.Option("-n", "--number", min=1, help="Samples per model.")] = 64,
     steps: Annotated[int, typer.Option(min=1, help="Denoising steps of both models.")] = 100,
     sampler: Annotated[str, typer.Option(help="Voxel sampler: ddpm or ddim.")] = "ddpm",
+    guidance: Annotated[
+        float, typer.Option(min=0.0, help="Classifier-free guidance of a phase-conditioned voxel model (1: none).")
+    ] = 1.0,
     seed: Seed = 0,
 ) -> None:
     """The ordered-phase experiment: fraction of perfectly ordered samples per phase for the voxel model and a
@@ -355,6 +358,7 @@ def ordered(
             number=number,
             steps=steps,
             voxel_sampler=sampler,
+            guidance=guidance,
             point_options=SampleOptions(steps=steps),
             seed=seed,
             progress=lambda stage: lambda done, total: bar(stage, done, total),

@@ -73,6 +73,17 @@ def generate(
         str | None,
         typer.Option("--model", "-m", help="Voxel model folder or shipped name (default: voxel_ordered)."),
     ] = None,
+    phase: Annotated[
+        str | None,
+        typer.Option(
+            "--phase",
+            help="Class label(s) of a class-conditioned model, comma-separated and cycled over the samples "
+            "(e.g. fcc or fcc,bcc); 'any' samples unconditionally. Default: cycle through all the model's classes.",
+        ),
+    ] = None,
+    guidance: Annotated[
+        float, typer.Option(min=0.0, help="Classifier-free guidance weight with --phase (1: conditional only).")
+    ] = 1.0,
 ) -> None:
     """Sample voxel fields and decode them into structures: one CIF each, samples.extxyz and summary.csv."""
     import torch
@@ -86,6 +97,7 @@ def generate(
     grid_shape = parse_shape(shape)
     check_output_folder(output, overwrite)
     diffusion = load_voxel_model(model)
+    labels = requested_labels(diffusion.classes, phase, number)
     with progress_bar("denoising") as update:
         structures = diffusion.generate_structures(
             number,
@@ -94,10 +106,30 @@ def generate(
             generator=torch.Generator().manual_seed(seed),
             progress=update,
             sampler=sampler,
+            labels=labels,
+            guidance=guidance,
         )
+    for s, label in zip(structures, labels or [None] * number, strict=True):
+        if label is not None:
+            s.info["requested_phase"] = label
     write_samples(structures, output, overwrite)
     counts = ", ".join(str(len(s)) for s in structures)
     console.print(f"wrote {len(structures)} structure(s) to {output}; atoms per structure: {counts}")
+
+
+def requested_labels(classes: tuple[str, ...], phase: str | None, number: int) -> list[str] | None:
+    """The class of each of ``number`` samples from ``--phase`` (``None``: unconditional)."""
+    if phase is not None and phase.strip().lower() == "any":
+        return None
+    if not classes:
+        if phase is not None:
+            raise InputError(f"--phase {phase}: this model was trained without class labels (it is unconditional)")
+        return None
+    names = list(classes) if phase is None else [p.strip() for p in phase.split(",") if p.strip()]
+    unknown = [p for p in names if p not in classes]
+    if unknown or not names:
+        raise InputError(f"--phase: {', '.join(unknown) or 'nothing given'}; the model knows {', '.join(classes)}")
+    return [names[k % len(names)] for k in range(number)]
 
 
 @app.command("train")

@@ -7,6 +7,11 @@ fields; :meth:`VoxelDiffusion.generate_structures` decodes them, and the decoder
 holds, so the atom count is generated rather than fixed. Because the network is convolutional and periodic,
 it can also sample a larger grid than it was trained on (a larger box at the same voxel size).
 
+A model trained with class labels (``VoxelUNetConfig.classes``, e.g. the phase of each training crystal) samples
+a requested class, optionally with classifier-free guidance (Ho & Salimans 2022): the prediction is
+``u + w (c − u)`` from the conditional ``c`` and unconditional ``u`` outputs of the same network, trained by
+replacing a fraction :attr:`VoxelDiffusion.label_dropout` of the labels with the "no class" label.
+
 The model is saved as ``model.safetensors`` plus ``config.json`` (no pickles), as the crystal model is.
 """
 
@@ -27,6 +32,18 @@ from atomdiff.models.persistence import load_module, save_module
 from atomdiff.models.voxel_unet import VoxelUNet, VoxelUNetConfig
 from atomdiff.representations.voxel import VoxelGrid
 from atomdiff.structure.structure import Structure
+
+
+@dataclasses.dataclass
+class VoxelBatch:
+    """Fields ``(B, C, Nx, Ny, Nz)`` with their class labels ``(B,)`` (indices into the network's classes)."""
+
+    fields: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.fields.shape[0])
+
 
 SAMPLERS = {"ddpm": 1.0, "ddim": 0.0}
 """Sampler name → ``eta`` of the reverse step (1: ancestral DDPM, 0: deterministic DDIM)."""
@@ -59,6 +76,8 @@ class VoxelDiffusion(nn.Module):
         self.cell = None if cell is None else grid.check_cell(cell)
         self.occupied_weight = 0.0
         """Training only: extra loss weight of voxels in proportion to their density (0: plain MSE)."""
+        self.label_dropout = 0.1
+        """Training only: fraction of class labels replaced by the "no class" label (classifier-free guidance)."""
         self._check_shape(grid.shape)
 
     @property
@@ -69,6 +88,45 @@ class VoxelDiffusion(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.net.parameters()).dtype
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Names of the class labels the network is conditioned on (empty: unconditional)."""
+        return self.net.config.classes
+
+    def label_index(self, name: str) -> int:
+        """Index of the class ``name`` (``InputError`` listing the classes when it is not one)."""
+        if not self.classes:
+            raise InputError(f"class {name!r}: this model was trained without class labels (it is unconditional)")
+        if name not in self.classes:
+            raise InputError(f"class {name!r} is not one this model knows; it knows {', '.join(self.classes)}")
+        return self.classes.index(name)
+
+    def _labels(self, labels: Sequence[int | str] | None, n: int) -> torch.Tensor | None:
+        """``labels`` (names or indices, one per sample or one for all) as a ``(n,)`` long tensor."""
+        if labels is None:
+            return None
+        if isinstance(labels, str | int):
+            labels = [labels] * n
+        if len(labels) != n:
+            raise InputError(f"labels: need one per sample ({n}), got {len(labels)}")
+        if not self.classes:
+            raise InputError("labels: this model was trained without class labels (it is unconditional)")
+        idx = [self.label_index(v) if isinstance(v, str) else int(v) for v in labels]
+        if any(not 0 <= i < len(self.classes) for i in idx):
+            raise InputError(f"labels must index the model's {len(self.classes)} classes, got {idx}")
+        return torch.tensor(idx, dtype=torch.long, device=self.device)
+
+    def _predict(self, x: torch.Tensor, t: float, labels: torch.Tensor | None, guidance: float) -> torch.Tensor:
+        """The network's output at time ``t``; with ``labels``, guided by ``guidance`` (1: plain conditional)."""
+        times = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+        if labels is None:
+            return self.net(x, times)
+        conditional = self.net(x, times, labels)
+        if guidance == 1.0:
+            return conditional
+        unconditional = self.net(x, times)
+        return unconditional + guidance * (conditional - unconditional)
+
     def _check_shape(self, shape: Sequence[int]) -> tuple[int, int, int]:
         shape = tuple(int(n) for n in shape)
         f = self.net.factor
@@ -77,9 +135,20 @@ class VoxelDiffusion(nn.Module):
         return shape
 
     # --- training --------------------------------------------------------------------------------------
-    def loss(self, fields: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Denoising loss of a batch of fields ``(B, C, Nx, Ny, Nz)`` (as :meth:`VoxelGrid.encode` makes them)
-        at random times; ``{"loss": ...}``."""
+    def loss(
+        self, fields: torch.Tensor | VoxelBatch, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Denoising loss of a batch of fields ``(B, C, Nx, Ny, Nz)`` (as :meth:`VoxelGrid.encode` makes them,
+        or a :class:`VoxelBatch` with their labels for a class-conditioned network) at random times;
+        ``{"loss": ...}``."""
+        labels = None
+        if isinstance(fields, VoxelBatch):
+            fields, labels = fields.fields, fields.labels.to(self.device)
+            # drawn whatever the dropout, so that the times and noise of a seed do not depend on it
+            drop = torch.rand(labels.shape, generator=generator).to(self.device) < self.label_dropout
+            labels = torch.where(drop, torch.full_like(labels, self.net.null_label), labels)
+        elif self.classes:
+            raise InputError("this network is class-conditioned: give a VoxelBatch with the fields' labels")
         if fields.dim() != 5 or fields.shape[1] != self.grid.n_channels:
             raise InputError(
                 f"fields must have shape (B, {self.grid.n_channels}, Nx, Ny, Nz), got {tuple(fields.shape)}"
@@ -88,7 +157,7 @@ class VoxelDiffusion(nn.Module):
         x0 = self.noise.encode(fields.to(self.device, self.dtype))
         t = (torch.rand(fields.shape[0], generator=generator, dtype=torch.float64) * (1 - 1e-3) + 1e-3).to(self.device)
         x_t, eps = self.noise.sample_marginal(x0, t, generator)
-        output = self.net(x_t, t.to(x0.dtype))
+        output = self.net(x_t, t.to(x0.dtype), labels)
         weight = None
         if self.occupied_weight > 0:
             # atoms fill a few per cent of the voxels: without weighting the loss is dominated by empty space
@@ -108,6 +177,8 @@ class VoxelDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         progress: Callable[[int, int], None] | None = None,
         sampler: str = "ddpm",
+        labels: Sequence[int | str] | int | str | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
         """``n`` fields ``(n, C, *shape)`` (in field units, ≥ 0) by ``steps`` reverse steps from noise.
 
@@ -116,6 +187,10 @@ class VoxelDiffusion(nn.Module):
             generator: all random numbers come from it (on the CPU), so a seed reproduces the samples.
             progress: called with ``(step, steps)`` after every step.
             sampler: ``"ddpm"`` (ancestral) or ``"ddim"`` (deterministic after the initial noise).
+            labels: class of each sample (names or indices; one value for all) for a class-conditioned model;
+                ``None`` samples unconditionally.
+            guidance: classifier-free guidance weight with ``labels`` (1: conditional only, > 1 sharper, costs
+                a second network call per step).
         """
         if sampler not in SAMPLERS:
             raise InputError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
@@ -123,13 +198,16 @@ class VoxelDiffusion(nn.Module):
             raise InputError(f"steps must be at least 1, got {steps}")
         if n < 0:
             raise InputError(f"n must not be negative, got {n}")
+        if guidance < 0:
+            raise InputError(f"guidance must not be negative, got {guidance}")
+        label_tensor = self._labels(labels, n)
         shape = self._check_shape(self.grid.shape if shape is None else shape)
         x = self.noise.sample_prior((n, self.grid.n_channels, *shape), generator, self.dtype).to(self.device)
         times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
         for k in range(steps):
             t, t_prev = float(times[k]), float(times[k + 1])
             if n:
-                output = self.net(x, torch.full((n,), t, dtype=x.dtype, device=x.device))
+                output = self._predict(x, t, label_tensor, guidance)
                 x = self.noise.reverse_step(x, output, t, t_prev, generator, eta=SAMPLERS[sampler])
             if progress is not None:
                 progress(k + 1, steps)
@@ -221,16 +299,18 @@ class VoxelDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         progress: Callable[[int, int], None] | None = None,
         sampler: str = "ddpm",
+        labels: Sequence[int | str] | int | str | None = None,
+        guidance: float = 1.0,
         **decode_options,
     ) -> list[Structure]:
         """Sample ``n`` fields and decode each into a :class:`Structure` (the decoder finds the number of atoms,
-        which may be zero). ``cell`` defaults to the training box scaled to ``shape``; ``decode_options`` go to
-        :meth:`VoxelGrid.detect`."""
+        which may be zero). ``cell`` defaults to the training box scaled to ``shape``; ``labels`` and
+        ``guidance`` as in :meth:`sample`; ``decode_options`` go to :meth:`VoxelGrid.detect`."""
         shape = self._check_shape(self.grid.shape if shape is None else shape)
         cell = self.cell_for(shape) if cell is None else cell
         grid = dataclasses.replace(self.grid, shape=shape)
         grid.check_cell(cell)
-        fields = self.sample(n, shape, steps, generator, progress, sampler)
+        fields = self.sample(n, shape, steps, generator, progress, sampler, labels, guidance)
         return [grid.decode(f, cell, **decode_options) for f in fields.cpu()]
 
     # --- persistence -------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ So the network commutes with circular shifts of the grid by any multiple of its 
 and has no boundary anywhere. Shifts by other amounts commute only approximately (stride-2 sampling).
 
 The diffusion time enters every residual block as a per-channel scale and shift (FiLM) of its normalised
-activations, computed from a sinusoidal embedding.
+activations, computed from a sinusoidal embedding. A network with ``classes`` (e.g. crystal phases) adds a
+learned embedding of the class label to the time embedding; the extra label :attr:`VoxelUNet.null_label`
+means "no class given" (trained by dropping labels, so that one network gives both the conditional and the
+unconditional prediction that classifier-free guidance combines).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class VoxelUNetConfig:
         blocks: residual blocks per level (on the way down and up).
         time_dim: width of the time embedding.
         groups: GroupNorm groups (reduced to a divisor of the channel count where needed).
+        classes: names of the class labels the network is conditioned on (empty: unconditional).
     """
 
     channels: int = 1
@@ -41,9 +45,13 @@ class VoxelUNetConfig:
     blocks: int = 1
     time_dim: int = 64
     groups: int = 8
+    classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.mults = tuple(int(m) for m in self.mults)
+        self.classes = tuple(str(c) for c in self.classes)
+        if len(set(self.classes)) != len(self.classes):
+            raise InputError(f"VoxelUNetConfig: class names must be unique, got {list(self.classes)}")
         if self.channels < 1 or self.base < 1 or self.blocks < 1 or not self.mults or min(self.mults) < 1:
             raise InputError(f"VoxelUNetConfig: channels, base, blocks and mults must be positive, got {self}")
 
@@ -85,14 +93,18 @@ class _Upsample(nn.Module):
 
 
 class VoxelUNet(nn.Module):
-    """``forward(x (B, C, Nx, Ny, Nz), t (B,))`` → ``(B, C, Nx, Ny, Nz)``; each of ``Nx, Ny, Nz`` must be a
-    multiple of :attr:`factor`."""
+    """``forward(x (B, C, Nx, Ny, Nz), t (B,), labels (B,) | None)`` → ``(B, C, Nx, Ny, Nz)``; each of
+    ``Nx, Ny, Nz`` must be a multiple of :attr:`factor`; ``labels`` index ``config.classes`` (or are
+    :attr:`null_label`; ``None`` means :attr:`null_label` for every field)."""
 
     def __init__(self, config: VoxelUNetConfig | None = None):
         super().__init__()
         self.config = c = config or VoxelUNetConfig()
         widths = [c.base * m for m in c.mults]
         self.time = nn.Sequential(nn.Linear(c.time_dim, c.time_dim), nn.SiLU(), nn.Linear(c.time_dim, c.time_dim))
+        if c.classes:
+            self.label = nn.Embedding(len(c.classes) + 1, c.time_dim)
+            nn.init.zeros_(self.label.weight)  # starts as the unconditional network
         self.stem = periodic_conv(c.channels, c.base)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -125,13 +137,27 @@ class VoxelUNet(nn.Module):
         commute exactly with the network."""
         return 2 ** (len(self.config.mults) - 1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    @property
+    def null_label(self) -> int:
+        """The label index meaning "no class given"."""
+        return len(self.config.classes)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 5 or x.shape[1] != self.config.channels:
             raise InputError(f"field must have shape (B, {self.config.channels}, Nx, Ny, Nz), got {tuple(x.shape)}")
         if any(n % self.factor for n in x.shape[2:]):
             raise InputError(f"shape: grid sizes {tuple(x.shape[2:])} must be multiples of {self.factor}")
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
         temb = self.time(sinusoidal_embedding(t, self.config.time_dim))
+        if self.config.classes:
+            if labels is None:
+                labels = torch.full((x.shape[0],), self.null_label, dtype=torch.long, device=x.device)
+            labels = torch.as_tensor(labels, dtype=torch.long, device=x.device).reshape(-1).expand(x.shape[0])
+            if labels.min() < 0 or labels.max() > self.null_label:
+                raise InputError(f"labels must be in 0..{self.null_label}, got {labels.tolist()}")
+            temb = temb + self.label(labels)
+        elif labels is not None:
+            raise InputError("labels: this network was trained without classes")
         h = self.stem(x)
         skips = []
         for level, blocks in enumerate(self.down):

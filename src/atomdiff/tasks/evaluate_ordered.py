@@ -1,10 +1,12 @@
 """The ordered-phase experiment: how often does a generative model produce a perfect crystal?
 
-Both models learn the same boxes (``atomdiff data ordered``). The voxel model samples unconditionally and its
-decoder chooses the number of atoms, so each sample is grouped by the phase it turned out to be; the
-point-cloud model is given, for every sample, the species and box of a training structure drawn at random
-(so it knows the right atom count and composition, the most it can be told without telling it the answer)
-and is scored against that structure's phase. Every sample is classified with
+Both models learn the same boxes (``atomdiff data ordered``). Samples are requested phase by phase, cycling
+through the phases of the data (64 samples of 8 phases: 8 each). A phase-conditioned voxel model is given the
+phase label only — its decoder chooses the number of atoms — and is scored against that phase; an
+unconditional voxel model samples freely and each sample is grouped by the phase it turned out to be. The
+point-cloud model is given, for every sample, the species and box of a random training structure of the
+requested phase (so it knows the right atom count and composition, the most it can be told without telling
+it the answer) and is scored against that phase. Every sample is classified with
 :func:`atomdiff.physics.ordering.classify`; the same classifier on the training structures themselves gives
 the ceiling (thermal noise in the data makes a few training boxes fail it).
 """
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from atomdiff.errors import InputError
 from atomdiff.physics.ordering import PHASES, classify
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.structure import Structure
@@ -70,11 +73,29 @@ def reference_ceiling(structures: Sequence[Structure]) -> dict[str, Any]:
     return summarise(records, "intended")
 
 
+def intended_phases(data: Sequence[Structure], number: int) -> list[str]:
+    """The phases of the data (in :data:`PHASES` order) cycled to ``number`` requests."""
+    present = {s.info.get("phase") for s in data}
+    phases = [p for p in PHASES if p in present]
+    if not phases:
+        raise InputError(f"the data hold none of the phases {', '.join(PHASES)} in info['phase']")
+    return [phases[k % len(phases)] for k in range(number)]
+
+
 def voxel_samples(
-    model, number: int, steps: int, sampler: str, seed: int, progress: Progress = None, chunk: int = 8
+    model,
+    number: int,
+    steps: int,
+    sampler: str,
+    seed: int,
+    progress: Progress = None,
+    chunk: int = 8,
+    labels: Sequence[str] | None = None,
+    guidance: float = 1.0,
 ) -> list[Structure]:
-    """``number`` unconditional samples of a :class:`~atomdiff.diffusion.voxel.VoxelDiffusion`, generated in
-    chunks (memory) from one seeded generator."""
+    """``number`` samples of a :class:`~atomdiff.diffusion.voxel.VoxelDiffusion` (of the classes ``labels``, one
+    per sample, for a class-conditioned model; else unconditional), generated in chunks (memory) from one
+    seeded generator."""
     generator = torch.Generator().manual_seed(seed)
     out: list[Structure] = []
     for start in range(0, number, chunk):
@@ -84,14 +105,22 @@ def voxel_samples(
             if progress is not None:
                 progress(start * steps + step * k, number * steps)
 
-        out.extend(model.generate_structures(k, steps=steps, generator=generator, progress=tick, sampler=sampler))
+        part = None if labels is None else list(labels[start : start + k])
+        out.extend(
+            model.generate_structures(
+                k, steps=steps, generator=generator, progress=tick, sampler=sampler, labels=part, guidance=guidance
+            )
+        )
     return out
 
 
-def point_cloud_templates(data: Sequence[Structure], number: int, seed: int) -> list[Structure]:
-    """``number`` training structures drawn with replacement, each giving a sample its species, box and phase."""
+def point_cloud_templates(data: Sequence[Structure], phases: Sequence[str], seed: int) -> list[Structure]:
+    """For each requested phase a random training structure of that phase, giving a sample its species and box."""
     rng = np.random.default_rng(seed)
-    return [data[i] for i in rng.integers(0, len(data), number)]
+    by_phase: dict[str, list[Structure]] = {}
+    for s in data:
+        by_phase.setdefault(s.info.get("phase"), []).append(s)
+    return [by_phase[p][rng.integers(len(by_phase[p]))] for p in phases]
 
 
 def point_cloud_samples(
@@ -122,6 +151,7 @@ def evaluate_ordered(
     number: int = 64,
     steps: int = 100,
     voxel_sampler: str = "ddpm",
+    guidance: float = 1.0,
     point_options=None,
     seed: int = 0,
     progress: Callable[[str], Progress] | None = None,
@@ -132,13 +162,31 @@ def evaluate_ordered(
     phases = [s.info.get("phase") for s in data]
     result["data_phase_counts"] = {p: phases.count(p) for p in PHASES if p in phases}
     result["reference"] = reference_ceiling(data)
+    intended = intended_phases(data, number)
     if voxel_model is not None:
-        samples = voxel_samples(voxel_model, number, steps, voxel_sampler, seed, bar("voxel"))
-        records = [sample_record(s) for s in samples]
-        result["voxel"] = {"sampler": voxel_sampler, **summarise(records, "phase"), "samples_detail": records}
+        conditional = bool(voxel_model.classes)
+        if conditional:
+            missing = sorted(set(intended) - set(voxel_model.classes))
+            if missing:
+                raise InputError(f"the voxel model was not trained on the phases {missing} of the data")
+        labels = intended if conditional else None
+        samples = voxel_samples(
+            voxel_model, number, steps, voxel_sampler, seed, bar("voxel"), labels=labels, guidance=guidance
+        )
+        if conditional:
+            records = [sample_record(s, p) for s, p in zip(samples, intended, strict=True)]
+        else:
+            records = [sample_record(s) for s in samples]
+        result["voxel"] = {
+            "sampler": voxel_sampler,
+            "conditioned_on_phase": conditional,
+            "guidance": guidance if conditional else None,
+            **summarise(records, "intended" if conditional else "phase"),
+            "samples_detail": records,
+        }
         result["voxel_structures"] = samples
     if point_model is not None:
-        templates = point_cloud_templates(data, number, seed)
+        templates = point_cloud_templates(data, intended, seed)
         samples = point_cloud_samples(point_model, templates, point_options, seed, bar("point cloud"))
         records = [sample_record(s, t.info.get("phase")) for s, t in zip(samples, templates, strict=True)]
         result["point_cloud"] = {**summarise(records, "intended"), "samples_detail": records}

@@ -243,6 +243,9 @@ class VoxelTrainConfig(RunConfig):
     (fine-tuning; its U-Net settings replace ``base``/``mults``/..., ``prediction`` still applies);
     ``occupied_weight``: the loss weight of a voxel is ``1 + occupied_weight × density`` (normalised per box),
     so that the few voxels holding atoms are not drowned by empty space.
+    Classes: ``condition`` names an ``info`` key of the structures (e.g. ``phase`` in ``atomdiff data ordered``
+    output) whose values become the class labels the network is conditioned on (empty: unconditional);
+    ``label_dropout`` is the fraction of labels dropped during training for classifier-free guidance.
     """
 
     batch_size: int = 16
@@ -260,9 +263,13 @@ class VoxelTrainConfig(RunConfig):
     prediction: str = "v"
     init: str = ""
     occupied_weight: float = 0.0
+    condition: str = ""
+    label_dropout: float = 0.1
 
     def validate(self) -> None:
         super().validate()
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise InputError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
         if self.spacing <= 0 or self.sigma <= 0:
             raise InputError("spacing and sigma must be positive (Å)")
         for key in ("base", "blocks", "time_dim"):

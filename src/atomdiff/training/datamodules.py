@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.io import read_structures
 from atomdiff.structure.structure import Structure
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def cache_key(path: str | os.PathLike, limit: int | None) -> str:
@@ -41,8 +42,14 @@ def _cache_file(path: Path, limit: int | None, cache_dir: Path) -> Path:
     return cache_dir / f"{path.stem}-{digest}.npz"
 
 
+def _scalar_info(structure: Structure) -> str:
+    """The structure's scalar ``info`` entries (phase labels, ids, ...) as JSON."""
+    return json.dumps({k: v for k, v in structure.info.items() if isinstance(v, str | int | float | bool)})
+
+
 def save_structures_npz(structures: Sequence[Structure], file: str | os.PathLike, key: str = "") -> None:
-    """Write structures as concatenated arrays (numbers, frac, cell, counts, pbc, material ids)."""
+    """Write structures as concatenated arrays (numbers, frac, cell, counts, pbc, material ids) and each one's
+    scalar ``info`` entries as JSON text."""
     with atomic_path(file) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(
             fh,
@@ -53,6 +60,7 @@ def save_structures_npz(structures: Sequence[Structure], file: str | os.PathLike
             cell=np.stack([s.cell for s in structures]),
             pbc=np.array([s.pbc for s in structures], dtype=bool),
             material_id=np.array([str(s.info.get("material_id", "")) for s in structures]),
+            info=np.array([_scalar_info(s) for s in structures]),
         )
 
 
@@ -63,14 +71,16 @@ def load_structures_npz(file: str | os.PathLike, key: str | None = None) -> list
             if key is not None and str(z["key"]) != key:
                 return None
             counts, numbers, frac, cell = z["counts"], z["numbers"], z["frac"], z["cell"]
-            pbc, ids = z["pbc"], z["material_id"]
+            pbc, ids, infos = z["pbc"], z["material_id"], z["info"]
     except (OSError, ValueError, KeyError):
         return None
     offsets = np.concatenate([[0], np.cumsum(counts)])
     out = []
     for b in range(len(counts)):
         sel = slice(offsets[b], offsets[b + 1])
-        info = {"source": str(file), "row": b, **({"material_id": str(ids[b])} if ids[b] else {})}
+        info = {**json.loads(str(infos[b])), "source": str(file), "row": b}
+        if ids[b]:
+            info["material_id"] = str(ids[b])
         out.append(Structure(numbers[sel], frac[sel], cell[b], tuple(bool(p) for p in pbc[b]), info))
     return out
 

@@ -4,6 +4,7 @@ EMA export to ``RUN_DIR/model``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,9 +14,9 @@ import numpy as np
 import torch
 
 from atomdiff.diffusion.noise.voxel import VoxelNoise
-from atomdiff.diffusion.voxel import VoxelDiffusion
+from atomdiff.diffusion.voxel import VoxelBatch, VoxelDiffusion
 from atomdiff.errors import InputError
-from atomdiff.models.voxel_unet import VoxelUNetConfig
+from atomdiff.models.voxel_unet import VoxelUNet, VoxelUNetConfig
 from atomdiff.representations.voxel import VoxelGrid
 from atomdiff.structure.elements import atomic_number
 from atomdiff.structure.structure import Structure
@@ -44,21 +45,45 @@ def common_box(structures: Sequence[Structure], what: str = "training structures
     return box
 
 
+def structure_labels(structures: Sequence[Structure], key: str) -> list[str]:
+    """The value of ``info[key]`` of every structure, as text (``InputError`` naming the first without it)."""
+    labels = []
+    for k, s in enumerate(structures):
+        if key not in s.info:
+            raise InputError(
+                f"condition {key!r}: structure {k} has no info entry {key!r} "
+                f"(it has {sorted(s.info) or 'none'}); label every structure or train without `condition`"
+            )
+        labels.append(str(s.info[key]))
+    return labels
+
+
 class VoxelCollate:
-    """Encodes a list of structures (all in ``box``) into a ``(B, C, Nx, Ny, Nz)`` float32 batch of fields.
+    """Encodes a list of structures (all in ``box``) into a ``(B, C, Nx, Ny, Nz)`` float32 batch of fields, or,
+    with ``condition`` and ``classes``, a :class:`VoxelBatch` of fields and the index of each structure's
+    ``info[condition]`` among ``classes``.
 
     A class rather than a closure so that data-loader workers can pickle it.
     """
 
-    def __init__(self, grid: VoxelGrid, box: np.ndarray):
+    def __init__(self, grid: VoxelGrid, box: np.ndarray, condition: str = "", classes: Sequence[str] = ()):
         self.grid = grid
         self.box = np.asarray(box, dtype=np.float64)
+        self.condition = condition
+        self.classes = tuple(classes)
 
-    def __call__(self, items: Sequence[Structure]) -> torch.Tensor:
+    def __call__(self, items: Sequence[Structure]) -> torch.Tensor | VoxelBatch:
         common_box([*items], "batch")
         if np.abs(np.asarray(items[0].cell) - self.box).max() > BOX_TOLERANCE:
             raise InputError("batch: structures are not in the model's box")
-        return self.grid.encode_batch(items, torch.float32)
+        fields = self.grid.encode_batch(items, torch.float32)
+        if not self.condition:
+            return fields
+        names = structure_labels(items, self.condition)
+        unknown = sorted(set(names) - set(self.classes))
+        if unknown:
+            raise InputError(f"condition {self.condition!r}: labels {unknown} are not among {list(self.classes)}")
+        return VoxelBatch(fields, torch.tensor([self.classes.index(n) for n in names], dtype=torch.long))
 
 
 def parse_grid(text: str) -> tuple[int, int, int] | None:
@@ -75,8 +100,11 @@ def parse_grid(text: str) -> tuple[int, int, int] | None:
     return values[0], values[1], values[2]
 
 
-def build_voxel_model(config: VoxelTrainConfig, train: Sequence[Structure], box: np.ndarray) -> VoxelDiffusion:
-    """A new model for ``config``: channels from ``config.species`` or the elements of ``train``."""
+def build_voxel_model(
+    config: VoxelTrainConfig, train: Sequence[Structure], box: np.ndarray, classes: Sequence[str] = ()
+) -> VoxelDiffusion:
+    """A new model for ``config``: channels from ``config.species`` or the elements of ``train``; conditioned on
+    ``classes`` when given."""
     if config.species:
         species = tuple(atomic_number(s, what="species") for s in config.species)
     else:
@@ -89,6 +117,7 @@ def build_voxel_model(config: VoxelTrainConfig, train: Sequence[Structure], box:
         mults=tuple(int(m) for m in config.mults.split(",")),
         blocks=config.blocks,
         time_dim=config.time_dim,
+        classes=tuple(classes),
     )
     factor = 2 ** (len(net.mults) - 1)
     shape = parse_grid(config.grid)
@@ -111,6 +140,9 @@ def train_voxel(
     else:
         train, val = split_structures(structures, config.val_fraction, config.seed)
     box = common_box([*train, *val])
+    classes: tuple[str, ...] = ()
+    if config.condition:
+        classes = tuple(sorted(set(structure_labels([*train, *val], config.condition))))
     L.seed_everything(config.seed, workers=True, verbose=False)
     if resume:
         model = resumed_model(run_dir)
@@ -118,12 +150,17 @@ def train_voxel(
             raise InputError("the run's checkpoint is not of a voxel diffusion model", path=str(run_dir))
         if model.cell is None or np.abs(model.cell - box).max() > BOX_TOLERANCE:
             raise InputError("the data's box differs from the box of the run being resumed", path=str(run_dir))
+        classes = model.classes
     elif config.init:
         from atomdiff.weights import load_voxel_model
 
         model = load_voxel_model(config.init)
         if model.cell is None or np.abs(model.cell - box).max() > BOX_TOLERANCE:
             raise InputError(f"init: the model {config.init!r} was trained in another box than the data's")
+        if classes and model.classes != classes:
+            if model.classes:
+                raise InputError(f"init: the model's classes {list(model.classes)} differ from {list(classes)}")
+            model.net = _with_classes(model.net, classes)
         model.noise = VoxelNoise(
             prediction=config.prediction,
             shift=model.noise.shift,
@@ -133,13 +170,27 @@ def train_voxel(
         )
         model.train()  # loading leaves a model in eval mode
     else:
-        model = build_voxel_model(config, train, box)
+        model = build_voxel_model(config, train, box, classes)
+    if config.condition and not model.classes:
+        raise InputError(f"condition {config.condition!r}: the resumed run's model has no classes")
     if config.occupied_weight < 0:
         raise InputError(f"occupied_weight must not be negative, got {config.occupied_weight}")
     model.occupied_weight = float(config.occupied_weight)
+    model.label_dropout = float(config.label_dropout)
     model.grid.check_cell(box)
     model.grid.channels_of(np.concatenate([s.numbers for s in [*train, *val]]))  # every element has a channel
     module = local_module(model, config)
-    collate = VoxelCollate(model.grid, box)
+    collate = VoxelCollate(model.grid, box, config.condition if model.classes else "", model.classes)
     data = StructureDataModule(train, val, config.batch_size, config.num_workers, config.seed, collate)
     return fit_run(config, run_dir, module, data, len(train), len(val), resume, command)
+
+
+def _with_classes(net: VoxelUNet, classes: Sequence[str]) -> VoxelUNet:
+    """A copy of an unconditional ``net`` with a class embedding for ``classes`` (zero, so that it starts as
+    ``net``): fine-tuning an unconditional model into a conditional one."""
+    config = VoxelUNetConfig(**{**dataclasses.asdict(net.config), "classes": tuple(classes)})
+    new = VoxelUNet(config)
+    missing, unexpected = new.load_state_dict(net.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("label.") for k in missing):
+        raise InputError(f"init: cannot add classes to this network (missing {missing}, unexpected {unexpected})")
+    return new.to(next(net.parameters()))
