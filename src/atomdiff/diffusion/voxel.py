@@ -265,7 +265,7 @@ class VoxelDiffusion(nn.Module):
             t, t_prev = float(times[k]), float(times[k + 1])
             for r in range(resample):
                 if n:
-                    output = self.net(x, torch.full((n,), t, dtype=x.dtype, device=x.device))
+                    output = self._predict(x, t, None, 1.0)
                     x = self.noise.reverse_step(x, output, t, t_prev, generator, eta=SAMPLERS[sampler])
                     if t_prev > 0:
                         noisy_known, _ = self.noise.sample_marginal(
