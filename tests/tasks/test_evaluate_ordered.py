@@ -52,10 +52,11 @@ def test_the_training_boxes_are_their_own_ceiling(setup):
 def test_a_sample_of_the_wrong_phase_is_not_counted_perfect():
     fcc = ordered_structures(1, phases=("fcc",), sigmas=(0.0,))[0]
     record = sample_record(Structure.from_ase(fcc), intended="bcc")
-    assert record["phase"] == "fcc" and not record["perfect"]
+    assert record["phase"] == "fcc" and not record["perfect"] and record["perfect_any_phase"]
     summary = summarise([record, {**record, "perfect": True, "intended": "fcc"}], "intended")
     assert summary["per_phase"]["bcc"]["perfect"] == 0 and summary["per_phase"]["fcc"]["perfect"] == 1
     assert summary["perfect_fraction"] == 0.5
+    assert summary["perfect_any_phase"] == 2 and summary["confusion"] == {"fcc": {"fcc": 1}, "bcc": {"fcc": 1}}
 
 
 def test_evaluate_ordered_writes_result_and_samples(setup, tmp_path):

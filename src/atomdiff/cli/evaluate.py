@@ -391,4 +391,8 @@ def ordered(
         *(f"{result[k]['perfect_fraction']:.1%}" for k in columns),
     )
     console.print(table)
+    for key in columns:
+        if "perfect_any_phase" in result[key]:
+            perfect = result[key]["perfect_any_phase"]
+            console.print(f"{key.replace('_', ' ')}: {perfect} of {number} samples are perfect crystals of any phase")
     console.print(f"wrote {output}")

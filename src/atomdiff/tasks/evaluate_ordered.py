@@ -13,6 +13,7 @@ the ceiling (thermal noise in the data makes a few training boxes fail it).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +41,7 @@ def sample_record(structure: Structure, intended: str | None = None) -> dict[str
     }
     if intended is not None:
         record["intended"] = intended
+        record["perfect_any_phase"] = bool(result.perfect)  # a perfect crystal, but maybe not of the phase asked for
         record["perfect"] = result.perfect and result.phase == intended
     return record
 
@@ -58,13 +60,21 @@ def summarise(records: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
                 "mean_ordered_fraction": float(np.mean([r["ordered_fraction"] for r in group])),
             }
     n = len(records)
-    return {
+    out = {
         "samples": n,
         "perfect": sum(r["perfect"] for r in records),
         "perfect_fraction": float(np.mean([r["perfect"] for r in records])) if n else 0.0,
         "no_phase": sum(r["phase"] is None for r in records),
         "per_phase": per_phase,
     }
+    if n and all("perfect_any_phase" in r for r in records):
+        out["perfect_any_phase"] = int(sum(r["perfect_any_phase"] for r in records))
+        out["confusion"] = {  # requested phase → what the samples turned out to be ("imperfect" if not perfect)
+            phase: dict(Counter(r["phase"] if r["perfect_any_phase"] else "imperfect" for r in group))
+            for phase in PHASES
+            if (group := [r for r in records if r["intended"] == phase])
+        }
+    return out
 
 
 def reference_ceiling(structures: Sequence[Structure]) -> dict[str, Any]:
