@@ -64,12 +64,15 @@ def test_structures_in_different_boxes_are_refused(tmp_path):
     assert not (out / "model").exists()
 
 
-def test_default_model_missing_is_a_clear_error(tmp_path):
-    if DEFAULT_VOXEL_MODEL in shipped_models("voxel_diffusion"):
-        pytest.skip("the default voxel model is installed")
-    with pytest.raises(InputError, match="shipped voxel models"):
+def test_default_model_missing_is_a_clear_error(tmp_path, monkeypatch):
+    import atomdiff.weights
+
+    assert DEFAULT_VOXEL_MODEL in shipped_models("voxel_diffusion")
+    monkeypatch.setattr(atomdiff.weights, "DEFAULT_VOXEL_MODEL", "voxel_not_installed")  # a stripped install
+    with pytest.raises(InputError, match="shipped voxel models: .*voxel_ordered"):
         load_voxel_model(None)
     assert run(["voxel", "generate", "-n", "1", "-o", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_phase_conditioned_run_learns_the_labels_and_generates_requested_phases(data, tmp_path):
