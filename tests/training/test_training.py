@@ -287,3 +287,21 @@ def test_fine_tuning_adds_a_pattern_encoder_that_starts_silent(data_csv, tmp_pat
         )
     for w, g in zip(want, got, strict=True):
         torch.testing.assert_close(w, g)
+
+
+def test_a_resumed_schedule_follows_the_new_total_steps():
+    from atomdiff.training.lightning import WarmupSchedule, lr_scheduler
+
+    def scheduler(total: int):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        return opt, lr_scheduler(opt, WarmupSchedule(0, total))
+
+    opt, first = scheduler(10)
+    for _ in range(10):
+        opt.step()
+        first.step()
+    assert first.get_last_lr()[0] == pytest.approx(0.0)  # the end of a 10-step run
+    _, resumed = scheduler(20)  # resumed with --max-steps 20
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.last_epoch == 10
+    assert resumed.lr_lambdas[0](resumed.last_epoch) == pytest.approx(0.5)  # half-way down the new cosine

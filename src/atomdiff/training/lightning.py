@@ -87,6 +87,16 @@ class WarmupSchedule:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: WarmupSchedule) -> torch.optim.lr_scheduler.LambdaLR:
+    """``schedule`` as a step-wise scheduler whose checkpointed state is only the step count.
+
+    The schedule is wrapped in a plain function because ``LambdaLR`` saves the attributes of a callable *object*
+    and restores them on resume: a run resumed with a larger ``--max-steps`` would keep the old total and train
+    at a learning rate of 0 (measured).
+    """
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step))
+
+
 class EMATrainingModule(L.LightningModule):
     """Trains a model (an object with a ``net`` and a ``config_dict()``) with AdamW, a warm-up schedule and EMA
     weights; subclasses say how to compute the loss of a batch (:meth:`compute_loss`).
@@ -145,7 +155,7 @@ class EMATrainingModule(L.LightningModule):
         hp = self.hparams
         opt = torch.optim.AdamW(self.trainable_parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         total = float(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupSchedule(hp.warmup_steps, total, hp.cosine))
+        sched = lr_scheduler(opt, WarmupSchedule(hp.warmup_steps, total, hp.cosine))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # --- time and checkpoints ----------------------------------------------------------------------------
