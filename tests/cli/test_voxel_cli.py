@@ -39,7 +39,8 @@ def test_generate_writes_cifs_reproducibly(model_dir, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "extra", [["--shape", "8,8,7"], ["--shape", "8,a"], ["--sampler", "euler"], ["--model", "/nonexistent"]]
+    "extra",
+    [["--shape", "8,8,7"], ["--shape", "8,a"], ["--sampler", "euler"], ["--model", "/nonexistent"], ["--phase", "fcc"]],
 )
 def test_bad_options_exit_2(model_dir, tmp_path, extra):
     args = ["voxel", "generate", "--model", str(model_dir), "-n", "1", "--steps", "1", "-o", str(tmp_path / "o")]

@@ -118,17 +118,15 @@ def generate(
 
 
 def requested_labels(classes: tuple[str, ...], phase: str | None, number: int) -> list[str] | None:
-    """The class of each of ``number`` samples from ``--phase`` (``None``: unconditional)."""
-    if phase is not None and phase.strip().lower() == "any":
+    """The class of each of ``number`` samples from ``--phase`` (``None``: unconditional); the model checks the
+    names."""
+    if phase is None:
+        return [classes[k % len(classes)] for k in range(number)] if classes else None
+    if phase.strip().lower() == "any":
         return None
-    if not classes:
-        if phase is not None:
-            raise InputError(f"--phase {phase}: this model was trained without class labels (it is unconditional)")
-        return None
-    names = list(classes) if phase is None else [p.strip() for p in phase.split(",") if p.strip()]
-    unknown = [p for p in names if p not in classes]
-    if unknown or not names:
-        raise InputError(f"--phase: {', '.join(unknown) or 'nothing given'}; the model knows {', '.join(classes)}")
+    names = [p.strip() for p in phase.split(",") if p.strip()]
+    if not names:
+        raise InputError(f"--phase: give phase names like fcc or fcc,bcc, got {phase!r}")
     return [names[k % len(names)] for k in range(number)]
 
 
