@@ -93,6 +93,10 @@ def test_a_phase_conditioned_run_learns_the_labels_and_generates_requested_phase
     assert run([*gen, str(tmp_path / "any"), "--phase", "any"]) == 0
     assert run([*gen, str(tmp_path / "bad"), "--phase", "hcp"]) == 2
     assert not (tmp_path / "bad").exists()
+    assert run([*gen, str(tmp_path / "window"), "--guidance", "2", "--guidance-interval", "0.2,0.8"]) == 0
+    for bad in ("0.8,0.2", "0.5", "a,b"):
+        assert run([*gen, str(tmp_path / "bad"), "--guidance", "2", "--guidance-interval", bad]) == 2
+        assert not (tmp_path / "bad").exists()
 
 
 def test_a_condition_the_data_lacks_is_named(data, tmp_path):

@@ -237,6 +237,25 @@ def test_class_conditioned_loss_sampling_guidance_and_persistence(tmp_path):
         _model().sample(1, steps=1, labels="fcc")
 
 
+def test_guidance_interval_guides_only_inside_it():
+    model = _conditional_model()
+
+    def sample(guidance, interval=None):
+        generator = torch.Generator().manual_seed(5)
+        options = {"guidance": guidance, "guidance_interval": interval}
+        return model.sample(2, steps=4, generator=generator, labels="fcc", **options)
+
+    plain, guided = sample(1.0), sample(3.0)
+    # times of 4 steps are 1, 0.75, 0.5, 0.25: an interval holding none of them is the plain conditional
+    assert torch.equal(sample(3.0, (0.3, 0.45)), plain)
+    assert torch.equal(sample(3.0, (0.0, 1.0)), guided)
+    partial = sample(3.0, (0.4, 0.8))
+    assert not torch.equal(partial, plain) and not torch.equal(partial, guided)
+    for bad in [(0.8, 0.2), (-0.1, 0.5), (0.2, 1.5), (0.5,)]:
+        with pytest.raises(InputError, match="guidance interval"):
+            sample(3.0, bad)
+
+
 def test_label_dropout_trains_the_unconditional_prediction_too():
     model = _conditional_model().train()
     fields = model.grid.encode_batch([FCC] * 4)

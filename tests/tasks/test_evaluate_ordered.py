@@ -88,9 +88,11 @@ def test_a_phase_conditioned_voxel_model_is_asked_for_each_phase_in_turn(setup, 
     folder, data = setup
     out = tmp_path / "result.json"
     args = ["evaluate", "ordered", "--data", str(data), "--voxel-model", str(folder / "voxel_phase")]
-    assert run([*args, "-n", "4", "--steps", "2", "--guidance", "1.5", "-o", str(out)]) == 0
+    guided = ["--guidance", "1.5", "--guidance-interval", "0.2,0.9"]
+    assert run([*args, "-n", "4", "--steps", "2", *guided, "-o", str(out)]) == 0
     voxel = json.loads(out.read_text())["voxel"]
     assert voxel["conditioned_on_phase"] and voxel["guidance"] == 1.5
+    assert voxel["guidance_interval"] == [0.2, 0.9]
     assert [r["intended"] for r in voxel["samples_detail"]] == ["fcc", "CsCl", "fcc", "CsCl"]  # PHASES order
     assert set(voxel["per_phase"]) == {"fcc", "CsCl"}
 

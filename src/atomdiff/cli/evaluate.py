@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from atomdiff.cli.generate import BatchSize, ModelOpt, SamplerOpt, Steps, check_sampler, progress_bar
-from atomdiff.cli.options import CfgScale, Seed, check_output_suffix
+from atomdiff.cli.options import CfgScale, GuidanceInterval, Seed, check_output_suffix, parse_interval
 from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE
 from atomdiff.errors import InputError
 
@@ -322,6 +322,7 @@ def ordered(
     guidance: Annotated[
         float, typer.Option(min=0.0, help="Classifier-free guidance of a phase-conditioned voxel model (1: none).")
     ] = 1.0,
+    guidance_interval: GuidanceInterval = None,
     seed: Seed = 0,
 ) -> None:
     """The ordered-phase experiment: fraction of perfectly ordered samples per phase for the voxel model and a
@@ -359,6 +360,7 @@ def ordered(
             steps=steps,
             voxel_sampler=sampler,
             guidance=guidance,
+            guidance_interval=parse_interval(guidance_interval),
             point_options=SampleOptions(steps=steps),
             seed=seed,
             progress=lambda stage: lambda done, total: bar(stage, done, total),

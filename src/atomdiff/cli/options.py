@@ -23,6 +23,12 @@ CfgScale = Annotated[
     float,
     typer.Option("--cfg", min=0.0, help="Classifier-free guidance scale of a pattern-conditioned model."),
 ]
+GuidanceInterval = Annotated[
+    str | None,
+    typer.Option(
+        help="lo,hi: apply --guidance only at diffusion times lo <= t <= hi (1 is pure noise); default: all steps."
+    ),
+]
 Neutron = Annotated[bool, typer.Option("--neutron/--xray", help="Radiation (default X-rays).")]
 Wavelength = Annotated[str, typer.Option(help="Wavelength: a name (CuKa1, CuKa, MoKa1, ...) or a value in Å.")]
 PatternAxis = Annotated[str | None, typer.Option(help="two_theta or q (default: from the file, else two_theta).")]
@@ -66,6 +72,16 @@ def parse_floats(text: str | None, what: str) -> list[float] | None:
         except ValueError:
             raise InputError(f"{what}: expected comma-separated numbers, got {item!r}") from None
     return out
+
+
+def parse_interval(text: str | None) -> tuple[float, float] | None:
+    """``--guidance-interval "0.2,0.8"`` → ``(0.2, 0.8)``; ``None`` when not given (the model checks the range)."""
+    values = parse_floats(text, "--guidance-interval")
+    if values is None:
+        return None
+    if len(values) != 2:
+        raise InputError(f"--guidance-interval: expected two times lo,hi, got {text!r}")
+    return (values[0], values[1])
 
 
 def check_output_suffix(path: Path, allowed: tuple[str, ...], what: str) -> None:

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from atomdiff.cli.generate import progress_bar
-from atomdiff.cli.options import Seed
+from atomdiff.cli.options import GuidanceInterval, Seed, parse_interval
 from atomdiff.cli.train import (
     Accelerator,
     CkptEvery,
@@ -84,6 +84,7 @@ def generate(
     guidance: Annotated[
         float, typer.Option(min=0.0, help="Classifier-free guidance weight with --phase (1: conditional only).")
     ] = 1.0,
+    guidance_interval: GuidanceInterval = None,
 ) -> None:
     """Sample voxel fields and decode them into structures: one CIF each, samples.extxyz and summary.csv."""
     import torch
@@ -108,6 +109,7 @@ def generate(
             sampler=sampler,
             labels=labels,
             guidance=guidance,
+            guidance_interval=parse_interval(guidance_interval),
         )
     for s, label in zip(structures, labels or [None] * number, strict=True):
         if label is not None:

@@ -102,6 +102,7 @@ def voxel_samples(
     chunk: int = 8,
     labels: Sequence[str] | None = None,
     guidance: float = 1.0,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> list[Structure]:
     """``number`` samples of a :class:`~atomdiff.diffusion.voxel.VoxelDiffusion` (of the classes ``labels``, one
     per sample, for a class-conditioned model; else unconditional), generated in chunks (memory) from one
@@ -118,7 +119,14 @@ def voxel_samples(
         part = None if labels is None else list(labels[start : start + k])
         out.extend(
             model.generate_structures(
-                k, steps=steps, generator=generator, progress=tick, sampler=sampler, labels=part, guidance=guidance
+                k,
+                steps=steps,
+                generator=generator,
+                progress=tick,
+                sampler=sampler,
+                labels=part,
+                guidance=guidance,
+                guidance_interval=guidance_interval,
             )
         )
     return out
@@ -162,6 +170,7 @@ def evaluate_ordered(
     steps: int = 100,
     voxel_sampler: str = "ddpm",
     guidance: float = 1.0,
+    guidance_interval: tuple[float, float] | None = None,
     point_options=None,
     seed: int = 0,
     progress: Callable[[str], Progress] | None = None,
@@ -181,7 +190,15 @@ def evaluate_ordered(
                 raise InputError(f"the voxel model was not trained on the phases {missing} of the data")
         labels = intended if conditional else None
         samples = voxel_samples(
-            voxel_model, number, steps, voxel_sampler, seed, bar("voxel"), labels=labels, guidance=guidance
+            voxel_model,
+            number,
+            steps,
+            voxel_sampler,
+            seed,
+            bar("voxel"),
+            labels=labels,
+            guidance=guidance,
+            guidance_interval=guidance_interval,
         )
         if conditional:
             records = [sample_record(s, p) for s, p in zip(samples, intended, strict=True)]
@@ -191,6 +208,7 @@ def evaluate_ordered(
             "sampler": voxel_sampler,
             "conditioned_on_phase": conditional,
             "guidance": guidance if conditional else None,
+            "guidance_interval": list(guidance_interval) if conditional and guidance_interval else None,
             **summarise(records, "intended" if conditional else "phase"),
             "samples_detail": records,
         }
