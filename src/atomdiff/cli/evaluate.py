@@ -320,8 +320,12 @@ def ordered(
     steps: Annotated[int, typer.Option(min=1, help="Denoising steps of both models.")] = 100,
     sampler: Annotated[str, typer.Option(help="Voxel sampler: ddpm or ddim.")] = "ddpm",
     guidance: Annotated[
-        float, typer.Option(min=0.0, help="Classifier-free guidance of a phase-conditioned voxel model (1: none).")
-    ] = 1.0,
+        float,
+        typer.Option(
+            min=0.0,
+            help="Classifier-free guidance of a phase-conditioned voxel model (1: none; default as voxel generate).",
+        ),
+    ] = 2.0,
     guidance_interval: GuidanceInterval = None,
     seed: Seed = 0,
 ) -> None:
