@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,15 @@ def test_solve_writes_ranked_cifs_table_plots_and_report(tiny_model, tmp_path: P
     (cell,) = list(csv.DictReader(open(tmp_path / "indexing.csv")))
     assert (cell["system"], cell["centring"]) == ("cubic", "P") and float(cell["a"]) == pytest.approx(3.9, rel=1e-3)
     assert "indexing the pattern" in page and [c.system for c in result.indexed] == ["cubic"]
+    # the wall time of every stage, in the order they ran, with the settings
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    stages = list(summary["stage_seconds"])
+    assert stages[0] == "setup" and stages[-1] == "write"
+    assert stages.index("generate") < stages.index("refine") < stages.index("generate in cells")
+    assert all(v >= 0 for v in summary["stage_seconds"].values())
+    assert summary["seconds"] == pytest.approx(sum(summary["stage_seconds"].values()), abs=0.05)
+    assert summary["stage_seconds"] == result.stage_seconds and summary["best"] == cifs[0].name
+    assert summary["settings"]["candidates"] == 3 and summary["settings"]["texture"] == [0, 0, 1]
 
 
 def test_patterns_that_cannot_be_solved_are_refused(tiny_model, tmp_path: Path):

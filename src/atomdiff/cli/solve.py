@@ -172,4 +172,6 @@ def solve(
             f"a candidate fitted to the counting noise (Rwp ≤ {stop_gof:g} × Rexp = "
             f"{100 * stop_gof * result.expected_rwp:.2f} %): skipped {', '.join(result.skipped)}"
         )
+    times = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in result.stage_seconds.items())
+    console.print(f"wall time {sum(result.stage_seconds.values()):.0f} s ({times})")
     console.print(f"report: {output / 'report.html'}")

@@ -35,15 +35,18 @@ what it had written):
 - ``candidates.csv``: rank, formula, space group, Rwp, number of parameters, ΔAIC, lattice, shortest distance,
   file (all refined candidates; rejected ones have an empty rank and the reason);
 - ``01_fit.png`` …: observed, calculated and difference curves with reflection ticks;
-- ``report.html``: the fits, an interactive 3D view of each structure (works offline) and the table.
+- ``report.html``: the fits, an interactive 3D view of each structure (works offline) and the table;
+- ``summary.json``: the settings, Rexp, the steps skipped and the wall time of each stage (written last).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -808,6 +811,30 @@ class SolveResult:
     """Rexp of the pattern's counting noise (``None`` when its weights are not counts or uncertainties)."""
     skipped: list[str] = dataclasses.field(default_factory=list)
     """Steps skipped because a candidate fitted to the counting noise (``"relaxation"``, ``"second pass"``)."""
+    stage_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Wall time of each stage (the progress stages, ``"setup"`` before the first and ``"write"`` after the
+    last), in the order they ran."""
+
+
+class StageClock:
+    """A progress callback that passes its calls on and charges the time since the previous call to the stage
+    of the current one (a stage's first call comes after its first piece of work, so work is charged to the stage
+    that did it)."""
+
+    def __init__(self, progress: Progress | None = None) -> None:
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def charge(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
+
+    def __call__(self, stage: str, done: float, total: float) -> None:
+        self.charge(stage)
+        if self.progress is not None:
+            self.progress(stage, done, total)
 
 
 def solve(
@@ -825,12 +852,15 @@ def solve(
     from atomdiff.report.html import write_solve_report
 
     settings = settings or SolveSettings()
+    clock = StageClock(progress)
     target = build_target(pattern, radiation, wavelength, settings.profile, settings.background_order)
     solver = Solver(model, target, constraint, settings)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError("output must be a folder, and this is a file", path=str(folder))
     folder.mkdir(parents=True, exist_ok=True)
+    clock.charge("setup")
+    progress = clock
 
     def keep_samples(samples: list[Structure]) -> None:
         write_structures(samples, folder / "generated.extxyz")
@@ -851,4 +881,17 @@ def solve(
         ranked, candidates, folder, solver.indexed_cells(), target.expected_rwp(), list(solver.skipped)
     )
     write_solve_report(folder / "report.html", pattern, ranked[: settings.top], plots, candidates, settings, result)
+    clock.charge("write")
+    result.stage_seconds = {k: round(v, 2) for k, v in clock.seconds.items()}
+    summary = {
+        "seconds": round(sum(clock.seconds.values()), 2),
+        "stage_seconds": result.stage_seconds,
+        "expected_rwp": result.expected_rwp,
+        "skipped": result.skipped,
+        "candidates": len(candidates),
+        "best": ranked[0].file if ranked else None,
+        "settings": dataclasses.asdict(settings),
+    }
+    with atomic_path(folder / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
     return result
