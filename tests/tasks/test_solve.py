@@ -419,38 +419,6 @@ def test_a_fit_to_the_counting_noise_skips_relaxation_and_the_second_pass(tiny_m
         Solver(tiny_model, target, constraint, SolveSettings(stop_gof=-1))
 
 
-def test_relaxation_goes_best_first_in_chunks_and_stops_at_a_fit_to_the_noise(tiny_model):
-    from atomdiff.tasks.solve import Solver, build_target
-
-    target = build_target(_counted(_perovskite()), "xray", "CuKa1", Profile(cutoff=20))
-    fast = (
-        RefinementStage(("lattice", "zero_shift", "profile"), 0.0, 3),
-        RefinementStage(("lattice", "b_iso"), 0.0, 3),
-    )
-    swapped = _perovskite(3.92).replace(numbers=np.array([22, 20, 8, 8, 8]))  # Ca and Ti exchanged
-    samples = [swapped, swapped.replace(cell=np.eye(3) * 3.95), swapped.replace(cell=np.eye(3) * 3.9)]
-    relaxed_batches: list[int] = []
-
-    def relax(structures, **_):  # the potential puts Ca and Ti back: every relaxed sample is the truth
-        relaxed_batches.append(len(structures))
-        return [_perovskite(3.92) for _ in structures]
-
-    def solver(chunk: int) -> Solver:
-        settings = SolveSettings(stages=fast, relax_chunk=chunk, cell_pass=0)
-        out = Solver(tiny_model, target, CompositionConstraint(formula={20: 1, 22: 1, 8: 3}), settings)
-        out.relax = relax
-        return out
-
-    one = solver(1)
-    candidates = one.refine_and_relax(samples)
-    assert relaxed_batches == [1] and one.skipped == ["relaxation of 2 of 3 samples"]
-    assert one.fits_to_noise(candidates) and len(candidates) == 3
-    noise = SolveSettings().stop_gof * one.target.expected_rwp()
-    assert sum(c.refinement.rwp <= noise for c in candidates) == 1  # only the one relaxed sample fits
-    relaxed_batches.clear()
-    assert len(solver(0).refine_and_relax(samples)) == 3 and relaxed_batches == [3]  # 0: all at once
-
-
 def test_the_report_says_what_a_fit_to_the_noise_skipped(tiny_model, tmp_path: Path, monkeypatch):
     from atomdiff.tasks.solve import Solver
 

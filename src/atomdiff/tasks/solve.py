@@ -139,9 +139,6 @@ class SolveSettings:
     stop_gof: float = 1.05
     """Relaxation and the second pass are skipped once a candidate's Rwp is within this factor of the expected
     R factor of the pattern's counting noise (:meth:`Solver.fits_to_noise`; 0: never skipped)."""
-    relax_chunk: int = 5
-    """Samples are relaxed and refined again this many at a time, best first (by their as-sampled fit), and the
-    rest are left as sampled once one fits to the noise (0: all in one batch)."""
 
 
 @dataclasses.dataclass
@@ -343,24 +340,13 @@ class Solver:
         if self.settings.relax_steps and self.fits_to_noise(out):
             self.skipped.append("relaxation" + where)
         elif self.settings.relax_steps:
-            order = sorted(range(len(samples)), key=lambda k: _preference(out[k]))
-            size = self.settings.relax_chunk or len(order)
-            for start in range(0, len(order), size):
-                if start and self.fits_to_noise(out):
-                    self.skipped.append(f"relaxation of {len(order) - start} of {len(order)} samples" + where)
-                    break
-                chunk = sorted(order[start : start + size])
-                part = _part_of(progress, start, len(chunk), len(order))
-                relaxed = self.relax(
-                    [samples[k] for k in chunk], hold_cell=hold_cell, progress=part, stage="relax" + where
-                )
-                moved = [k for k, r in zip(chunk, relaxed, strict=True) if r is not samples[k]]
-                if moved:
-                    moved_relaxed = [r for k, r in zip(chunk, relaxed, strict=True) if r is not samples[k]]
-                    results = self.refine(moved_relaxed, part, stage="refine relaxed" + where)
-                    for k, other in zip(moved, results, strict=True):
-                        if _preference(other) < _preference(out[k]):
-                            out[k] = other
+            relaxed = self.relax(samples, hold_cell=hold_cell, progress=progress, stage="relax" + where)
+            moved = [k for k, (a, b) in enumerate(zip(samples, relaxed, strict=True)) if a is not b]
+            if moved:
+                results = self.refine([relaxed[k] for k in moved], progress, stage="refine relaxed" + where)
+                for k, other in zip(moved, results, strict=True):
+                    if _preference(other) < _preference(out[k]):
+                        out[k] = other
         for k, c in enumerate(out):
             c.index = first + k
         return out
@@ -725,17 +711,6 @@ def compare_candidates(candidates: Sequence[Candidate], target: PatternTarget) -
     best = aic(candidates[0])
     for c in candidates:
         c.delta_aic = aic(c) - best
-
-
-def _part_of(progress: Progress | None, start: int, size: int, total: int) -> Progress | None:
-    """A progress callback for items ``start … start + size`` of ``total`` that reports on the whole."""
-    if progress is None:
-        return None
-
-    def report(stage: str, done: float, of: float) -> None:
-        progress(stage, start + size * done / max(of, 1), total)
-
-    return report
 
 
 def _preference(c: Candidate) -> tuple[bool, bool, float]:
