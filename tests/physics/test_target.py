@@ -60,9 +60,11 @@ def test_bad_targets_are_refused(model):
 
 
 def test_a_coarse_target_gives_the_rwp_of_broadened_peaks_at_a_fraction_of_the_points():
-    """PatternTarget.coarse(extra) thins the grid to ~4 points per extra FWHM: Rwp of structures with peaks
-    broadened by that much is the same as on the full grid within 2 % (relative); no broadening, a
-    non-uniform grid, or a width below 2 steps keep the target itself; the original model keeps its grid."""
+    """PatternTarget.coarse(extra) thins the grid to ~4 points per extra FWHM and evaluates each peak within
+    ±8 FWHM: Rwp of structures with peaks broadened by that much is the same as on the full grid with the full
+    window within 2 % (relative); no broadening or a non-uniform grid keep the target itself, a width below 2
+    steps keeps the grid (only the window narrows); the original model keeps its grid and window."""
+    from atomdiff.physics.target import BROADENED_CUTOFF
     from atomdiff.physics.profile import Instrument
 
     x = two_theta_grid(10, 90, 0.02)
@@ -81,7 +83,10 @@ def test_a_coarse_target_gives_the_rwp_of_broadened_peaks_at_a_fraction_of_the_p
         full_rwp, coarse_rwp = target.fit(batch, inst).rwp, coarse.fit(batch, inst).rwp
         np.testing.assert_allclose(coarse_rwp.numpy(), full_rwp.numpy(), rtol=0.02)
         assert int(coarse_rwp.argmin()) == int(full_rwp.argmin()) == 1
-    assert target.coarse(0.0) is target and target.coarse(0.1) is target
+    assert target.coarse(0.0) is target
+    narrow = target.coarse(0.1)
+    assert torch.equal(narrow.x, target.x) and narrow.model.profile.cutoff == BROADENED_CUTOFF
+    assert model.profile.cutoff == 20 and target.coarse(0.4).model.profile.cutoff == BROADENED_CUTOFF
     assert target.coarse(0.4) is target.coarse(0.4)  # cached
     uneven = torch.cat([x[:100], x[100:] + 0.001])
     other = PatternTarget(model.on_grid(uneven), target.y_obs)

@@ -157,8 +157,8 @@ def test_unique_axis_only_for_tetragonal_trigonal_and_hexagonal_cells():
     assert unique_axis(Structure([6, 7, 8], rng.random((3, 3)), np.diag([3.0, 4.0, 5.0]) + 0.3)) is None
 
 
-@pytest.mark.parametrize("extra", [0.0, 0.3])
-def test_jacobian_from_the_peak_list_equals_full_forward_mode_passes(extra):
+@pytest.mark.parametrize("extra,mixture", [(0.0, False), (0.3, False), (0.0, True)])
+def test_jacobian_from_the_peak_list_equals_full_forward_mode_passes(extra, mixture):
     """The refinement Jacobian (peak tangents by forward mode, peak shapes summed once with analytic
     derivatives) equals forward-mode passes through the whole model (jacobian="passes"), for lattice, zero shift,
     profile, B, positions and texture, in P1 cells with merged (symmetry-equivalent) and single peaks."""
@@ -168,14 +168,17 @@ def test_jacobian_from_the_peak_list_equals_full_forward_mode_passes(extra):
     rng = np.random.default_rng(3)
     distorted = _perovskite(3.95).replace(frac=_perovskite(3.95).frac + rng.normal(0, 0.01, (5, 3)))
     structures = [_perovskite(3.92), distorted]
-    refiner = RietveldRefiner(target, Profile(0.005, -0.002, 0.01, 0.4, cutoff=20), texture=(0, 0, 1))
+    refiner = RietveldRefiner(target, Profile(0.005, -0.002, 0.01, 0.4, cutoff=20), texture=(0, 0, 1), mixture=mixture)
     state = _State(structures, refiner.profile, 0.02, (0, 0, 1))
     state.po.fill_(0.9)
     blocks = state.blocks(("lattice", "zero_shift", "profile", "b_iso", "positions", "texture"))
+    if mixture:  # one problem (as RietveldRefiner._lm_stage makes it)
+        blocks = [(attr, index, torch.zeros_like(owner)) for attr, index, owner in blocks]
     resid, jac, _, _ = refiner._jacobian(state, blocks, extra)
     refiner.jacobian = "passes"
     resid_ref, reference, _, _ = refiner._jacobian(state, blocks, extra)
-    assert jac.shape == reference.shape and jac.shape[-1] == 6 + 1 + 4 + 3 + 15 + 1
+    per_phase = 6 + 1 + 4 + 3 + 15 + 1
+    assert jac.shape == reference.shape and jac.shape[-1] == (2 * per_phase - 1 if mixture else per_phase)
     scale = reference.abs().amax(dim=(1,), keepdim=True).clamp_min(1e-12)
     np.testing.assert_allclose((jac / scale).numpy(), (reference / scale).numpy(), atol=1e-9)
     np.testing.assert_allclose(resid.numpy(), resid_ref.numpy(), rtol=1e-10, atol=1e-10)

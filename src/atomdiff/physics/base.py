@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 from torch import nn
 
 from atomdiff.structure.batch import StructureBatch
+
+
+def value_of(tensor: torch.Tensor) -> np.ndarray:
+    """The tensor's value as a NumPy array, also inside ``torch.func`` transforms (``jvp``, ``vmap``), where
+    ``.detach()`` returns a wrapper whose data cannot be read. For what a forward model decides from values
+    alone (which reflections exist, which peaks coincide), so that its Jacobian can be taken by
+    ``torch.func``. Uses functorch's private unwrapping (PyTorch is pinned; tested)."""
+    from torch._C._functorch import get_unwrapped, is_functorch_wrapped_tensor
+
+    out = tensor.detach()
+    while is_functorch_wrapped_tensor(out):
+        out = get_unwrapped(out)
+    with torch._C._DisableFuncTorch():
+        return out.cpu().numpy().copy()
+
 
 #: axis names used by :class:`Pattern`: 2θ in degrees, Q in Å⁻¹, r in Å, energy in eV
 AXES = ("two_theta", "q", "r", "energy")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from atomdiff.errors import InputError
-from atomdiff.physics.base import ForwardModel, Pattern
+from atomdiff.physics.base import ForwardModel, Pattern, value_of
 from atomdiff.physics.profile import Instrument, PeakList, Profile, chebyshev_background, profile_sum
 from atomdiff.physics.radiation import Wavelength, parse_wavelength
 from atomdiff.physics.reflections import enumerate_hkl
@@ -161,7 +161,8 @@ class PowderDiffractionModel(ForwardModel):
         if instrument is None:
             zero_lo = zero_hi = self.zero_shift
         else:
-            zero_lo, zero_hi = float(instrument.zero_shift.max()), float(instrument.zero_shift.min())
+            zero = value_of(instrument.zero_shift)
+            zero_lo, zero_hi = float(zero.max()), float(zero.min())
         lo, hi = lo - zero_lo - margin, hi - zero_hi + margin
         return max(lo, 1e-6), min(hi, 180.0 - 1e-9)
 
@@ -182,7 +183,7 @@ class PowderDiffractionModel(ForwardModel):
         lams = self.wavelength.values
         g_min = 2 * math.sin(math.radians(lo / 2)) / max(lams)
         g_max = 2 * math.sin(math.radians(hi / 2)) / min(lams)
-        hkl_np, idx_np = enumerate_hkl(batch.cell.detach().cpu().numpy(), g_min, g_max)
+        hkl_np, idx_np = enumerate_hkl(value_of(batch.cell), g_min, g_max)
         dtype, device = batch.frac.dtype, batch.frac.device
         hkl = torch.as_tensor(hkl_np, device=device)
         refl_batch = torch.as_tensor(idx_np, device=device)
@@ -290,7 +291,7 @@ class PowderDiffractionModel(ForwardModel):
         dtype, device = batch.frac.dtype, batch.frac.device
         instrument = instrument or self.instrument(len(batch), dtype, device)
         theta_hi = torch.full((len(batch),), math.radians(89.0), dtype=dtype, device=device)
-        widest = float(instrument.fwhm(theta_hi.unsqueeze(-1), torch.arange(len(batch), device=device)).max())
+        widest = float(value_of(instrument.fwhm(theta_hi.unsqueeze(-1), torch.arange(len(batch), device=device))).max())
         margin = min(max(3.0 * widest, 1.0), 20.0)
         refl = self.reflections(batch, b_iso, occupancy, margin=margin, instrument=instrument)
         theta = torch.deg2rad(refl.two_theta / 2)

@@ -10,9 +10,11 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from atomdiff.errors import InputError
+from atomdiff.physics.base import value_of
 
 _MAX_ELEMENTS_PER_CHUNK = 40_000_000
 _LN2 = math.log(2.0)
@@ -126,7 +128,7 @@ def merge_coincident(
     """
     if centre.numel() == 0:
         return centre, fwhm, area, owner, eta
-    pos = torch.round(centre.detach() / tol).long()
+    pos = torch.as_tensor(np.round(value_of(centre) / tol), device=centre.device).long()
     pos = pos - pos.min()
     key = owner * (int(pos.max()) + 1) + pos
     uniq, inverse = torch.unique(key, return_inverse=True)
@@ -174,7 +176,7 @@ class PeakList:
         ``eta`` per structure ``(n_structures,)``."""
         owner = batch_idx.unsqueeze(-1).expand_as(centre)
         centre, fwhm, area, owner = centre.reshape(-1), fwhm.reshape(-1), area.reshape(-1), owner.reshape(-1)
-        keep = area.detach() != 0
+        keep = torch.as_tensor(value_of(area) != 0, device=area.device)
         centre, fwhm, area, owner = centre[keep], fwhm[keep], area[keep], owner[keep]
         peak_eta = eta[owner]
         if step is not None:
