@@ -63,9 +63,10 @@ def test_a_coarse_target_gives_the_rwp_of_broadened_peaks_at_a_fraction_of_the_p
     """PatternTarget.coarse(extra) thins the grid to ~4 points per extra FWHM and evaluates each peak within
     ±8 FWHM: Rwp of structures with peaks broadened by that much is the same as on the full grid with the full
     window within 2 % (relative); no broadening or a non-uniform grid keep the target itself, a width below 2
-    steps keeps the grid (only the window narrows); the original model keeps its grid and window."""
-    from atomdiff.physics.target import BROADENED_CUTOFF
+    steps keeps the grid (only the window narrows, unless cutoff=None keeps the model's); the original model
+    keeps its grid and window."""
     from atomdiff.physics.profile import Instrument
+    from atomdiff.physics.target import BROADENED_CUTOFF
 
     x = two_theta_grid(10, 90, 0.02)
     frac = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
@@ -87,6 +88,8 @@ def test_a_coarse_target_gives_the_rwp_of_broadened_peaks_at_a_fraction_of_the_p
     narrow = target.coarse(0.1)
     assert torch.equal(narrow.x, target.x) and narrow.model.profile.cutoff == BROADENED_CUTOFF
     assert model.profile.cutoff == 20 and target.coarse(0.4).model.profile.cutoff == BROADENED_CUTOFF
+    assert target.coarse(0.1, cutoff=None) is target  # the model's own window and every point
+    assert target.coarse(0.4, cutoff=None).model.profile.cutoff == 20
     assert target.coarse(0.4) is target.coarse(0.4)  # cached
     uneven = torch.cat([x[:100], x[100:] + 0.001])
     other = PatternTarget(model.on_grid(uneven), target.y_obs)

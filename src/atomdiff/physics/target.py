@@ -75,7 +75,7 @@ class PatternTarget:
         """Whether the weights came with the pattern (uncertainties) rather than from counting statistics."""
         self.background_order = int(background_order)
         self._basis = chebyshev_basis(model.x.to(torch.float64), self.background_order)
-        self._coarse: dict[int, PatternTarget] = {}
+        self._coarse: dict[tuple[int, float | None], PatternTarget] = {}
 
     def expected_rwp(self) -> float | None:
         """Rexp = sqrt(N / Σ w yo²), the Rwp that counting noise alone leaves, when the weights mean something:
@@ -91,15 +91,18 @@ class PatternTarget:
     def x(self) -> torch.Tensor:
         return self.model.x
 
-    def coarse(self, extra_fwhm: float, points_per_fwhm: float = 4.0) -> PatternTarget:
+    def coarse(
+        self, extra_fwhm: float, points_per_fwhm: float = 4.0, cutoff: float | None = BROADENED_CUTOFF
+    ) -> PatternTarget:
         """This target for peaks broadened by at least ``extra_fwhm`` (degrees 2θ): on every k-th point of its
         grid, with k the largest step that still samples the narrowest such peak ``points_per_fwhm`` times, and
-        with each peak evaluated within ± :data:`BROADENED_CUTOFF` FWHM (the target itself for ``extra_fwhm``
-        0 or a grid that is not uniform). Broadened misfits (the early stages of a refinement, the volume and
-        axial scans, guidance at high noise) only have to find the basin of the right lattice: smooth at that
-        scale, they need neither every point nor the far Lorentzian tails (0.3 % of a peak's height at 8 FWHM),
-        and their cost is the number of grid points under each peak: ~65 per peak here, 160–320 with the solve's
-        cutoff of 20 FWHM. Sharp (unbroadened) evaluations always use the full model."""
+        with each peak evaluated within ± ``cutoff`` FWHM (``None``: the model's own window). The target itself
+        for ``extra_fwhm`` 0, a grid that is not uniform, or k = 1 with the model's window. Broadened misfits
+        (the early stages and the volume and axial scans of a refinement, guidance at high noise) only have to
+        find the basin of the right lattice: smooth at that scale, they need neither every point nor the far
+        Lorentzian tails (0.3 % of a peak's height at 8 FWHM), and their cost is the number of grid points
+        under each peak: ~65 per peak within 8 FWHM, 160–320 with the solve's window of 20 FWHM. Sharp
+        (unbroadened) evaluations always use the full model."""
         step = self.model.uniform_step
         if step is None or extra_fwhm <= 0:
             return self
@@ -110,13 +113,17 @@ class PatternTarget:
             width = width * (2 * math.pi / lam) * math.cos(theta_max) * math.pi / 180.0
         k = int(width / (points_per_fwhm * step))
         k = max(1, min(k, max(1, (self.model.x.shape[0] - 1) // 50)))  # keep ≥ 50 points
-        if k not in self._coarse:
-            sub = slice(0, None, k)
-            model = self.model.on_grid(self.model.x[sub])
-            if model.profile.cutoff is None or model.profile.cutoff > BROADENED_CUTOFF:
-                model.profile = dataclasses.replace(model.profile, cutoff=BROADENED_CUTOFF)
-            self._coarse[k] = PatternTarget(model, self.y_obs[sub], self.weights[sub], self.background_order)
-        return self._coarse[k]
+        own = self.model.profile.cutoff
+        if cutoff is not None and own is not None and own <= cutoff:
+            cutoff = None  # the model's window is already as narrow
+        if k == 1 and cutoff is None:
+            return self
+        if (k, cutoff) not in self._coarse:
+            model = self.model.on_grid(self.model.x[::k])
+            if cutoff is not None:
+                model.profile = dataclasses.replace(model.profile, cutoff=cutoff)
+            self._coarse[k, cutoff] = PatternTarget(model, self.y_obs[::k], self.weights[::k], self.background_order)
+        return self._coarse[k, cutoff]
 
     def fit(
         self,

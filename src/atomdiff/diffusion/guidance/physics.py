@@ -56,8 +56,9 @@ class PhysicsGuidance:
         inst = Instrument(inst.zero_shift, inst.u, inst.v, inst.w, inst.eta, None, inst.po_ratio, inst.po_direction)
         extra = lo + (hi - lo) * float(t)
         inst.extra_fwhm = torch.full((len(batch),), extra, dtype=batch.frac.dtype)
-        # on the grid coarsened to the broadening (the misfit is smooth at that scale; the cost ∝ points)
-        return self.target.coarse(extra).fit(batch, inst).rwp
+        # on the grid coarsened to the broadening (the misfit is smooth at that scale; the cost ∝ points), with
+        # the model's own peak window: the kesterite solve's first pass was measured with it
+        return self.target.coarse(extra, cutoff=None).fit(batch, inst).rwp
 
     def gradients(self, batch: StructureBatch, x0: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised descent directions ``(d_frac (n_atoms, 3), d_x (n, 6))`` of the misfit; ``batch.frac``
