@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
+from torch.func import jvp, vmap
 
 from atomdiff.errors import InputError
 from atomdiff.physics.profile import Instrument, PeakList, Profile, chebyshev_background, profile_sum_jvp
@@ -489,8 +490,8 @@ class RietveldRefiner:
         if self.jacobian == "passes":
             return (*self._jacobian_by_passes(state, tangents, base, p_max, n, extra), local, counts)
         # the peaks (positions, widths, areas, Lorentzian fractions) and their derivatives along each free
-        # parameter, by forward-mode passes through the cheap part of the model; the expensive sum of peak
-        # shapes onto the grid then runs once for all columns (profile_sum_jvp)
+        # parameter, by one vectorised forward-mode pass through the cheap part of the model; the expensive sum
+        # of peak shapes onto the grid then runs once for all columns (profile_sum_jvp)
         model = target.model
         peaks, columns = self._peak_tangents(state, base, tangents, extra)
         x = model.x.to(torch.float64)
@@ -499,7 +500,6 @@ class RietveldRefiner:
             y_struct = y_struct + chebyshev_background(x, model.background)
         # scale and background are solved linearly for every evaluation: differentiate through that fit too
         resid = sqrt_w * (yo - target.fit_patterns(y_struct, self.mixture).y_calc)
-        from torch.func import jvp, vmap
 
         def fitted(y: torch.Tensor) -> torch.Tensor:
             return target.fit_patterns(y, self.mixture).y_calc
@@ -520,8 +520,6 @@ class RietveldRefiner:
         that PyTorch fills with an "efficient zero tensor", whose shape is worked out by Python meta kernels:
         ~0.1–0.2 ms per operation, paid K times (measured with torch 2.13: ``a * 2.0`` on a dual tensor 236 µs,
         on two dual tensors 7 µs)."""
-        from torch.func import jvp, vmap
-
         model = self.target.model
         texture = self.texture is not None
         attrs = list(tangents)
@@ -534,7 +532,7 @@ class RietveldRefiner:
             p = model.peaks(batch, b_iso=b_atom, instrument=inst)
             return tuple(getattr(p, name) for name in _PEAK_FIELDS)
 
-        with torch.no_grad():
+        with torch.no_grad():  # the peak list itself (its owners too), once: the pass below gives tangents
             batch, inst, b_atom = state.structures_and_instrument(base, extra, texture)
             peaks = model.peaks(batch, b_iso=b_atom, instrument=inst)
         directions = tuple(tangents[a].view(tangents[a].shape[0], *base[a].shape) for a in attrs)
