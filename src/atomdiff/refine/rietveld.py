@@ -559,10 +559,16 @@ class RietveldRefiner:
                 jac[:, :, k] = -(sqrt_w * tangent)
         return resid, jac
 
-    def _lm_stage(self, state: _State, stage: RefinementStage, progress: Callable[[], None] | None) -> torch.Tensor:
-        blocks = state.blocks(stage.groups)
-        if self.mixture:  # all phases form one least-squares problem
+    def _blocks(self, state: _State, groups: Sequence[str]) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """The free parameters of ``groups`` (:meth:`_State.blocks`), owned by one problem for a mixture (all
+        phases form one least-squares problem) or by their candidate."""
+        blocks = state.blocks(groups)
+        if self.mixture:
             blocks = [(attr, index, torch.zeros_like(owner)) for attr, index, owner in blocks]
+        return blocks
+
+    def _lm_stage(self, state: _State, stage: RefinementStage, progress: Callable[[], None] | None) -> torch.Tensor:
+        blocks = self._blocks(state, stage.groups)
         n_problems = 1 if self.mixture else state.n
         lam = torch.full((n_problems,), 1e-2, dtype=torch.float64)
         with torch.no_grad():
