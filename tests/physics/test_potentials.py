@@ -94,11 +94,12 @@ def _lj_starts() -> list[Structure]:
     ] + [Structure([29] * 4, fcc, np.eye(3) * 3.8)]
 
 
-@pytest.mark.parametrize("cell", [True, False])
-def test_lockstep_relaxation_takes_exactly_the_steps_of_one_by_one_relaxations(cell):
+@pytest.mark.parametrize(("cell", "cell_filter"), [(True, "frechet"), (True, "unit"), (False, "frechet")])
+def test_lockstep_relaxation_takes_exactly_the_steps_of_one_by_one_relaxations(cell, cell_filter):
     """relax_structures batches the evaluations of several FIRE relaxations; each structure must follow the
     same path as relax_structure alone (same positions, cell and energy), including the one that collapses
-    (σ = 1 Å on the last start: NaN energy) and ones that converge at different steps."""
+    (σ = 1 Å on the last start: NaN energy) and ones that converge at different steps, with either cell
+    filter."""
     from ase.calculators.lj import LennardJones
 
     from atomdiff.physics.potentials import relax_structure, relax_structures
@@ -106,15 +107,37 @@ def test_lockstep_relaxation_takes_exactly_the_steps_of_one_by_one_relaxations(c
     starts = _lj_starts()
     calc = LennardJones(sigma=2.4, rc=6.0)
     ticks = []
-    together = relax_structures(starts, calc, steps=150, fmax=0.02, cell=cell, progress=lambda d, t: ticks.append(d))
+    together = relax_structures(
+        starts, calc, steps=150, fmax=0.02, cell=cell, cell_filter=cell_filter, progress=lambda d, t: ticks.append(d)
+    )
     for start, (structure, energy) in zip(starts, together, strict=True):
-        alone, e_alone = relax_structure(start, LennardJones(sigma=2.4, rc=6.0), steps=150, fmax=0.02, cell=cell)
+        alone, e_alone = relax_structure(
+            start, LennardJones(sigma=2.4, rc=6.0), steps=150, fmax=0.02, cell=cell, cell_filter=cell_filter
+        )
         np.testing.assert_allclose(structure.cell, alone.cell, atol=1e-10)
         np.testing.assert_allclose(structure.frac, alone.frac, atol=1e-10)
         assert energy == pytest.approx(e_alone, abs=1e-10)
     assert ticks and ticks[-1] <= 150
-    collapsing = relax_structures(starts[-1:], LennardJones(sigma=1.0, rc=6.0), steps=300)
+    collapsing = relax_structures(starts[-1:], LennardJones(sigma=1.0, rc=6.0), steps=300, cell_filter=cell_filter)
     assert math.isnan(collapsing[0][1]) and collapsing[0][0].volume < 0.6 * starts[-1].volume
+
+
+def test_both_cell_filters_reach_the_same_relaxed_cell_and_an_unknown_one_is_refused():
+    """UnitCellFilter and FrechetCellFilter parameterise the cell differently but have the same stationary
+    points: a strained fcc Lennard-Jones cell relaxes to the same volume and energy with either."""
+    from ase.calculators.lj import LennardJones
+
+    from atomdiff.physics.potentials import relax_structure
+
+    start = _lj_starts()[0]
+    (frechet, e_frechet), (unit, e_unit) = (
+        relax_structure(start, LennardJones(sigma=2.4, rc=6.0), steps=400, fmax=1e-3, cell_filter=name)
+        for name in ("frechet", "unit")
+    )
+    assert unit.volume == pytest.approx(frechet.volume, rel=1e-3)
+    assert e_unit == pytest.approx(e_frechet, abs=1e-5)
+    with pytest.raises(InputError, match="cell filter"):
+        relax_structure(start, LennardJones(sigma=2.4, rc=6.0), steps=5, cell_filter="exp")
 
 
 def test_batched_chgnet_evaluation_equals_its_ase_calculator():

@@ -195,7 +195,7 @@ def test_an_element_list_solve_proposes_the_training_cell_contents(tmp_path: Pat
     assert model.stats.cells == stats.cells
     target = build_target(measured(_perovskite(), two_theta_grid(15, 80, 0.04)), "xray", "CuKa1", Profile(cutoff=20))
     listed = CompositionConstraint(required={20, 22, 8}).only_required(set(stats.elements))
-    solver = Solver(model, target, listed, SolveSettings(candidates=8, steps=3, guidance=0.0))
+    solver = Solver(model, target, listed, SolveSettings(candidates=8, steps=3, guidance=0.0, index_cells=0))
     groups = solver.composition_groups()
     assert [(c.formula, n) for c, n in groups] == [({20: 1, 8: 3, 22: 1}, 3), ({20: 2, 8: 6, 22: 2}, 3), (None, 2)]
     samples = solver.generate()
@@ -417,6 +417,8 @@ def test_a_fit_to_the_counting_noise_skips_relaxation_and_the_second_pass(tiny_m
     assert solver([_perovskite(3.92)], 0.0).run() and calls == ["relax", "second pass"]  # 0: never skipped
     with pytest.raises(InputError, match="stop-gof"):
         Solver(tiny_model, target, constraint, SolveSettings(stop_gof=-1))
+    with pytest.raises(InputError, match="relax-filter"):
+        Solver(tiny_model, target, constraint, SolveSettings(relax_filter="exp"))
 
 
 def test_the_report_says_what_a_fit_to_the_noise_skipped(tiny_model, tmp_path: Path, monkeypatch):
@@ -458,3 +460,68 @@ def test_samples_can_be_refined_in_their_space_group(tiny_model):
     # cubic a instead of six strains, no free coordinate instead of fifteen
     assert found[True].n_parameters == found[False].n_parameters - 5 - 15
     assert found[True].rwp <= 1.05 * target.expected_rwp()
+
+
+def test_an_indexed_cell_gives_most_candidates_to_the_cell_contents_that_fill_it(tmp_path: Path):
+    """The pattern of a 3.9 Å perovskite indexes to a 59 Å³ primitive cell: 5 atoms fill it at the training
+    cells' ~12 Å³ per atom, 10 atoms would need 5.9 Å³ each, so the 5-atom content gets most proposed candidates
+    (weights from the log-normal volume per atom) and the 10-atom one keeps a share only while plausible."""
+    from atomdiff.tasks.solve import Solver, build_target
+
+    one = _perovskite()
+    double = Structure(
+        np.tile(one.numbers, 2), np.vstack([one.frac, one.frac + [0, 0, 1]]) / [1, 1, 2], np.diag([3.9, 3.9, 7.8])
+    )
+    stats = DataStatistics.from_structures([_perovskite(), _perovskite(4.0), double])
+    model = CrystalDiffusion(CrystalNetConfig(hidden=16, layers=1), stats).eval()
+    target = build_target(measured(_perovskite(), two_theta_grid(15, 80, 0.04)), "xray", "CuKa1", Profile(cutoff=20))
+    listed = CompositionConstraint(required={20, 22, 8}).only_required(set(stats.elements))
+    solver = Solver(model, target, listed, SolveSettings(candidates=20))
+    proposals = listed.cell_proposals(stats.cells)
+    assert [sum(p.values()) for p in proposals] == [5, 10]
+    mean, spread = stats.log_volume_per_atom()
+    volume = abs(np.linalg.det(solver.indexed_cells()[0].primitive))
+    z = [(np.log(volume / n) - mean) / spread for n in (5, 10)]
+    weights = solver.proposal_weights(proposals)
+    assert weights / weights.sum() == pytest.approx(np.exp(-0.5 * np.square(z)) / np.exp(-0.5 * np.square(z)).sum())
+    assert weights[0] > 3 * weights[1]
+    groups = [(c.formula, n) for c, n in solver.composition_groups()]
+    assert groups[0][0] == {20: 1, 8: 3, 22: 1} and groups[-1] == (None, 5)
+    assert groups[0][1] > 3 * sum(n for _, n in groups[1:-1]) and sum(n for _, n in groups) == 20
+
+
+def test_candidates_are_shared_in_proportion_to_weights_by_largest_remainders():
+    from atomdiff.tasks.solve import largest_remainder
+
+    assert largest_remainder(15, [1, 1]) == [8, 7]
+    assert largest_remainder(15, [1.0, 0.0706]) == [14, 1]
+    assert largest_remainder(6, [1, 1, 1]) == [2, 2, 2]
+    assert largest_remainder(7, [1, 2, 4]) == [1, 2, 4]
+    assert largest_remainder(3, [0.1, 0.2, 0.3, 0.4]) == [0, 1, 1, 1]
+    with pytest.raises(ValueError):
+        largest_remainder(3, [0, 0])
+
+
+def test_samples_in_a_held_cell_are_refined_without_searching_for_the_lattice(tiny_model, monkeypatch):
+    """Held-cell samples skip the volume and axial scans and the broadened stages (the cell is the measured
+    one) and still refine to the truth; free samples get the whole schedule."""
+    import atomdiff.tasks.solve as solve_module
+    from atomdiff.tasks.solve import Solver, build_target
+
+    made = []
+
+    class Recording(solve_module.RietveldRefiner):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(solve_module, "RietveldRefiner", Recording)
+    target = build_target(measured(_perovskite(), two_theta_grid(15, 80, 0.04)), "xray", "CuKa1", Profile(cutoff=20))
+    solver = Solver(tiny_model, target, CompositionConstraint(formula={20: 1, 22: 1, 8: 3}), SolveSettings())
+    (held,) = solver.refine([_perovskite()], cell_known=True)
+    (free,) = solver.refine([_perovskite()])
+    assert made[0].volume_scan is None and made[0].axial_scan is None
+    assert [st.extra_fwhm for st in made[0].stages] == [0.0, 0.0]
+    assert made[0].stages == tuple(st for st in SolveSettings().stages if st.extra_fwhm == 0)
+    assert made[1].stages == SolveSettings().stages and made[1].volume_scan is not None
+    assert held.refinement.rwp == pytest.approx(free.refinement.rwp, abs=2e-3) and held.refinement.rwp < 0.05

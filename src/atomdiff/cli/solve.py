@@ -72,6 +72,13 @@ def solve(
         int,
         typer.Option(min=0, help="CHGNet relaxation steps for each sample before refinement (0: refine as sampled)."),
     ] = 100,
+    relax_filter: Annotated[
+        str,
+        typer.Option(
+            help="ASE cell filter of the relaxation: 'unit' (UnitCellFilter, faster) or 'frechet' "
+            "(FrechetCellFilter, for large cell changes).",
+        ),
+    ] = "unit",
     cell_pass: Annotated[
         int,
         typer.Option(
@@ -131,6 +138,7 @@ def solve(
         cfg=cfg,
         free_fraction=free_fraction,
         relax_steps=relax_steps,
+        relax_filter=relax_filter,
         cell_pass=cell_pass,
         index_cells=index_cells,
         stop_gof=stop_gof,

@@ -12,6 +12,7 @@ logits, where ``w = cfg_scale``; ``w = 0`` is plain conditional sampling.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -66,6 +67,15 @@ class DataStatistics:
     @property
     def max_atoms(self) -> int:
         return max(self.atom_counts)
+
+    def log_volume_per_atom(self) -> tuple[float, float]:
+        """Mean and spread of ln(V / N) (Å³ per atom) of the training cells, read from the lattice statistics:
+        the trace of log(G / N^(2/3)) is 2 ln(V / N), so the mean is half the sum of the diagonal means. The
+        spread takes the diagonal components as independent (their covariance is not stored): half the root of
+        the sum of their variances."""
+        mean = 0.5 * sum(self.lattice_mean[:3])
+        spread = 0.5 * math.sqrt(sum(s * s for s in self.lattice_std[:3]))
+        return mean, spread
 
 
 @dataclasses.dataclass

@@ -181,6 +181,22 @@ def relax(
 VOLUME_RANGE = (0.6, 2.0)
 
 
+#: ASE's cell filters by name. ``"frechet"`` (FrechetCellFilter, as CHGNet's StructOptimizer) parameterises the
+#: cell by the matrix logarithm of its deformation, which is robust to large deformations but costs a matrix
+#: exponential and its Fréchet derivative per step in SciPy (about a fifth of a batched CHGNet relaxation of
+#: 20 small cells); ``"unit"`` (UnitCellFilter) uses the deformation gradient itself: the same stationary points
+#: (zero forces and stress) and, for the few-per-cent cell changes of the solve, 25–30 % faster.
+CELL_FILTERS = ("frechet", "unit")
+
+
+def _cell_filter(atoms: Atoms, name: str):
+    from ase.filters import FrechetCellFilter, UnitCellFilter
+
+    if name not in CELL_FILTERS:
+        raise InputError(f"cell filter must be one of {', '.join(CELL_FILTERS)}, got {name!r}")
+    return FrechetCellFilter(atoms) if name == "frechet" else UnitCellFilter(atoms)
+
+
 def relax_structure(
     structure: Structure,
     calc,
@@ -188,19 +204,19 @@ def relax_structure(
     fmax: float = 0.1,
     *,
     cell: bool = True,
+    cell_filter: str = "frechet",
     volume_range: tuple[float, float] = VOLUME_RANGE,
 ) -> tuple[Structure, float]:
-    """FIRE on the positions and, with ``cell``, the cell (ASE's FrechetCellFilter, as CHGNet's StructOptimizer)
-    with the ASE calculator ``calc`` for at most ``steps`` steps or until forces fall below ``fmax`` eV/Å.
-    Returns the structure and its energy per atom (eV); NaN when the volume left ``volume_range`` × the
-    starting volume (the relaxation is stopped there)."""
-    from ase.filters import FrechetCellFilter
+    """FIRE on the positions and, with ``cell``, the cell (through the ASE filter ``cell_filter``, one of
+    :data:`CELL_FILTERS`) with the ASE calculator ``calc`` for at most ``steps`` steps or until forces fall below
+    ``fmax`` eV/Å. Returns the structure and its energy per atom (eV); NaN when the volume left ``volume_range``
+    × the starting volume (the relaxation is stopped there)."""
     from ase.optimize import FIRE
 
     atoms = structure.to_ase()
     atoms.calc = calc
     v0 = atoms.get_volume()
-    optimizer = FIRE(FrechetCellFilter(atoms) if cell else atoms, logfile=None)
+    optimizer = FIRE(_cell_filter(atoms, cell_filter) if cell else atoms, logfile=None)
     for _ in optimizer.irun(fmax=fmax, steps=steps):
         ratio = atoms.get_volume() / v0
         if not volume_range[0] <= ratio <= volume_range[1]:
@@ -250,24 +266,24 @@ def relax_structures(
     fmax: float = 0.1,
     *,
     cell: bool = True,
+    cell_filter: str = "frechet",
     volume_range: tuple[float, float] = VOLUME_RANGE,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[tuple[Structure, float]]:
     """:func:`relax_structure` for many structures in lockstep: every FIRE step of all unconverged structures
     takes one batched evaluation (:func:`batch_evaluator`). ASE's optimisers work on one structure at a time
     and ask their calculator for every step, so a CHGNet relaxation of 20 small cells costs 20 network calls
-    per step; here it costs one. Each structure takes ASE's FIRE steps (with the FrechetCellFilter when
+    per step; here it costs one. Each structure takes ASE's FIRE steps (through ``cell_filter`` when
     ``cell``) as in :func:`relax_structure`: the same path with a calculator evaluated one structure at a time
     (tested), within the batched network's float32 rounding with CHGNet. ``progress(done,
     total)`` after each step (``total`` = ``steps``). Returns ``(structure, energy per atom)`` per input; NaN
     energy when the volume left ``volume_range``."""
     from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
 
     atoms = [s.to_ase() for s in structures]
     v0 = [a.get_volume() for a in atoms]
-    optimizers = [FIRE(FrechetCellFilter(a) if cell else a, logfile=None) for a in atoms]
+    optimizers = [FIRE(_cell_filter(a, cell_filter) if cell else a, logfile=None) for a in atoms]
     for opt in optimizers:
         opt.fmax = fmax
     energy = [math.nan] * len(atoms)
