@@ -13,7 +13,8 @@ The steps (:meth:`Solver.run`):
 4. a second pass in the cells the pattern has shown: more candidates generated with the lattice held at the
    cell found by indexing the pattern's peaks (:mod:`atomdiff.physics.indexing`, filled with the composition of
    the best first-pass candidate at its volume per atom) and at the refined cells of the best first-pass
-   candidates (Bravais symmetry made exact, same cell contents), and refined. A
+   candidates (Bravais symmetry made exact, same cell contents), and refined from the held cell (sharp stages
+   only). A
    first-pass candidate with the right cell but the wrong arrangement (kesterite's stannite ordering) thus
    becomes the start of the right one, and samples whose cells came out 5–10 % off (which relaxation and
    refinement do not repair) are redrawn in the measured cell (as sampled, then relaxed at fixed cell);
