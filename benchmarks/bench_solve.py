@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=0.5)
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--given", choices=("formula", "elements"), default="formula")
     ap.add_argument("--control", action="store_true", help="solve with a mismatched pattern")
     ap.add_argument(

@@ -103,7 +103,7 @@ def solve(
             "R factor of the pattern's counting noise (needs counts or uncertainties; 0: never skip).",
         ),
     ] = 1.05,
-    steps: Steps = 200,
+    steps: Steps = 100,
     sampler: SamplerOpt = "pc",
     seed: Seed = 0,
 ) -> None:
