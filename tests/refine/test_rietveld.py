@@ -141,6 +141,16 @@ def test_a_tetragonal_cell_with_c_over_a_on_the_wrong_side_is_found_by_the_axial
     assert found.rwp < 0.07 and stuck.rwp > found.rwp + 0.02
     lengths = np.linalg.norm(found.structure.cell, axis=1)
     assert np.allclose(lengths, np.linalg.norm(primitive.cell, axis=1), rtol=1e-3)
+    # in a batch with candidates without an axis (only the axis candidates take the grid path), each candidate
+    # ends where it ends alone (to the rounding that batching changes: ~1e-6 in Rwp)
+    rattled = primitive.replace(frac=primitive.frac + np.random.default_rng(3).normal(0, 0.01, primitive.frac.shape))
+    assert unique_axis(rattled) is None
+    together = RietveldRefiner(target, profile).refine([rattled, squeezed, rattled.replace(cell=squeezed.cell)])
+    alone = [RietveldRefiner(target, profile).refine([x])[0] for x in (rattled, rattled.replace(cell=squeezed.cell))]
+    for a, b in zip(together, [alone[0], found, alone[1]], strict=True):
+        assert a.rwp == pytest.approx(b.rwp, rel=1e-4)
+        np.testing.assert_allclose(a.structure.cell, b.structure.cell, atol=1e-4)
+        np.testing.assert_allclose(a.structure.frac, b.structure.frac, atol=1e-4)
 
 
 def test_unique_axis_only_for_tetragonal_trigonal_and_hexagonal_cells():

@@ -702,22 +702,53 @@ class RietveldRefiner:
         for stage in sharp:
             wss = self._lm_stage(state, stage, tick)
         ends = [(state.copy(), start_cell, wss)]
-        scanned = axes is not None and any(a is not None for a in axes)
-        for grid in (False, True) if scanned else (False,):
-            state.restore(start, torch.ones(state.n, dtype=torch.bool))
-            state.batch = state.batch.replace(cell=start_cell.clone())
-            if grid:
-                self._scan_axial(state, axes)
-            cell = state.batch.cell.clone()
-            for stage in sharp:
-                wss = self._lm_stage(state, stage, tick)
-            if grid:  # a candidate without an axis ran the direct path twice: never prefer that copy
-                wss = torch.where(torch.tensor([a is not None for a in axes]), wss, torch.full_like(wss, math.inf))
-            ends.append((state.copy(), cell, wss))
+        state.restore(start, torch.ones(state.n, dtype=torch.bool))
+        state.batch = state.batch.replace(cell=start_cell.clone())
+        for stage in sharp:
+            wss = self._lm_stage(state, stage, tick)
+        ends.append((state.copy(), start_cell, wss))
+        if axes is not None and any(a is not None for a in axes):
+            ends.append(self._axial_path(state, start, start_cell, axes, sharp, tick))
         best = torch.stack([w for _, _, w in ends]).argmin(0)
         state.batch = state.batch.replace(cell=torch.stack([c for _, c, _ in ends])[best, torch.arange(state.n)])
         for j, (saved, _, _) in enumerate(ends):
             state.restore(saved, best == j)
+
+    def _axial_path(
+        self,
+        state: _State,
+        start: dict[str, torch.Tensor],
+        start_cell: torch.Tensor,
+        axes: Sequence[np.ndarray | None],
+        sharp: Sequence[RefinementStage],
+        tick,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The third path of :meth:`_early_stages`, as an end in ``state``'s layout ``(values, cell, wss)``: the
+        candidates with a unique axis from the start moved by :meth:`_scan_axial`, then the sharp stages. Only
+        those candidates are refined (as a state of their own, built from the same starts: ``start`` holds the
+        initial values, no stage having run before); the others get an infinite wss, so this end is never theirs
+        (most relaxed solve samples have no axis, and running them all again cost a third of the sharp stages)."""
+        rows = [i for i, a in enumerate(axes) if a is not None]
+        index = torch.tensor(rows)
+        structures = state.batch.replace(cell=start_cell).to_structures()
+        constraints = None if state.constraints is None else [state.constraints[i] for i in rows]
+        texture = self.texture or (0, 0, 1)
+        sub = _State([structures[i] for i in rows], self.profile, self.zero_shift, texture, constraints)
+        self._scan_axial(sub, [axes[i] for i in rows])
+        cell = start_cell.clone()
+        cell[index] = sub.batch.cell
+        wss = torch.full((state.n,), math.inf, dtype=torch.float64)
+        for stage in sharp:
+            wss[index] = self._lm_stage(sub, stage, tick)
+        values = {k: v.clone() for k, v in start.items()}
+        for attr in values:
+            owner = state._owner_of(attr)
+            mask = torch.isin(owner, index)
+            if attr == "strain_free":
+                values[attr][index, : sub.strain_free.shape[1]] = sub.strain_free
+            else:
+                values[attr][mask] = getattr(sub, attr)
+        return values, cell, wss
 
     def _results(self, state: _State, groups: Sequence[str], start: torch.Tensor, complete: bool) -> list[Refinement]:
         with torch.no_grad():
