@@ -243,17 +243,34 @@ def batch_evaluator(calc) -> Callable[[list[Atoms]], list[tuple[float, np.ndarra
 
         return each
 
+    import torch
+    from chgnet.model.model import BatchedGraph
     from pymatgen.io.ase import AseAtomsAdaptor
 
     def batched(atoms_list: list[Atoms]) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        # CHGNet.forward(task="efs") takes forces and stress in two backward passes that keep their graphs
+        # (create_graph, for training on them); at inference one pass for both is enough and it is half of a
+        # relaxation step's cost: so the energy comes from CHGNet._compute (CHGNet is pinned) and forces
+        # −∂E/∂r and stress (1/V) ∂E/∂ε come from one torch.autograd.grad, as CHGNet defines them
         graphs = [model.graph_converter(AseAtomsAdaptor.get_structure(a)) for a in atoms_list]
-        pred = model.predict_graph(graphs, task="efs", batch_size=len(graphs))
-        pred = [pred] if isinstance(pred, dict) else pred
+        model.eval()
+        reference = 0 if model.composition_model is None else model.composition_model(graphs)
+        batch = BatchedGraph.from_graphs(
+            graphs, model.bond_basis_expansion, model.angle_basis_expansion, compute_stress=True
+        )
+        pred = model._compute(batch, compute_force=False, compute_stress=False)
+        per_graph = pred["atoms_per_graph"]
+        total = pred["e"] * per_graph if model.is_intensive else pred["e"]  # the energy CHGNet differentiates
+        grads = torch.autograd.grad(total.sum(), [*batch.atom_positions, *batch.strains])
+        n = len(graphs)
+        energies = (pred["e"] + reference).detach().numpy()
         out = []
-        for atoms, p in zip(atoms_list, pred, strict=True):
-            # as CHGNetCalculator: energy per atom × atoms, stress (GPa) × its stress_weight (→ eV/Å³)
-            energy = float(p["e"]) * (len(atoms) if model.is_intensive else 1)
-            out.append((energy, np.asarray(p["f"], dtype=float), np.asarray(p["s"], dtype=float) * calc.stress_weight))
+        for k, atoms in enumerate(atoms_list):
+            # as CHGNetCalculator: energy per atom × atoms, stress in GPa (160.2… eV/Å³) × its stress_weight
+            energy = float(energies[k]) * (len(atoms) if model.is_intensive else 1)
+            forces = -grads[k].detach().numpy().astype(float)
+            stress = (grads[n + k] * (160.21766208 / batch.volumes[k])).detach().numpy().astype(float)
+            out.append((energy, forces, stress * calc.stress_weight))
         return out
 
     return batched
