@@ -106,8 +106,9 @@ class SolveSettings:
     candidates: int = 20
     top: int = 5
     steps: int = 100
-    """Denoising steps per sample (session 19: kesterite first for seeds 0–3 at 100 steps, perov-5's first 12
-    patterns 12/12 as at 200, in about half the generation time)."""
+    """Denoising steps per sample (session 19: kesterite first for 5 of seeds 0–5 at 100 steps, each under 2
+    minutes; perov-5's first 12 patterns 11/12, where 200 steps also finds the twelfth, at twice the generation
+    time)."""
     sampler: str = "pc"
     guidance: float = 0.5
     refine_keep: int = 8
