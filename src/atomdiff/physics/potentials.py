@@ -184,8 +184,9 @@ VOLUME_RANGE = (0.6, 2.0)
 #: ASE's cell filters by name. ``"frechet"`` (FrechetCellFilter, as CHGNet's StructOptimizer) parameterises the
 #: cell by the matrix logarithm of its deformation, which is robust to large deformations but costs a matrix
 #: exponential and its Fréchet derivative per step in SciPy (21 % of a batched CHGNet relaxation of 20 small
-#: cells in session 18's profile); ``"unit"`` (UnitCellFilter) uses the deformation gradient itself: the same stationary points
-#: (zero forces and stress) and, for the few-per-cent cell changes of the solve, 15–30 % faster (session 19).
+#: cells in session 18's profile); ``"unit"`` (UnitCellFilter) uses the deformation gradient itself: the same
+#: stationary points (zero forces and stress) and, for the few-per-cent cell changes of the solve, 15–30 % faster
+#: (session 19).
 CELL_FILTERS = ("frechet", "unit")
 
 
