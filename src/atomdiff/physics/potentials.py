@@ -245,8 +245,11 @@ def batch_evaluator(calc) -> Callable[[list[Atoms]], list[tuple[float, np.ndarra
         return each
 
     import torch
+    from ase.units import GPa
     from chgnet.model.model import BatchedGraph
     from pymatgen.io.ase import AseAtomsAdaptor
+
+    model.eval()
 
     def batched(atoms_list: list[Atoms]) -> list[tuple[float, np.ndarray, np.ndarray]]:
         # CHGNet.forward(task="efs") takes forces and stress in two backward passes that keep their graphs
@@ -254,7 +257,6 @@ def batch_evaluator(calc) -> Callable[[list[Atoms]], list[tuple[float, np.ndarra
         # relaxation step's cost: so the energy comes from CHGNet._compute (CHGNet is pinned) and forces
         # −∂E/∂r and stress (1/V) ∂E/∂ε come from one torch.autograd.grad, as CHGNet defines them
         graphs = [model.graph_converter(AseAtomsAdaptor.get_structure(a)) for a in atoms_list]
-        model.eval()
         reference = 0 if model.composition_model is None else model.composition_model(graphs)
         batch = BatchedGraph.from_graphs(
             graphs, model.bond_basis_expansion, model.angle_basis_expansion, compute_stress=True
@@ -267,10 +269,10 @@ def batch_evaluator(calc) -> Callable[[list[Atoms]], list[tuple[float, np.ndarra
         energies = (pred["e"] + reference).detach().numpy()
         out = []
         for k, atoms in enumerate(atoms_list):
-            # as CHGNetCalculator: energy per atom × atoms, stress in GPa (160.2… eV/Å³) × its stress_weight
+            # as CHGNetCalculator: energy per atom × atoms, stress in GPa × its stress_weight (→ eV/Å³)
             energy = float(energies[k]) * (len(atoms) if model.is_intensive else 1)
-            forces = -grads[k].detach().numpy().astype(float)
-            stress = (grads[n + k] * (160.21766208 / batch.volumes[k])).detach().numpy().astype(float)
+            forces = -grads[k].numpy().astype(float)
+            stress = (grads[n + k] / (batch.volumes[k] * GPa)).numpy().astype(float)
             out.append((energy, forces, stress * calc.stress_weight))
         return out
 
