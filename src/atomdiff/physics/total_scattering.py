@@ -269,6 +269,46 @@ class PDFForwardModel(ForwardModel):
     def _envelope(self, r: torch.Tensor) -> torch.Tensor:
         return torch.exp(-0.5 * (self.qdamp * r) ** 2)
 
+    def atom_weights(self, numbers: np.ndarray) -> np.ndarray:
+        """``(n_atoms,)`` scattering power of each atom over the cell's mean, ``w_i / <w>`` (a pair weighs the
+        product of its two atoms')."""
+        zs, sp = np.unique(np.asarray(numbers, dtype=np.int64), return_inverse=True)
+        w = _element_weights(
+            torch.as_tensor(zs), self.radiation, self.form_factor_table, torch.zeros(1, dtype=torch.float64)
+        )
+        w = w[0].double().numpy()[sp]
+        if abs(w.mean()) < 1e-12:
+            raise InputError("the mean scattering power of a structure is zero: G(r) is undefined")
+        return w / w.mean()
+
+    @property
+    def histogram_range(self) -> float:
+        """Pair distances (Å) that reach the output: beyond this a pair contributes nothing (±9σ cut)."""
+        grid = self.r if self.qmax is None else self.r_fine
+        return float(grid[-1]) + _N_SIGMA * self.sigma
+
+    def histogram_operator(self, centres: np.ndarray, n_atoms: int, volume: float) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`forward` (without ``uiso``) as a linear map of a pair-distance histogram: ``G = h @ A − b``.
+
+        ``h[k]`` is the weight ``w_i w_j / <w>²`` of the ordered pairs (``i ≠ j``, or an atom and its own periodic
+        image) placed at distance ``centres[k]`` (Å); a histogram of real distances on these centres gives
+        :meth:`forward` up to the binning. Returns ``A`` of shape ``(n_bins, n_r)`` and ``b``
+        ``(n_r,)`` for a cell of ``n_atoms`` atoms and ``volume`` Å³. Reverse Monte Carlo
+        (:mod:`atomdiff.refine.rmc`) updates ``h`` one atom at a time and ``G`` through ``A``.
+        """
+        grid = (self.r if self.qmax is None else self.r_fine).double().numpy()
+        centres = np.asarray(centres, dtype=np.float64)
+        inv_r = np.where(grid > 0, 1.0 / np.where(grid > 0, grid, 1.0), 0.0)
+        x = (grid[:, None] - centres[None, :]) / self.sigma
+        gauss = np.exp(-0.5 * x * x) * np.where(np.abs(x) <= _N_SIGMA, 1.0 / (_SQRT_2PI * self.sigma), 0.0)
+        envelope = np.exp(-0.5 * (self.qdamp * grid) ** 2)
+        a = gauss * (envelope * inv_r / n_atoms)[:, None]
+        b = 4.0 * np.pi * grid * (n_atoms / volume) * envelope
+        if self.qmax is not None:
+            kernel = self.termination.double().numpy()
+            a, b = kernel @ a, kernel @ b
+        return np.ascontiguousarray(a.T), b
+
     def forward(self, batch: StructureBatch, uiso: torch.Tensor | None = None) -> Pattern:
         """``Pattern(axis="r", quantity="G(r)")`` with ``y`` of shape ``(n_structures, n_r)``.
 
