@@ -79,6 +79,25 @@ def test_evaluate_xanes_cli(tmp_path):
     assert result["structures"] == 2 and result["atoms"] == 48
 
 
+def test_evaluate_amorphous_cli_runs_the_test_cells_with_restarts(tmp_path):
+    prior, xanes = _models()
+    prior.save(tmp_path / "p")
+    xanes.save(tmp_path / "s")
+    root = tmp_path / "data"
+    (root / "poscar" / "test").mkdir(parents=True)
+    (root / "xanes" / "test").mkdir(parents=True)
+    for k in range(2):
+        write_structures([_cell(k)], root / "poscar" / "test" / f"c{k}.vasp", format="poscar")
+        np.savetxt(root / "xanes" / "test" / f"c{k}.txt", np.random.default_rng(k).random((24, 6)))
+    out = tmp_path / "r.json"
+    args = ["evaluate", "amorphous", "--data", str(root), "--model", str(tmp_path / "p"), "--surrogate"]
+    args += [str(tmp_path / "s"), "--experiments", "test", "--samples", "1", "--steps", "2", "--restarts", "1"]
+    assert run([*args, "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["restarts"] == 1 and len(result["test_cells"]["cells"]) == 2
+    assert np.isfinite(result["test_cells"]["summary"]["guided_spectrum_misfit"])
+
+
 def test_evaluate_amorphous_rejects_unknown_experiments(tmp_path, capsys):
     assert (
         run(

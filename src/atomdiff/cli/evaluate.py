@@ -180,6 +180,9 @@ def amorphous(
     guidance_start: Annotated[
         float | None, typer.Option(help="Guide only at noise levels σ ≤ this (Å); default: every level.")
     ] = None,
+    restarts: Annotated[
+        int, typer.Option(min=0, help="Re-noise each sample to 0.5 Å and denoise it again (guided) this many times.")
+    ] = 0,
     steer_density: Annotated[float, typer.Option(help="Density (g/cm³) of the steering experiment.")] = 2.5,
     references: Annotated[
         Path | None,
@@ -211,7 +214,9 @@ def amorphous(
         raise InputError(f"--experiments must list some of test, steering, densities; got {experiments!r}")
     prior, xanes = load_amorphous_model(model), load_xanes_surrogate(surrogate)
     cells = read_spectrum_dataset(data, split, xanes.absorber)
-    options = SampleOptions(steps=steps, min_distance=default_min_distance(chemical_symbols[xanes.absorber]))
+    options = SampleOptions(
+        steps=steps, restarts=restarts, min_distance=default_min_distance(chemical_symbols[xanes.absorber])
+    )
     result: dict[str, Any] = {
         "guidance_start": guidance_start,
         "model": model,
@@ -222,6 +227,7 @@ def amorphous(
         "steps": steps,
         "guidance": guidance,
         "guidance_mode": guidance_mode,
+        "restarts": restarts,
         "seed": seed,
     }
     with stage_bars(["test cells", "steering", "densities"]) as bar:
