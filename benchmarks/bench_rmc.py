@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--qmax", type=float, default=None, help="Q-range termination of G(r), Å⁻¹")
-    parser.add_argument("--rmc-sigma", type=float, default=0.02, help="χ² width over the target's RMS")
+    parser.add_argument("--rmc-sigma", type=float, default=0.1, help="χ² width over the target's RMS")
     parser.add_argument("--rmc-step", type=float, default=0.1, help="largest RMC move, Å")
     parser.add_argument(
         "--rmc-factor", type=float, nargs="+", default=[1.0], help="RMC time budgets over diffusion's time per sample"
