@@ -48,6 +48,18 @@ def test_test_cells_steering_and_density_trend():
     assert trend["mean_abs_sp3_difference"] >= 0
 
 
+def test_restarts_apply_to_the_guided_samples_only():
+    prior, xanes = _models()
+    rng = np.random.default_rng(0)
+    cells = [SpectrumLabelled(_cell(0), np.arange(24), rng.random((24, 6)), "c0")]
+    once, again = (
+        evaluate_test_cells(prior, xanes, cells, samples=2, options=SampleOptions(steps=3, restarts=r))["cells"][0]
+        for r in (0, 1)
+    )
+    assert once["unguided"] == {**again["unguided"], "seconds": once["unguided"]["seconds"]}
+    assert once["guided"]["spectrum_misfit"] != again["guided"]["spectrum_misfit"]
+
+
 def test_surrogate_scores_are_perfect_on_its_own_predictions():
     _, xanes = _models()
     s = _cell(3)

@@ -181,7 +181,10 @@ def amorphous(
         float | None, typer.Option(help="Guide only at noise levels σ ≤ this (Å); default: every level.")
     ] = None,
     restarts: Annotated[
-        int, typer.Option(min=0, help="Re-noise each sample to 0.5 Å and denoise it again (guided) this many times.")
+        int,
+        typer.Option(
+            min=0, help="Re-noise each guided sample to 0.5 Å and denoise it again this many times (not unguided ones)."
+        ),
     ] = 0,
     steer_density: Annotated[float, typer.Option(help="Density (g/cm³) of the steering experiment.")] = 2.5,
     references: Annotated[

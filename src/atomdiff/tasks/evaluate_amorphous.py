@@ -17,6 +17,7 @@ Three experiments, each a function returning JSON-ready results:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -106,8 +107,13 @@ def evaluate_test_cells(
     progress: Progress | None = None,
     sigma_start: float | None = None,
 ) -> dict[str, Any]:
-    """Guided and unguided samples in each test cell, compared with the cell (see the module docstring)."""
+    """Guided and unguided samples in each test cell, compared with the cell (see the module docstring).
+
+    Restarts in ``options`` apply to the guided samples only: the unguided ones are the prior's own samples,
+    which a restart (re-noise, denoise again without a target) does not make more like the cell.
+    """
     options = options or SampleOptions()
+    plain = dataclasses.replace(options, restarts=0)
     rows = []
     z = int(cells[0].structure.numbers[0]) if cells else 6
     names, head = descriptors.fraction_names(z), headline_fraction(z)
@@ -129,7 +135,8 @@ def evaluate_test_cells(
             ("unguided", None),
         ):
             t0 = time.perf_counter()
-            out = sample_cells(model, template, samples, options, seed + 1000 * k, guidance)
+            chosen = options if guidance is not None else plain
+            out = sample_cells(model, template, samples, chosen, seed + 1000 * k, guidance)
             metrics = [structure_metrics(s) for s in out]
             row[label] = {
                 **{name: [m[name] for m in metrics] for name in names},
