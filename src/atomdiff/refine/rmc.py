@@ -9,9 +9,9 @@ the local chemistry is not (1- and 5-fold carbon, three-membered rings).
 G(r) is :class:`~atomdiff.physics.total_scattering.PDFForwardModel` applied to a weighted histogram of pair
 distances (:meth:`~atomdiff.physics.total_scattering.PDFForwardModel.histogram_operator`), kept up to date one
 atom at a time: a move changes the distances of one atom to all others (and their periodic images), so a step
-costs O(N) instead of the O(N²) of recomputing G(r). Written here because fullrmc, the maintained Python RMC
-package, does not import with this project's NumPy/Python (see ``../shared/FACTS.md`` of the development
-workplace) and RMCProfile is not a Python package; the incremental G(r) is tested against the forward model.
+costs O(N) instead of the O(N²) of recomputing G(r). Written here because fullrmc 4.1, the Python RMC package,
+does not import on Python 3.11 (its dependency pdbparser imports the removed ``parser`` module) and RMCProfile is
+not a Python package; the incremental G(r) is tested against the forward model.
 """
 
 from __future__ import annotations
