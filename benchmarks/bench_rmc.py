@@ -38,7 +38,7 @@ from atomdiff.refine.rmc import PDFReverseMonteCarlo, random_start
 from atomdiff.structure import Structure, StructureBatch
 from atomdiff.structure.io import read_structure
 from atomdiff.tasks.amorphous import AmorphousSettings, Targets, default_min_distance, generate_amorphous
-from atomdiff.tasks.evaluate_amorphous import rdf_distance
+from atomdiff.tasks.evaluate_amorphous import adf_distance, rdf_distance
 from atomdiff.weights import load_amorphous_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,6 @@ def realism(s: Structure, ref: Structure, pdf: PDFForwardModel, target: np.ndarr
     i, _, vec = descriptors.pairs(s, SHORT)
     short = np.unique(i[np.linalg.norm(vec, axis=1) < SHORT]).size
     angles, density = descriptors.bond_angle_distribution(s, BOND, 180)
-    adf, ref_angles = (descriptors.bond_angle_distribution(x, BOND, 90)[1] for x in (s, ref))
     return {
         "rw": float(np.sqrt(np.sum((g - target) ** 2) / np.sum(target**2))),
         "sp3": float(np.mean(cn == 4)),
@@ -63,7 +62,7 @@ def realism(s: Structure, ref: Structure, pdf: PDFForwardModel, target: np.ndarr
         "short_contacts": short / len(s),
         "acute_angles": float(np.sum(density[angles < ACUTE]) * (180.0 / len(angles))),
         "rdf_distance": rdf_distance(s, ref),
-        "adf_distance": float(np.sqrt(np.mean((adf - ref_angles) ** 2))),
+        "adf_distance": adf_distance(s, ref),
         "min_distance": descriptors.min_distance(s),
     }
 

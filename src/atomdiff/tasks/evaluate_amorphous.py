@@ -77,6 +77,11 @@ def rdf_distance(a: Structure, b: Structure) -> float:
     return _rms(_rdf(a), _rdf(b))
 
 
+def adf_distance(a: Structure, b: Structure) -> float:
+    """RMS difference of the bond-angle densities of two cells (2° bins, bonds within the element's cutoff)."""
+    return _rms(_adf(a), _adf(b))
+
+
 def sample_cells(
     model: AmorphousDiffusion,
     template: Structure,
