@@ -8,7 +8,8 @@ termination) from :class:`~atomdiff.physics.total_scattering.PDFForwardModel`. T
 its atom count:
 
 * **diffusion**: ``--samples`` cells from the shipped a-C prior guided by that G(r) (``atomdiff amorphous
-  --target-pdf``, tweedie guidance at ``--guidance``, ``--steps`` steps, closest approach 1.1 Å); its wall time
+  --target-pdf``, tweedie guidance at ``--guidance``, ``--steps`` steps, ``--finish-steps`` iterations of the
+  zero-temperature finish, closest approach 1.1 Å); its wall time
   divided by the number of samples is the time budget of one RMC run;
 * **RMC** (:class:`~atomdiff.refine.rmc.PDFReverseMonteCarlo`): ``--samples`` runs from random starts with the
   same closest approach, each for that budget (and on to ``--rmc-factor`` times it, e.g. ``1 10``). A run is
@@ -82,6 +83,8 @@ def compare(ref: Structure, name: str, args, model) -> dict:
         samples=args.samples,
         steps=args.steps,
         guidance=args.guidance,
+        finish_steps=args.finish_steps,
+        finish_guidance=args.finish_guidance,
         pdf_qmax=args.qmax,
         seed=args.seed,
     )
@@ -141,6 +144,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--guidance", type=float, default=1.0)
+    parser.add_argument("--finish-steps", type=int, default=0, help="zero-temperature finish (0: off)")
+    parser.add_argument("--finish-guidance", type=float, default=0.1, help="guidance in the finish, × --guidance")
     parser.add_argument("--qmax", type=float, default=None, help="Q-range termination of G(r), Å⁻¹")
     parser.add_argument("--rmc-sigma", type=float, default=0.1, help="χ² width over the target's RMS")
     parser.add_argument("--rmc-step", type=float, default=0.1, help="largest RMC move, Å")

@@ -14,6 +14,7 @@ from atomdiff.diffusion.amorphous import (
     mass_density,
     separate,
     with_positions,
+    wrap,
 )
 from atomdiff.diffusion.guidance.spectra import SpectralGuidance, SpectrumTerm
 from atomdiff.errors import InputError
@@ -105,6 +106,27 @@ def test_generate_returns_structures_of_the_template():
     np.testing.assert_allclose(out[0].cell, template.cell[0].numpy(), atol=1e-6)
 
 
+def test_finish_iterates_the_denoiser_at_the_finish_level():
+    """``finish_steps`` k equals k applications of ``x ← x̂₀(x, finish_sigma)`` (wrapped into the cell) to the
+    sample without a finish, and counts in the progress total."""
+    model, template = _model(), _template()
+    plain = model.sample(template, SampleOptions(steps=5), torch.Generator().manual_seed(2))
+    calls = []
+    finished = model.sample(
+        template,
+        SampleOptions(steps=5, finish_steps=3, finish_sigma=0.2),
+        torch.Generator().manual_seed(2),
+        progress=lambda k, n: calls.append((k, n)),
+    )
+    x = plain
+    with torch.no_grad():
+        for _ in range(3):
+            x = wrap(template, model.denoise(template, x, torch.full((len(template),), 0.2)))
+    torch.testing.assert_close(finished, x, atol=1e-5, rtol=0)
+    assert not torch.allclose(finished, plain)
+    assert calls[-1] == (8, 8)
+
+
 def test_separate_pushes_close_pairs_apart():
     s = _reference()
     frac = s.frac.copy()
@@ -121,6 +143,10 @@ def test_sample_options_are_checked():
         SampleOptions(sampler="euler").validate()
     with pytest.raises(InputError, match="steps"):
         SampleOptions(steps=0).validate()
+    with pytest.raises(InputError, match="finish"):
+        SampleOptions(finish_steps=-1).validate()
+    with pytest.raises(InputError, match="finish"):
+        SampleOptions(finish_sigma=0.0).validate()
 
 
 @pytest.mark.parametrize("mode", ["tweedie", "dps", "noisy"])
@@ -142,6 +168,27 @@ def test_pdf_guidance_lowers_the_misfit(mode):
         m_guided = term.misfit(with_positions(template, guided))
     assert bool((m_guided < 0.7 * m_free).all()), (m_free, m_guided)
     assert len(guidance.history) == 20
+
+
+def test_finish_is_guided_by_the_given_fraction_of_the_strength():
+    """``finish_guidance`` 0 finishes with the prior alone; a positive fraction guides each finish iteration
+    (one more guided step per iteration, at the finish level)."""
+    ref = _reference()
+    r = np.linspace(0.5, 6.0, 111)
+    pdf = PDFForwardModel(r, sigma=0.1)
+    with torch.no_grad():
+        target = pdf(StructureBatch.from_structures([ref], dtype=torch.float32)).y[0]
+    term = SpectrumTerm("pdf", lambda b: pdf(b).y, target)
+    model, template = _model(), _template(copies=2)
+    finished, history = {}, {}
+    for fraction in (0.0, 1.0):
+        guidance = SpectralGuidance([term], strength=1.0)
+        opts = SampleOptions(steps=10, finish_steps=5, finish_sigma=0.1, finish_guidance=fraction)
+        finished[fraction] = model.sample(template, opts, torch.Generator().manual_seed(1), guidance=guidance)
+        history[fraction] = [s for s, _ in guidance.history]
+    assert len(history[0.0]) == 10 and len(history[1.0]) == 15
+    assert history[1.0][10:] == pytest.approx([0.1] * 5)
+    assert not torch.allclose(finished[0.0], finished[1.0])
 
 
 def test_guidance_rejects_bad_settings():

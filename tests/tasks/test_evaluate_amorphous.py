@@ -58,6 +58,11 @@ def test_restarts_apply_to_the_guided_samples_only():
     )
     assert once["unguided"] == {**again["unguided"], "seconds": once["unguided"]["seconds"]}
     assert once["guided"]["spectrum_misfit"] != again["guided"]["spectrum_misfit"]
+    refs = [_cell(1, density=1.5)]
+    plain, restarted = (
+        density_trend(prior, refs, samples=2, options=SampleOptions(steps=3, restarts=r))["points"] for r in (0, 1)
+    )
+    assert plain == restarted
 
 
 def test_surrogate_scores_are_perfect_on_its_own_predictions():

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atomdiff.cli.options import Seed
+from atomdiff.cli.options import FinishGuidance, FinishSigma, FinishSteps, Seed
 from atomdiff.cli.progress import stage_bars
 from atomdiff.errors import InputError
 
@@ -46,6 +46,9 @@ def amorphous(
     steps: Annotated[int, typer.Option(min=1, help="Noise levels of the sampler.")] = 100,
     sampler: Annotated[str, typer.Option(help="sde (stochastic) or ode (deterministic).")] = "sde",
     restarts: Annotated[int, typer.Option(min=0, help="Re-noise and re-denoise the result this many times.")] = 0,
+    finish_steps: FinishSteps = 0,
+    finish_sigma: FinishSigma = 0.1,
+    finish_guidance: FinishGuidance = 0.1,
     min_distance: Annotated[
         float | None,
         typer.Option(
@@ -82,6 +85,9 @@ def amorphous(
         steps=steps,
         sampler=sampler,
         restarts=restarts,
+        finish_steps=finish_steps,
+        finish_sigma=finish_sigma,
+        finish_guidance=finish_guidance,
         min_distance=min_distance,
         guidance=guidance,
         guidance_mode=guidance_mode,

@@ -11,7 +11,16 @@ from rich.console import Console
 from rich.table import Table
 
 from atomdiff.cli.generate import BatchSize, ModelOpt, SamplerOpt, Steps, check_sampler, progress_bar
-from atomdiff.cli.options import CfgScale, GuidanceInterval, Seed, check_output_suffix, parse_interval
+from atomdiff.cli.options import (
+    CfgScale,
+    FinishGuidance,
+    FinishSigma,
+    FinishSteps,
+    GuidanceInterval,
+    Seed,
+    check_output_suffix,
+    parse_interval,
+)
 from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE
 from atomdiff.errors import InputError
 
@@ -186,6 +195,9 @@ def amorphous(
             min=0, help="Re-noise each guided sample to 0.5 Å and denoise it again this many times (not unguided ones)."
         ),
     ] = 0,
+    finish_steps: FinishSteps = 0,
+    finish_sigma: FinishSigma = 0.1,
+    finish_guidance: FinishGuidance = 0.1,
     steer_density: Annotated[float, typer.Option(help="Density (g/cm³) of the steering experiment.")] = 2.5,
     references: Annotated[
         Path | None,
@@ -218,7 +230,12 @@ def amorphous(
     prior, xanes = load_amorphous_model(model), load_xanes_surrogate(surrogate)
     cells = read_spectrum_dataset(data, split, xanes.absorber)
     options = SampleOptions(
-        steps=steps, restarts=restarts, min_distance=default_min_distance(chemical_symbols[xanes.absorber])
+        steps=steps,
+        restarts=restarts,
+        finish_steps=finish_steps,
+        finish_sigma=finish_sigma,
+        finish_guidance=finish_guidance,
+        min_distance=default_min_distance(chemical_symbols[xanes.absorber]),
     )
     result: dict[str, Any] = {
         "guidance_start": guidance_start,
@@ -231,6 +248,9 @@ def amorphous(
         "guidance": guidance,
         "guidance_mode": guidance_mode,
         "restarts": restarts,
+        "finish_steps": finish_steps,
+        "finish_sigma": finish_sigma,
+        "finish_guidance": finish_guidance,
         "seed": seed,
     }
     with stage_bars(["test cells", "steering", "densities"]) as bar:

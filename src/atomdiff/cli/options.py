@@ -15,6 +15,16 @@ BoundarySigma = Annotated[int, typer.Option(min=1, help="CSL Σ of the boundary.
 BoundaryPlane = Annotated[str, typer.Option(help="Boundary plane, e.g. 1,0,0.")]
 BoundaryKind = Annotated[str, typer.Option(help="twist or tilt.")]
 BoundaryAxis = Annotated[str | None, typer.Option(help="Rotation axis (a tilt needs one; twist: the plane normal).")]
+FinishSteps = Annotated[
+    int,
+    typer.Option(
+        min=0, help="Zero-temperature finish: this many denoiser fixed-point iterations at --finish-sigma (0: off)."
+    ),
+]
+FinishSigma = Annotated[float, typer.Option(min=0.001, help="Noise level (Å) of the zero-temperature finish.")]
+FinishGuidance = Annotated[
+    float, typer.Option(min=0.0, help="Guidance strength during the finish, as a fraction of --guidance.")
+]
 StructurePath = Annotated[
     Path, typer.Argument(help="Structure file: CIF, extxyz/xyz, POSCAR/.vasp, or CSV of CIFs (first row).")
 ]

@@ -70,6 +70,14 @@ class SampleOptions:
         sampler: ``sde`` or ``ode``.
         restarts: times the result is re-noised to ``restart_sigma`` (Å) and denoised again with
             ``restart_steps`` levels.
+        finish_steps: fixed-point iterations ``x ← x̂₀(x, finish_sigma)`` after the trajectory and restarts
+            (0: off): each moves the atoms up the score at ``finish_sigma`` Å, a zero-temperature finish that
+            takes the sample towards the nearest mode of the (slightly smoothed) learned distribution. The
+            training cells are relaxed structures (energy minima), whose bonds are sharper than the prior's
+            samples (C–C bond-length spread 0.085 Å against 0.11–0.12 Å); the finish brings them closer.
+        finish_guidance: guidance during the finish, as a fraction of its strength (0: unguided finish). Each
+            guided iteration moves the atoms by a fixed ``strength · finish_guidance · finish_sigma`` Å RMS,
+            which, repeated at one level, can drive a sample away (measured: 0.3 did for 1 of 25 a-C cells).
         min_distance: pairs closer than this (Å) in the result are pushed apart (0: off).
     """
 
@@ -78,6 +86,9 @@ class SampleOptions:
     restarts: int = 0
     restart_sigma: float = 0.5
     restart_steps: int = 30
+    finish_steps: int = 0
+    finish_sigma: float = 0.1
+    finish_guidance: float = 0.0
     min_distance: float = 0.0
 
     def validate(self) -> None:
@@ -87,6 +98,8 @@ class SampleOptions:
             raise InputError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.restarts < 0 or self.restart_steps < 1 or self.restart_sigma <= 0:
             raise InputError("restarts must be ≥ 0, restart_steps ≥ 1 and restart_sigma > 0")
+        if self.finish_steps < 0 or self.finish_sigma <= 0:
+            raise InputError("finish_steps must be ≥ 0 and finish_sigma > 0")
         if self.min_distance < 0:
             raise InputError(f"min_distance must not be negative, got {self.min_distance}")
 
@@ -177,10 +190,10 @@ class AmorphousDiffusion(nn.Module):
         return per_structure / n, sigma
 
     # --- sampling ------------------------------------------------------------------------------------------
-    def _x0(self, batch: StructureBatch, x: torch.Tensor, sigma: float, guidance) -> torch.Tensor:
+    def _x0(self, batch: StructureBatch, x: torch.Tensor, sigma: float, guidance, scale: float = 1.0) -> torch.Tensor:
         sig = torch.full((len(batch),), sigma, dtype=x.dtype, device=x.device)
-        if guidance is not None and guidance.active(sigma):
-            return guidance.guide(self, batch, x, sig)
+        if guidance is not None and scale > 0 and guidance.active(sigma):
+            return guidance.guide(self, batch, x, sig, scale)
         with torch.no_grad():
             return self.denoise(batch, x, sig)
 
@@ -223,7 +236,7 @@ class AmorphousDiffusion(nn.Module):
         options.validate()
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         restart_sigma = min(options.restart_sigma, self.noise.sigma_max)
-        total = options.steps + options.restarts * options.restart_steps
+        total = options.steps + options.restarts * options.restart_steps + options.finish_steps
         done = [0]
 
         def tick() -> None:
@@ -238,6 +251,10 @@ class AmorphousDiffusion(nn.Module):
             x = wrap(template, x + restart_sigma * z)
             levels = self.noise.schedule(options.restart_steps, restart_sigma)
             x = self._trajectory(template, x, levels, options, generator, guidance, tick)
+        finish_sigma = min(options.finish_sigma, self.noise.sigma_max)
+        for _ in range(options.finish_steps):
+            x = wrap(template, self._x0(template, x, finish_sigma, guidance, options.finish_guidance).detach())
+            tick()
         if options.min_distance > 0:
             x = separate(template, x, options.min_distance)
         return x

@@ -66,6 +66,9 @@ class AmorphousSettings:
     sampler: str = "sde"
     restarts: int = 0
     restart_sigma: float = 0.5
+    finish_steps: int = 0
+    finish_sigma: float = 0.1
+    finish_guidance: float = 0.1
     min_distance: float | None = None
     guidance: float = 1.0
     guidance_mode: str = "tweedie"
@@ -84,7 +87,16 @@ class AmorphousSettings:
     def sample_options(self) -> SampleOptions:
         """Sampler options; ``min_distance`` ``None`` means the element's :func:`default_min_distance`."""
         closest = self.min_distance if self.min_distance is not None else default_min_distance(self.element)
-        return SampleOptions(self.steps, self.sampler, self.restarts, self.restart_sigma, 30, closest)
+        return SampleOptions(
+            steps=self.steps,
+            sampler=self.sampler,
+            restarts=self.restarts,
+            restart_sigma=self.restart_sigma,
+            finish_steps=self.finish_steps,
+            finish_sigma=self.finish_sigma,
+            finish_guidance=self.finish_guidance,
+            min_distance=closest,
+        )
 
 
 @dataclasses.dataclass
@@ -338,7 +350,8 @@ def _html(result: AmorphousResult, rows: list[dict], plots: dict[str, Path], rep
     first = result.structures[0]
     intro = (
         f"<p>{len(result.structures)} cell(s) of {len(first)} {html.escape(first.formula)} atoms at "
-        f"{first.density:.3f} g/cm³ ({st.steps} {st.sampler} steps, {st.restarts} restarts, seed {st.seed}). "
+        f"{first.density:.3f} g/cm³ ({st.steps} {st.sampler} steps, {st.restarts} restarts, "
+        f"{st.finish_steps} finish iterations at σ {st.finish_sigma:g} Å, seed {st.seed}). "
         + (
             f"Guidance {st.guidance:g} ({st.guidance_mode}) towards: {', '.join(result.curves)}."
             if result.curves

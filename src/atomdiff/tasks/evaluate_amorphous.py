@@ -222,8 +222,9 @@ def density_trend(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Unconditional samples in each reference cell (its density and atom count) and their headline fraction
-    (sp3 for carbon, :func:`headline_fraction`)."""
-    options = options or SampleOptions()
+    (sp3 for carbon, :func:`headline_fraction`). Restarts in ``options`` are not applied (they are for guided
+    samples, see :func:`evaluate_test_cells`)."""
+    options = dataclasses.replace(options or SampleOptions(), restarts=0)
     head = headline_fraction(int(references[0].numbers[0])) if references else "sp3"
     rows = []
     for k, ref in enumerate(references):

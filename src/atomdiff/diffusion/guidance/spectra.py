@@ -107,8 +107,11 @@ class SpectralGuidance:
         with torch.no_grad():
             return {term.name: term.misfit(batch) for term in self.terms}
 
-    def guide(self, model, batch: StructureBatch, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """Denoised estimate of positions ``x`` at noise ``sigma`` (per structure), moved down the misfit."""
+    def guide(
+        self, model, batch: StructureBatch, x: torch.Tensor, sigma: torch.Tensor, scale: float = 1.0
+    ) -> torch.Tensor:
+        """Denoised estimate of positions ``x`` at noise ``sigma`` (per structure), moved down the misfit by
+        ``scale · strength · σ`` Å RMS per atom."""
         with deterministic():
             x0, loss, grad = self._gradient(model, batch, x, sigma)
         self.history.append((float(sigma[0]), [float(v) for v in loss.detach()]))
@@ -117,7 +120,7 @@ class SpectralGuidance:
         sq = torch.zeros(n, dtype=grad.dtype, device=grad.device).index_add(0, batch.batch_idx, (grad * grad).sum(-1))
         count = torch.bincount(batch.batch_idx, minlength=n).clamp_min(1).to(grad.dtype)
         rms = torch.sqrt(sq / count).clamp_min(1e-30)
-        step = (self.strength * sigma.to(grad.dtype) / rms)[batch.batch_idx].unsqueeze(-1)
+        step = (scale * self.strength * sigma.to(grad.dtype) / rms)[batch.batch_idx].unsqueeze(-1)
         return x0 - step * grad
 
     def _gradient(self, model, batch: StructureBatch, x: torch.Tensor, sigma: torch.Tensor):
