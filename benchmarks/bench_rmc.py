@@ -97,7 +97,7 @@ def compare(ref: Structure, name: str, args, model) -> dict:
     equal_fit = float(np.mean([d["rw"] for d in diffusion]))
     sigma = args.rmc_sigma * float(np.sqrt(np.mean(target**2)))
     runs = []
-    for k in range(args.samples):
+    for k in range(0 if args.no_rmc else args.samples):
         start = random_start(ref, closest, seed=args.seed + 7919 * k)
         rmc = PDFReverseMonteCarlo(start, pdf, target, sigma, closest, args.rmc_step, seed=args.seed + k)
         run: dict = {"seconds_to_equal_fit": None, "at_equal_fit": None, "at_budget": {}}
@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument(
         "--rmc-factor", type=float, nargs="+", default=[1.0], help="RMC time budgets over diffusion's time per sample"
     )
+    parser.add_argument("--no-rmc", action="store_true", help="the diffusion half only (no RMC runs)")
     parser.add_argument("--limit", type=int, default=None, help="first N cells only")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -171,12 +172,15 @@ def main() -> None:
         ref = read_structure(path)
         row = compare(ref, path.stem, args, model)
         rows.append(row)
-        for label, m in (
-            ("reference", row["reference"]),
-            ("diffusion", row["diffusion"]["mean"]),
-            ("RMC @ fit", row["rmc"]["at_equal_fit"]),
-            *((f"RMC @ {f}×t", m) for f, m in row["rmc"]["at_budget"].items()),
-        ):
+        rmc_rows = (
+            [
+                ("RMC @ fit", row["rmc"]["at_equal_fit"]),
+                *((f"RMC @ {f}×t", m) for f, m in row["rmc"]["at_budget"].items()),
+            ]
+            if row["rmc"]["runs"]
+            else []
+        )
+        for label, m in (("reference", row["reference"]), ("diffusion", row["diffusion"]["mean"]), *rmc_rows):
             if not m:
                 print(f"{path.stem:>24} {ref.density:5.2f} | {label:>9}  (equal fit not reached)")
                 continue
@@ -187,11 +191,15 @@ def main() -> None:
                     for k in ("rw", "sp3", "cn1", "cn5_plus", "short_contacts", "acute_angles", "rdf_distance")
                 )
             )
-        print(
-            f"{'':>24} {'':>5} | diffusion {row['diffusion']['seconds_per_sample']:.1f} s per sample; RMC reached the "
-            f"diffusion's Rw in {row['rmc']['reached_equal_fit']}/{args.samples} runs, "
+        rmc_note = (
+            f"; RMC reached the diffusion's Rw in {row['rmc']['reached_equal_fit']}/{args.samples} runs, "
             f"{np.mean([r['at_budget'][str(max(args.rmc_factor))]['proposals'] for r in row['rmc']['runs']]):.0f} "
-            "proposals per run",
+            "proposals per run"
+            if row["rmc"]["runs"]
+            else ""
+        )
+        print(
+            f"{'':>24} {'':>5} | diffusion {row['diffusion']['seconds_per_sample']:.1f} s per sample{rmc_note}",
             flush=True,
         )
     summary = {
