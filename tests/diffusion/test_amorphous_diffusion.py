@@ -147,6 +147,8 @@ def test_sample_options_are_checked():
         SampleOptions(finish_steps=-1).validate()
     with pytest.raises(InputError, match="finish"):
         SampleOptions(finish_sigma=0.0).validate()
+    with pytest.raises(InputError, match="finish"):
+        SampleOptions(finish_guidance=-0.1).validate()
 
 
 @pytest.mark.parametrize("mode", ["tweedie", "dps", "noisy"])
