@@ -151,15 +151,18 @@ def test_sample_options_are_checked():
         SampleOptions(finish_guidance=-0.1).validate()
 
 
+def _pdf_term() -> SpectrumTerm:
+    """G(r) misfit term whose target is the G(r) of :func:`_reference`."""
+    pdf = PDFForwardModel(np.linspace(0.5, 6.0, 111), sigma=0.1)
+    with torch.no_grad():
+        target = pdf(StructureBatch.from_structures([_reference()], dtype=torch.float32)).y[0]
+    return SpectrumTerm("pdf", lambda b: pdf(b).y, target)
+
+
 @pytest.mark.parametrize("mode", ["tweedie", "dps", "noisy"])
 def test_pdf_guidance_lowers_the_misfit(mode):
     """Same seed, same prior: the guided sample fits the target G(r) better than the unguided one."""
-    ref = _reference()
-    r = np.linspace(0.5, 6.0, 111)
-    pdf = PDFForwardModel(r, sigma=0.1)
-    with torch.no_grad():
-        target = pdf(StructureBatch.from_structures([ref], dtype=torch.float32)).y[0]
-    term = SpectrumTerm("pdf", lambda b: pdf(b).y, target)
+    term = _pdf_term()
     model, template = _model(), _template(copies=2)
     opts = SampleOptions(steps=20)
     free = model.sample(template, opts, torch.Generator().manual_seed(1))
@@ -175,12 +178,7 @@ def test_pdf_guidance_lowers_the_misfit(mode):
 def test_finish_is_guided_by_the_given_fraction_of_the_strength():
     """``finish_guidance`` 0 finishes with the prior alone; a positive fraction guides each finish iteration
     (one more guided step per iteration, at the finish level)."""
-    ref = _reference()
-    r = np.linspace(0.5, 6.0, 111)
-    pdf = PDFForwardModel(r, sigma=0.1)
-    with torch.no_grad():
-        target = pdf(StructureBatch.from_structures([ref], dtype=torch.float32)).y[0]
-    term = SpectrumTerm("pdf", lambda b: pdf(b).y, target)
+    term = _pdf_term()
     model, template = _model(), _template(copies=2)
     finished, history = {}, {}
     for fraction in (0.0, 1.0):
