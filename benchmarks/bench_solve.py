@@ -86,6 +86,12 @@ def main() -> None:
     ap.add_argument(
         "--repeats", type=int, default=1, help="solve each structure this many times (new noise and sampling seed)"
     )
+    ap.add_argument(
+        "--ordering-tolerance",
+        type=float,
+        default=0.05,
+        help="reorder near-equal scatterers of the written candidates (SolveSettings.ordering_tolerance; 0: off)",
+    )
     ap.add_argument("-o", "--output", type=Path)
     ap.add_argument(
         "--resume", action="store_true", help="keep the rows already in --output and solve only the missing ones"
@@ -146,12 +152,13 @@ def main() -> None:
             index_cells=args.index_cells,
             stop_gof=args.stop_gof,
             refine_in_group=args.refine_in_group,
+            ordering_tolerance=args.ordering_tolerance,
         )
         target = build_target(pattern, "xray", "CuKa1", settings.profile)
         solver = Solver(model, target, constraint, settings)
         t0 = time.perf_counter()
         candidates = solver.run()
-        ranked = solver.rank(candidates)
+        ranked = solver.with_orderings(solver.rank(candidates), candidates)
         solver.symmetrise(ranked, candidates)  # the ranking the user gets (written candidates refit in their group)
         wall = time.perf_counter() - t0
         truth_pm = truth.to_pymatgen()
@@ -163,7 +170,7 @@ def main() -> None:
                 return False
 
         hits = [fits(c.refinement.structure) for c in ranked]
-        any_raw = any(fits(c.sample) for c in candidates)  # before refinement (relaxed)
+        any_raw = any(fits(c.sample) for c in candidates if c.origin == "sample")  # before refinement (relaxed)
         row = {
             "index": index,
             "repeat": repeat,
@@ -173,6 +180,7 @@ def main() -> None:
             "any_generated": any_raw,
             "best_rwp": ranked[0].refinement.rwp if ranked else None,
             "n_distinct": len(ranked),
+            "top1_origin": ranked[0].origin if ranked else None,
             "seconds": wall,
         }
         rows.append(row)

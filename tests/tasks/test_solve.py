@@ -152,6 +152,44 @@ def test_an_off_centred_candidate_is_written_in_the_symmetry_the_data_allow(tiny
     assert candidate.refinement.n_parameters == 1 + 1 + 4 + 3 + 1 + 6  # a, zero, UVW eta, B ×3, scale, background
 
 
+def test_a_candidate_with_the_other_cu_zn_order_gets_the_right_order_refined_and_ranked_above_it(tiny_model, czts):
+    """The pattern is kesterite's; the only candidate is stannite (Cu and Zn exchanged on one site pair)."""
+    from atomdiff.refine import RietveldRefiner
+    from atomdiff.tasks.solve import Candidate, Solver, build_target, candidate_row, symmetry_of
+
+    kesterite, stannite = czts("kesterite", primitive=True), czts("stannite", primitive=True)
+    profile = Profile(0, 0, 0.02, 0.5, cutoff=20)
+    stages = (
+        RefinementStage(("zero_shift", "profile"), 0.0, 2),
+        RefinementStage(("lattice", "zero_shift", "profile", "b_iso", "positions"), 0.0, 4),
+    )
+    constraint = CompositionConstraint(formula={29: 2, 30: 1, 50: 1, 16: 4})
+    x = two_theta_grid(15, 90, 0.02)
+    target = build_target(measured(kesterite, x), "xray", "CuKa1", profile)
+    (fit,) = RietveldRefiner(target, profile, stages=stages, volume_scan=None).refine([stannite])
+    settings = SolveSettings(top=1, profile=profile, stages=stages)
+
+    def candidates() -> list[Candidate]:
+        return [Candidate(3, stannite, fit, 2.3, rank=1)]
+
+    given = candidates()
+    ranked = Solver(tiny_model, target, constraint, settings).with_orderings(list(given), given)
+    assert len(given) == 2 and [c.rank for c in ranked] == [1, 2]
+    reordered, sampled = ranked
+    assert reordered.origin == "Cu/Zn ordering of sample 3" and reordered.index == 3 and sampled.origin == "sample"
+    assert symmetry_of(reordered.refinement.structure, 0.1)[0] == "I-4 (82)"  # kesterite
+    assert reordered.refinement.rwp < 0.5 * sampled.refinement.rwp
+    assert candidate_row(reordered)["origin"] == "Cu/Zn ordering of sample 3"
+    # nothing to reorder: Cu/Zn told apart (tolerance 0, or neutrons: 7.7 against 5.7 fm)
+    for solver in (
+        Solver(tiny_model, target, constraint, dataclasses.replace(settings, ordering_tolerance=0.0)),
+        Solver(tiny_model, build_target(measured(kesterite, x), "neutron", 1.5, profile), constraint, settings),
+    ):
+        given = candidates()
+        out = solver.with_orderings(list(given), given)
+        assert len(out) == len(given) == 1 and out[0] is given[0]
+
+
 def test_written_candidates_are_compared_by_aic_when_the_weights_are_counts(tiny_model):
     from atomdiff.refine import RietveldRefiner
     from atomdiff.tasks.solve import Candidate, Solver, build_target

@@ -103,6 +103,22 @@ def solve(
             "R factor of the pattern's counting noise (needs counts or uncertainties; 0: never skip).",
         ),
     ] = 1.05,
+    orderings: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also refine up to this many other orderings of each written candidate's species that the "
+            "radiation hardly tells apart (X-rays: Cu/Zn) and rank them with the rest (0: none).",
+        ),
+    ] = 4,
+    ordering_tolerance: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Species count as hardly distinguishable when their scattering powers (X-rays: f at zero angle; "
+            "neutrons: b) differ by at most this fraction.",
+        ),
+    ] = 0.05,
     steps: Steps = 100,
     sampler: SamplerOpt = "pc",
     seed: Seed = 0,
@@ -142,6 +158,8 @@ def solve(
         cell_pass=cell_pass,
         index_cells=index_cells,
         stop_gof=stop_gof,
+        orderings=orderings,
+        ordering_tolerance=ordering_tolerance,
     )
     conditioned = f", conditioned on the pattern (cfg {cfg:g})" if condition and diffusion.conditioned else ""
     console.print(

@@ -18,7 +18,9 @@ The steps (:meth:`Solver.run`):
    first-pass candidate with the right cell but the wrong arrangement (kesterite's stannite ordering) thus
    becomes the start of the right one, and samples whose cells came out 5–10 % off (which relaxation and
    refinement do not repair) are redrawn in the measured cell (as sampled, then relaxed at fixed cell);
-5. rank by Rwp, removing duplicates and physically impossible structures; the written candidates are refined
+5. rank by Rwp, removing duplicates and physically impossible structures; the other orderings of the written
+   candidates' species that the radiation hardly tells apart (Cu/Zn for X-rays) are refined and ranked with
+   them (:meth:`Solver.with_orderings`); the written candidates are refined
    again in the most symmetric space group the fit allows (:meth:`Solver.symmetrise`, coordinates free as the
    group allows) and compared by ΔAIC when the weights are counts (:func:`compare_candidates`).
 
@@ -34,7 +36,8 @@ what it had written):
 - ``01_<formula>_<space group>.cif`` … the ranked, distinct, refined candidates (symmetrised CIF with the
   space group; name order is rank order);
 - ``candidates.csv``: rank, formula, space group, Rwp, number of parameters, ΔAIC, lattice, shortest distance,
-  file (all refined candidates; rejected ones have an empty rank and the reason);
+  file, sample, origin (sampled or reordered) (all refined candidates; rejected ones have an empty rank and the
+  reason);
 - ``01_fit.png`` …: observed, calculated and difference curves with reflection ticks;
 - ``report.html``: the fits, an interactive 3D view of each structure (works offline) and the table;
 - ``summary.json``: the settings, Rexp, the steps skipped and the wall time of each stage (written last).
@@ -68,6 +71,7 @@ from atomdiff.physics.profile import Profile
 from atomdiff.physics.target import PatternTarget
 from atomdiff.refine import DEFAULT_STAGES, Refinement, RefinementStage, RietveldRefiner
 from atomdiff.structure.batch import StructureBatch
+from atomdiff.structure.elements import chemical_symbols
 from atomdiff.structure.io import write_structures
 from atomdiff.structure.structure import Structure
 from atomdiff.tasks.generate import chunk_seed
@@ -88,6 +92,7 @@ CANDIDATE_COLUMNS = (
     "texture_ratio",
     "file",
     "sample",
+    "origin",
     "rejected",
 )
 MIN_POINTS = 50
@@ -146,6 +151,11 @@ class SolveSettings:
     index_cells: int = 1
     """The second pass also holds the best cells found by indexing the pattern's peaks (0: no indexing)."""
     stop_gof: float = 1.05
+    ordering_tolerance: float = 0.05
+    """The written candidates are also refined with the other orderings (:meth:`Solver.with_orderings`) of the
+    species whose scattering powers differ by at most this fraction (X-rays: Cu/Zn, 3.4 %; 0: none)."""
+    orderings: int = 4
+    """At most this many other orderings per written candidate (fewest atoms changed first)."""
     """Relaxation and the second pass are skipped once a candidate's Rwp is within this factor of the expected
     R factor of the pattern's counting noise (:meth:`Solver.fits_to_noise`; 0: never skipped)."""
 
@@ -168,6 +178,9 @@ class Candidate:
     delta_aic: float | None = None
     """Akaike information criterion relative to rank 1 (written candidates, on patterns whose weights are counts
     or given uncertainties; :meth:`Solver.compare`)."""
+    origin: str = "sample"
+    """``"sample"``, or the species reordered and the sample whose candidate was reordered, e.g.
+    ``"Cu/Zn ordering of sample 12"`` (:meth:`Solver.with_orderings`)."""
 
 
 def build_target(
@@ -627,15 +640,17 @@ class Solver:
         progress: Progress | None = None,
         stage: str = "refine",
         cell_known: bool = False,
+        keep: int | None = None,
     ) -> list[Candidate]:
-        """Refine each structure (made symmetric by :meth:`idealised`); candidate ``i`` is structure ``i``.
+        """Refine each structure (made symmetric by :meth:`idealised`); candidate ``i`` is structure ``i``; the
+        best ``keep`` (default ``refine_keep``) after the lattice stages are refined fully.
 
         With ``cell_known`` (samples drawn in a held cell: the pattern's indexed cell or a refined one) the
         search for the lattice's basin is left out — the volume and axial scans and the broadened stages, which
         can pull a right tetragonal c/a off it — and only the sharp stages run, from the held cell."""
         s = self.settings
         self.check_reflections(structures)
-        keep = min(s.refine_keep, len(structures))
+        keep = min(s.refine_keep if keep is None else keep, len(structures))
         symmetry = 1e-3 if s.refine_in_group else None  # idealised starts are exactly symmetric
         stages, scans = s.stages, {}
         if cell_known and any(st.extra_fwhm <= 0 for st in s.stages[:-1]):
@@ -667,6 +682,10 @@ class Solver:
         from atomdiff.tasks.evaluate import make_matcher
 
         matcher = make_matcher()
+        for c in candidates:  # ranked afresh (candidates may have been added since the last ranking)
+            if c.duplicate_of is not None:
+                c.rejected, c.duplicate_of = "", None
+            c.rank = None
         ok = [c for c in candidates if not c.rejected]
         ok.sort(key=lambda c: (not c.refinement.complete, c.refinement.rwp))
         kept: list[Candidate] = []
@@ -682,6 +701,48 @@ class Solver:
             if c.rank is not None or c.rejected.startswith("same"):
                 c.space_group = symmetry_of(c.refinement.structure, self.settings.symprec)[0]
         return kept
+
+    def with_orderings(
+        self, ranked: list[Candidate], candidates: list[Candidate], progress: Progress | None = None
+    ) -> list[Candidate]:
+        """Refine the other orderings of the written candidates' near-equal scatterers and rank them with the rest.
+
+        Where the radiation hardly tells two species apart (X-rays and Cu/Zn: 29 against 30 electrons), the
+        pattern barely steers which of them a sample puts on which site, so a candidate carries the ordering its
+        sample happened to have, and refinement cannot exchange species. For each of the ``top`` ranked
+        candidates, the symmetry-distinct orderings of the species whose scattering powers differ by at most
+        ``ordering_tolerance`` (:func:`~atomdiff.physics.scattering.similar_scatterers`) over the sites they
+        occupy (:func:`~atomdiff.structure.orderings.species_orderings`, at most ``orderings`` each, fewest atoms
+        changed first) are refined from the candidate's refined cell and positions (sharp stages only, all fully)
+        and added to ``candidates`` (origin ``"Cu/Zn ordering of sample k"``); the candidates are then ranked
+        again. Kesterite and stannite Cu2ZnSnS4 are one exchange apart. Whether the pattern prefers one ordering
+        is then a matter of their Rwp and ΔAIC (:meth:`compare`), not of what the model sampled."""
+        from atomdiff.physics.scattering import similar_scatterers
+        from atomdiff.structure.orderings import species_orderings
+
+        s = self.settings
+        top = ranked[: s.top]
+        if s.ordering_tolerance <= 0 or s.orderings < 1 or not top:
+            return ranked
+        model = self.target.model
+        present = sorted({int(z) for c in top for z in c.refinement.structure.numbers})
+        groups = similar_scatterers(present, model.radiation, s.ordering_tolerance, model.neutron_lengths)
+        if not groups:
+            return ranked
+        starts, parents = [], []
+        for c in top:
+            for other in species_orderings(c.refinement.structure, groups, limit=s.orderings, symprec=s.symprec):
+                starts.append(other)
+                parents.append(c)
+        if not starts:
+            return ranked
+        extra = self.refine(starts, progress, stage="orderings", cell_known=True, keep=len(starts))
+        for c, start, parent in zip(extra, starts, parents, strict=True):
+            changed = start.numbers != parent.refinement.structure.numbers
+            names = "/".join(chemical_symbols[z] for z in sorted({int(z) for z in start.numbers[changed]}))
+            c.index, c.origin = parent.index, f"{names} ordering of sample {parent.index}"
+        candidates.extend(extra)
+        return self.rank(candidates)
 
     def symmetrise(
         self, ranked: list[Candidate], candidates: Sequence[Candidate] = (), progress: Progress | None = None
@@ -816,6 +877,7 @@ def candidate_row(c: Candidate) -> dict[str, object]:
         "texture_ratio": "" if c.refinement.texture_ratio is None else round(c.refinement.texture_ratio, 4),
         "file": c.file,
         "sample": c.index,
+        "origin": c.origin,
         "rejected": c.rejected,
     }
 
@@ -940,6 +1002,7 @@ def solve(
     write_structures([c.sample for c in candidates], folder / "relaxed.extxyz")
     ranked = solver.rank(candidates)
     write_candidates_csv(candidates, folder / "candidates.csv")
+    ranked = solver.with_orderings(ranked, candidates, progress)
     solver.symmetrise(ranked, candidates, progress)
     solver.compare(ranked)
     plots = write_ranked(ranked, target, pattern, folder, settings)
