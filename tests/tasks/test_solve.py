@@ -188,6 +188,15 @@ def test_a_candidate_with_the_other_cu_zn_order_gets_the_right_order_refined_and
         given = candidates()
         out = solver.with_orderings(list(given), given)
         assert len(out) == len(given) == 1 and out[0] is given[0]
+    # a candidate far behind the best (Rwp more than ordering_window × the best's) is not reordered
+    sns = Structure([50, 16], [[0, 0, 0], [0.5, 0.5, 0.5]], np.eye(3) * 4.0)
+    best = Candidate(0, sns, dataclasses.replace(fit, structure=sns, rwp=fit.rwp / 2), 2.8, rank=1)
+    for window, added in ((1.5, 0), (2.5, 1)):
+        given = [best, *candidates()]
+        given[1].rank = 2
+        solver = Solver(tiny_model, target, constraint, dataclasses.replace(settings, top=2, ordering_window=window))
+        solver.with_orderings(list(given), given)
+        assert len(given) == 2 + added
 
 
 def test_written_candidates_are_compared_by_aic_when_the_weights_are_counts(tiny_model):

@@ -156,6 +156,9 @@ class SolveSettings:
     species whose scattering powers differ by at most this fraction (X-rays: Cu/Zn, 3.4 %; 0: none)."""
     orderings: int = 4
     """At most this many other orderings per written candidate (fewest atoms changed first)."""
+    ordering_window: float = 1.5
+    """Only written candidates with Rwp within this factor of the best are reordered: exchanging species that
+    scatter alike changes the calculated pattern little, so a candidate far behind cannot overtake by it."""
     """Relaxation and the second pass are skipped once a candidate's Rwp is within this factor of the expected
     R factor of the pattern's counting noise (:meth:`Solver.fits_to_noise`; 0: never skipped)."""
 
@@ -710,9 +713,10 @@ class Solver:
         Where the radiation hardly tells two species apart (X-rays and Cu/Zn: 29 against 30 electrons), the
         pattern barely steers which of them a sample puts on which site, so a candidate carries the ordering its
         sample happened to have, and refinement cannot exchange species. For each of the ``top`` ranked
-        candidates, the symmetry-distinct orderings of the species whose scattering powers differ by at most
-        ``ordering_tolerance`` (:func:`~atomdiff.physics.scattering.similar_scatterers`) over the sites they
-        occupy (:func:`~atomdiff.structure.orderings.species_orderings`, at most ``orderings`` each, fewest atoms
+        candidates with Rwp within ``ordering_window`` of the best, the symmetry-distinct orderings of the
+        species whose scattering powers differ by at most ``ordering_tolerance``
+        (:func:`~atomdiff.physics.scattering.similar_scatterers`) over the sites they occupy
+        (:func:`~atomdiff.structure.orderings.species_orderings`, at most ``orderings`` each, fewest atoms
         changed first) are refined from the candidate's refined cell and positions (sharp stages only, all fully)
         and added to ``candidates`` (origin ``"Cu/Zn ordering of sample k"``); the candidates are then ranked
         again. Kesterite and stannite Cu2ZnSnS4 are one exchange apart. Whether the pattern prefers one ordering
@@ -721,7 +725,7 @@ class Solver:
         from atomdiff.structure.orderings import species_orderings
 
         s = self.settings
-        top = ranked[: s.top]
+        top = [c for c in ranked[: s.top] if c.refinement.rwp <= s.ordering_window * ranked[0].refinement.rwp]
         if s.ordering_tolerance <= 0 or s.orderings < 1 or not top:
             return ranked
         model = self.target.model
