@@ -247,6 +247,7 @@ def write_summary(args, rows: list[dict]) -> dict:
         "index_cells": args.index_cells,
         "stop_gof": args.stop_gof,
         "refine_in_group": args.refine_in_group,
+        "ordering_tolerance": args.ordering_tolerance,
         "ranking": "after the symmetrising refit of the written candidates (Solver.symmetrise), as written",
     }
     summary = summarise(settings, rows, args.n_requested)

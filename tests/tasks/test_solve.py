@@ -188,10 +188,13 @@ def test_a_candidate_with_the_other_cu_zn_order_gets_the_right_order_refined_and
         given = candidates()
         out = solver.with_orderings(list(given), given)
         assert len(out) == len(given) == 1 and out[0] is given[0]
-    # both orderings sampled already: the pattern has ranked them, nothing is added
-    given = [*candidates(), Candidate(5, kesterite, dataclasses.replace(fit, structure=kesterite), 2.3, rank=2)]
-    Solver(tiny_model, target, constraint, dataclasses.replace(settings, top=2)).with_orderings(list(given), given)
-    assert len(given) == 2
+    # both orderings sampled and fitted alike already: the pattern has ranked them, nothing is added; the other
+    # ordering fitted far worse (outside ordering_window): refined again from the good candidate's structure
+    for factor, added in ((1.0, 0), (3.0, 1)):
+        poor = dataclasses.replace(fit, structure=kesterite, rwp=factor * fit.rwp)
+        given = [*candidates(), Candidate(5, kesterite, poor, 2.3, rank=2)]
+        Solver(tiny_model, target, constraint, dataclasses.replace(settings, top=2)).with_orderings(list(given), given)
+        assert len(given) == 2 + added
     # a candidate far behind the best (Rwp more than ordering_window × the best's) is not reordered
     sns = Structure([50, 16], [[0, 0, 0], [0.5, 0.5, 0.5]], np.eye(3) * 4.0)
     best = Candidate(0, sns, dataclasses.replace(fit, structure=sns, rwp=fit.rwp / 2), 2.8, rank=1)

@@ -717,16 +717,18 @@ class Solver:
         species whose scattering powers differ by at most ``ordering_tolerance``
         (:func:`~atomdiff.physics.scattering.similar_scatterers`) over the sites they occupy
         (:func:`~atomdiff.structure.orderings.species_orderings`, at most ``orderings`` each, fewest atoms
-        changed first) that are not already among the ranked candidates (StructureMatcher, as in :meth:`rank`)
+        changed first) that are not already among the candidates in that window (StructureMatcher, as in :meth:`rank`)
         are refined from the candidate's refined cell and positions (sharp stages only, all fully) and added to
         ``candidates`` (origin ``"Cu/Zn ordering of sample k"``); the candidates are then ranked again.
         Kesterite and stannite Cu2ZnSnS4 are one exchange apart. Whether the pattern prefers one ordering is then
         a matter of their Rwp and ΔAIC (:meth:`compare`), not of which one the model happened to sample."""
         from atomdiff.physics.scattering import similar_scatterers
         from atomdiff.structure.orderings import species_orderings
+        from atomdiff.tasks.evaluate import make_matcher
 
         s = self.settings
-        top = [c for c in ranked[: s.top] if c.refinement.rwp <= s.ordering_window * ranked[0].refinement.rwp]
+        close = [c for c in ranked if c.refinement.rwp <= s.ordering_window * ranked[0].refinement.rwp]
+        top = close[: s.top]
         if s.ordering_tolerance <= 0 or s.orderings < 1 or not top:
             return ranked
         model = self.target.model
@@ -734,16 +736,15 @@ class Solver:
         groups = similar_scatterers(present, model.radiation, s.ordering_tolerance, model.neutron_lengths)
         if not groups:
             return ranked
-        from atomdiff.tasks.evaluate import make_matcher
-
         matcher = make_matcher()
-        known = [c.refinement.structure.to_pymatgen() for c in ranked]
+        # a match far behind (that ordering refined poorly) does not count: it is refined again from a good start
+        known = [c.refinement.structure.to_pymatgen() for c in close]
         starts, parents = [], []
         for c in top:
             for other in species_orderings(c.refinement.structure, groups, limit=s.orderings, symprec=s.symprec):
                 pm = other.to_pymatgen()
                 if any(_fits(matcher, k, pm) for k in known):
-                    continue  # sampled and refined already: the pattern has ranked the two
+                    continue  # sampled and refined as well already: the pattern has ranked the two
                 known.append(pm)
                 starts.append(other)
                 parents.append(c)
