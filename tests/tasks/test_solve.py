@@ -152,9 +152,12 @@ def test_an_off_centred_candidate_is_written_in_the_symmetry_the_data_allow(tiny
     assert candidate.refinement.n_parameters == 1 + 1 + 4 + 3 + 1 + 6  # a, zero, UVW eta, B ×3, scale, background
 
 
-def test_a_candidate_with_the_other_cu_zn_order_gets_the_right_order_refined_and_ranked_above_it(tiny_model, czts):
+def test_a_candidate_with_the_other_cu_zn_order_gets_the_right_order_refined_and_ranked_above_it(
+    tiny_model, czts, tmp_path: Path
+):
     """The pattern is kesterite's; the only candidate is stannite (Cu and Zn exchanged on one site pair)."""
     from atomdiff.refine import RietveldRefiner
+    from atomdiff.report.html import write_solve_report
     from atomdiff.tasks.solve import Candidate, Solver, build_target, candidate_row, symmetry_of
 
     kesterite, stannite = czts("kesterite", primitive=True), czts("stannite", primitive=True)
@@ -180,6 +183,8 @@ def test_a_candidate_with_the_other_cu_zn_order_gets_the_right_order_refined_and
     assert symmetry_of(reordered.refinement.structure, 0.1)[0] == "I-4 (82)"  # kesterite
     assert reordered.refinement.rwp < 0.5 * sampled.refinement.rwp
     assert candidate_row(reordered)["origin"] == "Cu/Zn ordering of sample 3"
+    write_solve_report(tmp_path / "report.html", measured(kesterite, x), ranked, [], given, settings)
+    assert "rank 1: Cu/Zn ordering of sample 3" in (tmp_path / "report.html").read_text()
     # nothing to reorder: Cu/Zn told apart (tolerance 0, or neutrons: 7.7 against 5.7 fm)
     for solver in (
         Solver(tiny_model, target, constraint, dataclasses.replace(settings, ordering_tolerance=0.0)),

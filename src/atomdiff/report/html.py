@@ -253,6 +253,13 @@ def write_solve_report(path, pattern, ranked, plots, candidates, settings, resul
         sections.append(f"<p>{html.escape(line)}.</p>")
     if len(ranked) > 1 and ranked[1].delta_aic is not None:
         sections.append(aic_paragraph(ranked[1]))
+    reordered = [c for c in ranked if c.origin != "sample"]
+    if reordered:
+        items = "".join(f"<li>rank {c.rank}: {html.escape(c.origin)}</li>" for c in reordered)
+        sections.append(
+            "<p>Written candidates that are another ordering of a candidate's species that the radiation hardly "
+            f"tells apart (refined and ranked with the rest; ΔAIC says whether the data decide):</p><ul>{items}</ul>"
+        )
     if indexed:
         items = "".join(f"<li>{html.escape(cell.describe())}</li>" for cell in indexed)
         held = "" if "second pass" in result.skipped else ", held in the second pass"
