@@ -156,7 +156,8 @@ def generated_phase(
         if progress is not None:
             progress(f"{label}: {stage}", done, total)
 
-    ranked = solver.rank(solver.run(tick))
+    found = solver.run(tick)
+    ranked = solver.with_orderings(solver.rank(found), found, tick)  # e.g. kesterite when the samples were stannite
     return ranked[0].refinement.structure if ranked else None
 
 
