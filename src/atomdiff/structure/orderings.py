@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -58,9 +59,7 @@ def site_permutations(structure: Structure, symprec: float = 0.1) -> np.ndarray:
 
 def _assignments(species: Sequence[int]) -> Iterator[tuple[int, ...]]:
     """Every distinct arrangement of the multiset ``species`` (sorted order first)."""
-    counts: dict[int, int] = {}
-    for z in species:
-        counts[z] = counts.get(z, 0) + 1
+    counts = Counter(species)
     kinds = sorted(counts)
     n = len(species)
 
@@ -80,9 +79,7 @@ def _assignments(species: Sequence[int]) -> Iterator[tuple[int, ...]]:
 
 
 def _count(species: Sequence[int]) -> int:
-    counts: dict[int, int] = {}
-    for z in species:
-        counts[z] = counts.get(z, 0) + 1
+    counts = Counter(species)
     return math.factorial(len(species)) // math.prod(math.factorial(c) for c in counts.values())
 
 
