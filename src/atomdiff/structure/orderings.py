@@ -57,25 +57,27 @@ def site_permutations(structure: Structure, symprec: float = 0.1) -> np.ndarray:
     return np.unique(np.asarray(perms), axis=0)
 
 
-def _assignments(species: Sequence[int]) -> Iterator[tuple[int, ...]]:
-    """Every distinct arrangement of the multiset ``species`` (sorted order first)."""
-    counts = Counter(species)
-    kinds = sorted(counts)
-    n = len(species)
+def multiset_permutations(items: Sequence[int]) -> Iterator[tuple[int, ...]]:
+    """Every distinct arrangement of the multiset ``items``, in lexicographic order, without generating
+    duplicates."""
+    counts = Counter(items)
+    keys = sorted(counts)
+    n = len(items)
+    out: list[int] = []
 
-    def fill(slots: list[int], k: int, out: list[int]) -> Iterator[tuple[int, ...]]:
-        if k == len(kinds) - 1:
-            for i in slots:
-                out[i] = kinds[k]
+    def rec() -> Iterator[tuple[int, ...]]:
+        if len(out) == n:
             yield tuple(out)
             return
-        for chosen in itertools.combinations(slots, counts[kinds[k]]):
-            for i in chosen:
-                out[i] = kinds[k]
-            rest = [i for i in slots if i not in chosen]
-            yield from fill(rest, k + 1, out)
+        for k in keys:
+            if counts[k]:
+                counts[k] -= 1
+                out.append(k)
+                yield from rec()
+                out.pop()
+                counts[k] += 1
 
-    yield from fill(list(range(n)), 0, [0] * n)
+    yield from rec()
 
 
 def _count(species: Sequence[int]) -> int:
@@ -119,7 +121,7 @@ def species_orderings(
     per_group = [numbers[sites] for sites in active]
     total = math.prod(_count(s.tolist()) for s in per_group)
     if total <= MAX_ENUMERATED:
-        options = itertools.product(*(list(_assignments(s.tolist())) for s in per_group))
+        options = itertools.product(*(list(multiset_permutations(s.tolist())) for s in per_group))
         trials = (np.concatenate([np.asarray(a) for a in combo]) for combo in options)
     else:
         trials = _single_exchanges(per_group)

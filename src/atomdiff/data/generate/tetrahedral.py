@@ -18,13 +18,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from atomdiff.diffusion.constraints import parse_formula
 from atomdiff.errors import InputError
+from atomdiff.structure.orderings import multiset_permutations
+from atomdiff.structure.orderings import site_permutations as structure_site_permutations
 from atomdiff.structure.structure import Structure
 
 
@@ -95,45 +96,14 @@ def split_composition(formula: str) -> tuple[dict[int, int], dict[int, int]]:
 
 def site_permutations(parent: Parent, symprec: float = 1e-3) -> np.ndarray:
     """``(n_ops, n_cation_sites)``: where each symmetry operation of the (undecorated) parent sends each cation
-    site (spglib on the parent with one cation and one anion species)."""
-    import spglib
-
-    frac = np.vstack([parent.cations, parent.anions])
-    numbers = [1] * len(parent.cations) + [2] * len(parent.anions)
-    data = spglib.get_symmetry((parent.cell, frac, numbers), symprec=symprec)
-    perms = []
-    for rot, trans in zip(data["rotations"], data["translations"], strict=True):
-        image = parent.cations @ rot.T + trans
-        diff = image[:, None, :] - parent.cations[None, :, :]
-        diff -= np.round(diff)
-        dist = np.linalg.norm(diff @ parent.cell, axis=-1)
-        target = dist.argmin(1)
-        if not np.all(dist[np.arange(len(target)), target] < 1e-3 * np.linalg.norm(parent.cell[0])):
-            raise RuntimeError(f"symmetry operation does not map the cation sites of {parent.name}")
-        perms.append(target)
-    return np.unique(np.array(perms), axis=0)
-
-
-def _multiset_permutations(items: Sequence[int]) -> Iterator[tuple[int, ...]]:
-    """Distinct orderings of ``items`` (lexicographic), without generating duplicates."""
-    counts = Counter(items)
-    keys = sorted(counts)
-    n = len(items)
-    out: list[int] = []
-
-    def rec() -> Iterator[tuple[int, ...]]:
-        if len(out) == n:
-            yield tuple(out)
-            return
-        for k in keys:
-            if counts[k]:
-                counts[k] -= 1
-                out.append(k)
-                yield from rec()
-                out.pop()
-                counts[k] += 1
-
-    yield from rec()
+    site (:func:`atomdiff.structure.orderings.site_permutations` on the parent with one cation and one anion
+    species; cations map onto cations)."""
+    n = len(parent.cations)
+    undecorated = Structure([1] * n + [2] * len(parent.anions), np.vstack([parent.cations, parent.anions]), parent.cell)
+    perms = structure_site_permutations(undecorated, symprec)
+    if not np.all(np.sort(perms[:, :n], axis=1) == np.arange(n)):
+        raise RuntimeError(f"symmetry operation does not map the cation sites of {parent.name}")
+    return np.unique(perms[:, :n], axis=0)
 
 
 def distinct_orderings(parent: Parent, cations: dict[int, int]) -> list[tuple[int, ...]]:
@@ -148,7 +118,7 @@ def distinct_orderings(parent: Parent, cations: dict[int, int]) -> list[tuple[in
     inverse = np.argsort(perms, axis=1)  # labelling after the operation: new[perm[i]] = old[i]
     seen: set[tuple[int, ...]] = set()
     out = []
-    for labels in _multiset_permutations(items):
+    for labels in multiset_permutations(items):
         arr = np.asarray(labels)
         canonical = min(tuple(arr[inv].tolist()) for inv in inverse)
         if canonical not in seen:
