@@ -42,3 +42,39 @@ def test_cli_refuses_unknown_system_and_oversized_formula(tmp_path: Path, capsys
     assert "unknown system" in capsys.readouterr().err
     assert run(["data", "crystals", "-o", str(tmp_path / "b"), "--formula", "Cu2ZnSnS4", "--max-atoms", "4"]) == 2
     assert "more than --max-atoms" in capsys.readouterr().err
+
+
+def test_space_groups_parsed_from_numbers_ranges_and_crystal_systems():
+    from atomdiff.data.generate.crystals import parse_space_groups
+
+    assert parse_space_groups("orthorhombic") == tuple(range(16, 75))
+    assert parse_space_groups("62, 63,1-2") == (1, 2, 62, 63)
+    assert parse_space_groups("225,Cubic") == tuple(range(195, 231))
+    for bad in ("0", "231", "74-16", "ortho", "6-2-1", ",", "x"):
+        with pytest.raises(InputError, match="space groups"):
+            parse_space_groups(bad)
+
+
+def test_random_crystals_restricted_to_the_requested_space_groups(tmp_path: Path):
+    import numpy as np
+
+    gen = CrystalDataGenerator(
+        tmp_path, ["SnS"], per_composition=6, max_atoms=8, relax_steps=0, seed=3, space_groups=range(16, 75)
+    )
+    for cand in gen.plan():
+        crystal = gen.random_crystal(cand)
+        assert np.allclose(crystal.lattice_parameters[3:], 90.0, atol=1e-6)  # an orthorhombic cell every time
+    gen._check_folder()
+    assert "space_groups" in (tmp_path / "settings.json").read_text()
+    with pytest.raises(InputError, match="other settings"):  # the same folder without the restriction
+        CrystalDataGenerator(tmp_path, ["SnS"], per_composition=6, max_atoms=8, relax_steps=0, seed=3).run()
+    with pytest.raises(InputError, match="pyxtal"):
+        CrystalDataGenerator(tmp_path / "t", ["ZnS"], source="tetrahedral", space_groups=[216])
+    with pytest.raises(InputError, match="1-230"):
+        CrystalDataGenerator(tmp_path / "u", ["ZnS"], space_groups=[0, 216])
+
+
+def test_cli_refuses_bad_space_groups(tmp_path: Path, capsys):
+    args = ["data", "crystals", "-o", str(tmp_path / "a"), "--formula", "SnS", "--space-groups", "orthorombic"]
+    assert run(args) == 2
+    assert "crystal systems" in capsys.readouterr().err

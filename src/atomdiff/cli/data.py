@@ -43,12 +43,20 @@ def crystals(
             "anion)."
         ),
     ] = "pyxtal",
+    space_groups: Annotated[
+        str | None,
+        typer.Option(
+            help="Random crystals only in these space groups: numbers, ranges or crystal systems, e.g. "
+            "orthorhombic, 16-74 or 62,63 (pyxtal source; default all)."
+        ),
+    ] = None,
     seed: Seed = 0,
 ) -> None:
     """Crystals relaxed with CHGNet, from random symmetric crystals (PyXtal) or tetrahedral cation orderings;
     resumable; writes OUT/train.csv for training."""
     from atomdiff.cli.progress import stage_bars
     from atomdiff.data.generate import SYSTEMS, CrystalDataGenerator
+    from atomdiff.data.generate.crystals import parse_space_groups
 
     if list_systems:
         for name, comps in SYSTEMS.items():
@@ -69,8 +77,9 @@ def crystals(
 
         from_systems = [c for c in from_systems if c in TETRAHEDRAL]
     compositions = from_systems + list(formula or [])
+    groups = None if space_groups is None else parse_space_groups(space_groups)
     generator = CrystalDataGenerator(
-        output, compositions, per_composition, max_atoms, relax_steps, energy_window, seed, source
+        output, compositions, per_composition, max_atoms, relax_steps, energy_window, seed, source, groups
     )
     skipped = sorted(set(requested) - set(generator.compositions))
     if skipped:

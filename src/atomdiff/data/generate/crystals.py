@@ -57,6 +57,43 @@ SYSTEMS: dict[str, tuple[str, ...]] = {
 
 SOURCES = ("pyxtal", "tetrahedral")
 
+#: space-group numbers of each crystal system (International Tables), for ``space_groups`` given by name
+CRYSTAL_SYSTEMS: dict[str, range] = {
+    "triclinic": range(1, 3),
+    "monoclinic": range(3, 16),
+    "orthorhombic": range(16, 75),
+    "tetragonal": range(75, 143),
+    "trigonal": range(143, 168),
+    "hexagonal": range(168, 195),
+    "cubic": range(195, 231),
+}
+
+
+def parse_space_groups(text: str) -> tuple[int, ...]:
+    """``"orthorhombic"``, ``"16-74"``, ``"62,63"`` or a mix (``"62,cubic"``) → sorted space-group numbers."""
+    groups: set[int] = set()
+    for part in (p.strip().lower() for p in text.split(",")):
+        if not part:
+            continue
+        if part in CRYSTAL_SYSTEMS:
+            groups.update(CRYSTAL_SYSTEMS[part])
+            continue
+        bounds = part.split("-")
+        try:
+            lo, hi = (int(bounds[0]), int(bounds[-1])) if len(bounds) <= 2 else (0, 0)
+        except ValueError:
+            lo = hi = 0
+        if not 1 <= lo <= hi <= 230:
+            raise InputError(
+                f"space groups: expected numbers 1-230, ranges like 16-74 or crystal systems "
+                f"({', '.join(CRYSTAL_SYSTEMS)}), comma-separated; got {part!r}"
+            )
+        groups.update(range(lo, hi + 1))
+    if not groups:
+        raise InputError(f"space groups: none given in {text!r}")
+    return tuple(sorted(groups))
+
+
 #: the compositions of :data:`SYSTEMS` whose known structures are tetrahedral frameworks (SnS, CuS, ... have one
 #: cation per anion too but other structures, so ``--source tetrahedral`` leaves them out of a system)
 TETRAHEDRAL = frozenset({"Cu2ZnSnS4", "Cu2SnS3", "ZnS", "Cu2ZnSnSe4", "Cu2SnSe3", "ZnSe", "CuInSe2", "CuGaSe2", "CdTe"})
@@ -93,6 +130,9 @@ class CrystalDataGenerator:
         energy_window: eV/atom above the lowest energy of a composition kept in ``train.csv``.
         seed: makes candidate ``i`` reproducible.
         source: ``"pyxtal"`` (random symmetric crystals) or ``"tetrahedral"`` (cation orderings, see the module).
+        space_groups: the space-group numbers random crystals are drawn in (PyXtal source; default: 2-230). A
+            search in a known crystal system finds structures with many atoms far more often than one over all
+            230 groups, most of which cannot hold the composition's Wyckoff multiplicities.
     """
 
     def __init__(
@@ -105,9 +145,17 @@ class CrystalDataGenerator:
         energy_window: float = 0.1,
         seed: int = 0,
         source: str = "pyxtal",
+        space_groups: Sequence[int] | None = None,
     ):
         if source not in SOURCES:
             raise InputError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+        if space_groups is not None and source != "pyxtal":
+            raise InputError("space groups restrict the random crystals of the 'pyxtal' source only")
+        if space_groups is not None and not all(1 <= int(g) <= 230 for g in space_groups):
+            raise InputError(f"space groups must be numbers 1-230, got {list(space_groups)}")
+        self.space_groups = None if space_groups is None else tuple(sorted({int(g) for g in space_groups}))
+        if self.space_groups == ():
+            raise InputError("space groups: an empty list")
         self.source = source
         if source == "tetrahedral":
             compositions = [c for c in compositions if _is_tetrahedral(c)]
@@ -156,6 +204,8 @@ class CrystalDataGenerator:
         }
         if self.source != "pyxtal":  # folders of earlier runs (PyXtal only) keep resuming
             settings["source"] = self.source
+        if self.space_groups is not None:
+            settings["space_groups"] = list(self.space_groups)
         return settings
 
     def orderings(self, composition: str) -> list[Structure]:
@@ -212,7 +262,8 @@ class CrystalDataGenerator:
         return ideal.replace(frac=ideal.frac + rng.normal(0.0, 0.02, ideal.frac.shape) @ np.linalg.inv(ideal.cell))
 
     def random_crystal(self, cand: Candidate) -> Structure:
-        """A random crystal of the candidate's composition and Z in a random compatible space group."""
+        """A random crystal of the candidate's composition and Z in a random compatible space group (of
+        ``space_groups`` when given)."""
         from pyxtal import pyxtal
 
         rng = np.random.default_rng([self.seed, cand.index])
@@ -220,7 +271,8 @@ class CrystalDataGenerator:
         species = [chemical_symbols[z] for z in comp]
         counts = [n * cand.z for n in comp.values()]
         for _ in range(200):
-            group = int(rng.integers(2, 231))
+            # the unrestricted draw stays as it was, so that earlier runs resume with the same candidates
+            group = int(rng.integers(2, 231) if self.space_groups is None else rng.choice(self.space_groups))
             crystal = pyxtal()
             try:
                 with warnings.catch_warnings():
@@ -230,7 +282,8 @@ class CrystalDataGenerator:
                 continue
             if crystal.valid:
                 return Structure.from_pymatgen(crystal.to_pymatgen())
-        raise RuntimeError(f"PyXtal found no space group for {cand.composition} × {cand.z} in 200 tries")
+        where = "" if self.space_groups is None else " among the requested space groups"
+        raise RuntimeError(f"PyXtal found no space group{where} for {cand.composition} × {cand.z} in 200 tries")
 
     def _load_calculator(self):
         if self._calculator is None:
