@@ -14,7 +14,7 @@ from atomdiff.physics.diffraction import PowderDiffractionModel, Profile, two_th
 from atomdiff.refine import RefinementStage
 from atomdiff.structure import Structure, write_structures
 from atomdiff.structure.batch import StructureBatch
-from atomdiff.tasks.phases import analyse_phases, cell_mass, hill_howard
+from atomdiff.tasks.phases import analyse_phases, cell_mass, hill_howard, residual_pattern
 
 FCC = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
 
@@ -72,6 +72,22 @@ def test_secondary_phase_at_5_wt_percent_is_found_and_an_absent_phase_dropped():
     for phase in found.values():
         a, b, c, al, be, ga = phase.refinement.structure.lattice_parameters
         assert max(abs(a - b), abs(a - c)) < 1e-9 and max(abs(al - 90), abs(be - 90), abs(ga - 90)) < 1e-7
+
+
+def test_residual_of_the_known_phases_keeps_the_other_phase_and_the_background():
+    pattern = mixture({"NaCl": 0.7, "Si": 0.3}, seed=2, step=0.05, stop=60)
+    stages = (RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), extra_fwhm=0.0, iterations=4),)
+    known = analyse_phases(pattern, [("NaCl", nacl())], stages=stages)
+    rest = residual_pattern(pattern, known)
+    assert np.allclose(rest.sigma, np.sqrt(np.maximum(pattern.y, 1)))  # the measured counts' uncertainties
+    assert rest.meta["residual_of"] == ["NaCl"] and pattern.sigma is None  # the measured pattern is left alone
+    above = rest.y - known.background  # what the background does not explain
+    peak = {h: int(np.argmin(abs(pattern.x - tt))) for h, tt in (("NaCl 200", 31.7), ("Si 111", 28.44))}
+    window = {h: slice(k - 6, k + 7) for h, k in peak.items()}
+    observed = {h: (pattern.y - known.background)[w].max() for h, w in window.items()}
+    # NaCl's strongest peak is gone (down to noise and the small shared misfit); silicon's stays whole
+    assert abs(above[window["NaCl 200"]]).max() < 0.05 * observed["NaCl 200"]
+    assert above[window["Si 111"]].max() > 0.9 * observed["Si 111"]
 
 
 def test_phases_cli_writes_table_plot_and_report(tmp_path: Path):

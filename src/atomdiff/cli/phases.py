@@ -38,7 +38,7 @@ def phases(
     from atomdiff.diffusion.constraints import parse_formula
     from atomdiff.structure.elements import chemical_symbols, parse_element_list
     from atomdiff.structure.io import read_structures
-    from atomdiff.tasks.phases import analyse_phases, generated_phase, write_phase_outputs
+    from atomdiff.tasks.phases import analyse_phases, generated_phase, residual_pattern, write_phase_outputs
     from atomdiff.weights import choose_crystal_model, load_crystal_model
 
     allowed = set(parse_element_list(elements))
@@ -61,6 +61,19 @@ def phases(
                 raise InputError(f"phase contains {names}, not in --elements", path=str(cif))
             found.append((cif.stem, structure))
     with stage_bars(()) as update:
+        # a phase to generate is solved against what the known phases leave unexplained
+        against = measured
+        if found and formula:
+            known_fit = analyse_phases(
+                measured,
+                found,
+                radiation=radiation,
+                wavelength=lam,
+                min_fraction=0.0,
+                texture=direction,
+                progress=update,
+            )
+            against = residual_pattern(measured, known_fit)
         for k, text in enumerate(formula or []):
             comp = parse_formula(text)
             extra = set(comp) - allowed
@@ -71,7 +84,7 @@ def phases(
             diffusion = load_crystal_model(model or choose_crystal_model(set(comp), True))
             best = generated_phase(
                 diffusion,
-                measured,
+                against,
                 comp,
                 radiation=radiation,
                 wavelength=lam,

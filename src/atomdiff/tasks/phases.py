@@ -1,8 +1,9 @@
 """Quantitative phase analysis: which phases a powder pattern needs, refined jointly, with weight fractions.
 
 Candidate phases are the user's known structures (CIFs) and, for each composition the user names, the best
-structure that :mod:`atomdiff.tasks.solve` generates and refines for it alone. All phases are then refined
-together against the pattern (one scale each, common background and zero shift; each phase its own
+structure that :mod:`atomdiff.tasks.solve` generates and refines for it alone — against the pattern less the
+peaks of the known phases refined first (:func:`residual_pattern`), when there are known phases. All phases are
+then refined together against the pattern (one scale each, common background and zero shift; each phase its own
 lattice, peak widths and displacement parameters; each lattice only as its space group allows, found within
 ``symprec``, so that a minor phase's few peaks do not have to fix six strains). Weight fractions follow Hill
 & Howard (1987):
@@ -31,6 +32,7 @@ import torch
 from atomdiff.data.patterns import MeasuredPattern
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
+from atomdiff.physics.agreement import counting_weights
 from atomdiff.physics.diffraction import PowderDiffractionModel, peak_table
 from atomdiff.physics.profile import Profile
 from atomdiff.physics.target import PatternTarget
@@ -130,6 +132,21 @@ def _scale_covariance(target: PatternTarget, patterns: torch.Tensor, n_nonlinear
     cov = np.linalg.inv(normal) * chi2
     p = patterns.shape[0]
     return coef[:p], cov[:p, :p], design @ coef, design[:, p:] @ coef[p:]
+
+
+def residual_pattern(pattern: MeasuredPattern, analysis: PhaseAnalysis) -> MeasuredPattern:
+    """The pattern less the peaks of the phases in ``analysis`` (background kept), to solve a further phase
+    against: in a mixture the major phases' peaks would otherwise decide how a minor phase's candidates rank.
+
+    The uncertainties stay those of the measured pattern (its own, or counting statistics of the measured
+    counts), since subtracting a calculated pattern adds no counts; the residual can go below zero where a
+    known phase is fitted slightly off."""
+    peaks = sum(ph.y_calc for ph in analysis.phases if ph.y_calc is not None)
+    sigma = pattern.sigma
+    if sigma is None:
+        sigma = 1.0 / np.sqrt(counting_weights(torch.as_tensor(pattern.y, dtype=torch.float64)).numpy())
+    meta = {**pattern.meta, "residual_of": [ph.name for ph in analysis.phases]}
+    return dataclasses.replace(pattern, y=np.asarray(pattern.y, dtype=float) - peaks, sigma=sigma, meta=meta)
 
 
 def generated_phase(
