@@ -90,6 +90,34 @@ def test_residual_of_the_known_phases_keeps_the_other_phase_and_the_background()
     assert above[window["Si 111"]].max() > 0.9 * observed["Si 111"]
 
 
+def test_generated_phases_are_solved_against_the_residual_of_the_known_ones(monkeypatch):
+    import atomdiff.tasks.phases as phases
+
+    pattern = mixture({"NaCl": 0.7, "Si": 0.3}, seed=2, step=0.05, stop=60)
+    seen = []
+
+    def solve_stub(model, against, comp, *, seed, label, **kwargs):  # records what the solve would be given
+        seen.append((model, against, comp, seed, label))
+        return silicon()
+
+    monkeypatch.setattr(phases, "generated_phase", solve_stub)
+    formulas = [("Si", {14: 1}), ("Si2", {14: 2})]
+    found = phases.generated_phases(pattern, [("NaCl", nacl())], formulas, lambda comp: f"model {sum(comp.values())}")
+    assert [name for name, _ in found] == ["generated Si", "generated Si2"]
+    assert [(m, c, s, lab) for m, _, c, s, lab in seen] == [
+        ("model 1", {14: 1}, 0, "Si"),
+        ("model 2", {14: 2}, 1, "Si2"),
+    ]
+    against = seen[0][1]
+    assert against.meta["residual_of"] == ["NaCl"]  # NaCl's peaks taken out, the rest of the pattern kept
+    nacl_200, si_111 = (int(np.argmin(abs(pattern.x - tt))) for tt in (31.7, 28.44))
+    assert against.y[nacl_200] < 0.1 * pattern.y[nacl_200] and against.y[si_111] > 0.9 * pattern.y[si_111]
+    # without known phases the solve sees the measured pattern itself
+    seen.clear()
+    phases.generated_phases(pattern, [], formulas[:1], lambda comp: None)
+    assert seen[0][1] is pattern
+
+
 def test_phases_cli_writes_table_plot_and_report(tmp_path: Path):
     pattern = mixture({"NaCl": 0.7, "Si": 0.3}, seed=1, step=0.05, stop=60)
     path = tmp_path / "mix.xy"

@@ -38,7 +38,7 @@ def phases(
     from atomdiff.diffusion.constraints import parse_formula
     from atomdiff.structure.elements import chemical_symbols, parse_element_list
     from atomdiff.structure.io import read_structures
-    from atomdiff.tasks.phases import analyse_phases, generated_phase, residual_pattern, write_phase_outputs
+    from atomdiff.tasks.phases import analyse_phases, generated_phases, write_phase_outputs
     from atomdiff.weights import choose_crystal_model, load_crystal_model
 
     allowed = set(parse_element_list(elements))
@@ -60,41 +60,28 @@ def phases(
                 names = ", ".join(chemical_symbols[z] for z in sorted(extra))
                 raise InputError(f"phase contains {names}, not in --elements", path=str(cif))
             found.append((cif.stem, structure))
+    comps = []
+    for text in formula or []:
+        comp = parse_formula(text)
+        extra = set(comp) - allowed
+        if extra:
+            raise InputError(
+                f"--formula {text} contains {', '.join(chemical_symbols[z] for z in extra)}, not in --elements"
+            )
+        comps.append((text, comp))
     with stage_bars(()) as update:
-        # a phase to generate is solved against what the known phases leave unexplained
-        against = measured
-        if found and formula:
-            known_fit = analyse_phases(
-                measured,
-                found,
-                radiation=radiation,
-                wavelength=lam,
-                min_fraction=0.0,
-                texture=direction,
-                progress=update,
-            )
-            against = residual_pattern(measured, known_fit)
-        for k, text in enumerate(formula or []):
-            comp = parse_formula(text)
-            extra = set(comp) - allowed
-            if extra:
-                raise InputError(
-                    f"--formula {text} contains {', '.join(chemical_symbols[z] for z in extra)}, not in --elements"
-                )
-            diffusion = load_crystal_model(model or choose_crystal_model(set(comp), True))
-            best = generated_phase(
-                diffusion,
-                against,
-                comp,
-                radiation=radiation,
-                wavelength=lam,
-                candidates=candidates,
-                seed=seed + k,
-                progress=update,
-                label=text,
-            )
-            if best is not None:
-                found.append((f"generated {text}", best))
+        found += generated_phases(
+            measured,
+            found,
+            comps,
+            lambda comp: load_crystal_model(model or choose_crystal_model(set(comp), True)),
+            radiation=radiation,
+            wavelength=lam,
+            candidates=candidates,
+            seed=seed,
+            texture=direction,
+            progress=update,
+        )
         if not found:
             raise InputError("no candidate phases: give --known CIFs and/or --formula compositions")
         analysis = analyse_phases(

@@ -178,6 +178,51 @@ def generated_phase(
     return ranked[0].refinement.structure if ranked else None
 
 
+def generated_phases(
+    pattern: MeasuredPattern,
+    known: Sequence[tuple[str, Structure]],
+    formulas: Sequence[tuple[str, dict[int, int]]],
+    model_for: Callable[[dict[int, int]], object],
+    *,
+    radiation: str = "xray",
+    wavelength: str | float = "CuKa1",
+    candidates: int = 20,
+    seed: int = 0,
+    texture: Sequence[float] | None = None,
+    progress: Callable[[str, float, float], None] | None = None,
+) -> list[tuple[str, Structure]]:
+    """A generated phase for each of ``formulas`` (``(label, composition)``; the model from ``model_for``),
+    solved against what the ``known`` phases, refined first, leave unexplained (:func:`residual_pattern`)."""
+    against = pattern
+    if known and formulas:
+        fit = analyse_phases(
+            pattern,
+            known,
+            radiation=radiation,
+            wavelength=wavelength,
+            min_fraction=0.0,
+            texture=texture,
+            progress=progress,
+        )
+        against = residual_pattern(pattern, fit)
+    out = []
+    for k, (text, comp) in enumerate(formulas):
+        best = generated_phase(
+            model_for(comp),
+            against,
+            comp,
+            radiation=radiation,
+            wavelength=wavelength,
+            candidates=candidates,
+            seed=seed + k,
+            progress=progress,
+            label=text,
+        )
+        if best is not None:
+            out.append((f"generated {text}", best))
+    return out
+
+
 def analyse_phases(
     pattern: MeasuredPattern,
     candidates: Sequence[tuple[str, Structure]],
