@@ -68,6 +68,11 @@ def test_random_crystals_restricted_to_the_requested_space_groups(tmp_path: Path
     assert "space_groups" in (tmp_path / "settings.json").read_text()
     with pytest.raises(InputError, match="other settings"):  # the same folder without the restriction
         CrystalDataGenerator(tmp_path, ["SnS"], per_composition=6, max_atoms=8, relax_steps=0, seed=3).run()
+    # only the numbers of formula units the groups can hold: Pnma and Cmcm put SnS in cells of 4 and 8 units
+    narrow = CrystalDataGenerator(tmp_path / "p", ["SnS"], per_composition=3, max_atoms=16, space_groups=[62, 63])
+    assert [c.z for c in narrow.plan()] == [4, 8, 4]
+    with pytest.raises(InputError, match="no cell of up to --max-atoms 6"):
+        CrystalDataGenerator(tmp_path / "q", ["SnS"], max_atoms=6, space_groups=[62]).plan()
     with pytest.raises(InputError, match="pyxtal"):
         CrystalDataGenerator(tmp_path / "t", ["ZnS"], source="tetrahedral", space_groups=[216])
     with pytest.raises(InputError, match="1-230"):

@@ -190,9 +190,25 @@ class CrystalDataGenerator:
         for comp_text in self.compositions:
             per_unit = sum(parse_formula(comp_text).values())
             zs = list(range(1, self.max_atoms // per_unit + 1))
+            if self.space_groups is not None:
+                zs = self._compatible(comp_text, zs)
             for k in range(self.per_composition):
                 out.append(Candidate(len(out), comp_text, zs[k % len(zs)]))
         return out
+
+    def _compatible(self, composition: str, zs: list[int]) -> list[int]:
+        """The numbers of formula units that some requested space group can hold (PyXtal's Wyckoff check; counts
+        of the conventional cell, as PyXtal builds them)."""
+        from pyxtal.symmetry import Group
+
+        units = list(parse_formula(composition).values())
+        groups = [Group(g) for g in self.space_groups or ()]
+        fits = [z for z in zs if any(g.check_compatible([n * z for n in units])[0] for g in groups)]
+        if not fits:
+            raise InputError(
+                f"{composition}: no cell of up to --max-atoms {self.max_atoms} atoms fits the requested space groups"
+            )
+        return fits
 
     def _settings(self) -> dict:
         settings = {
