@@ -277,7 +277,13 @@ def test_fine_tuning_adds_a_pattern_encoder_that_starts_silent(data_csv, tmp_pat
     base = CrystalDiffusion.load(base_dir / "model")
     config = TrainConfig(data=[str(data_csv)], init=str(base_dir / "model"), patterns=2)
     model = _build_model(config, _structures(), None).eval()
-    assert model.conditioned and model.stats == base.stats
+    assert model.conditioned and model.stats == base.stats  # the same data: the same statistics
+    # other data: the base's lattice normalisation, the new data's counts and cells, the elements of both
+    other = [Structure([30, 16], [[0, 0, 0], [0.25, 0.25, 0.25]], (np.ones((3, 3)) - np.eye(3)) * 2.7)]
+    tuned = _build_model(config, other, None).stats
+    assert (tuned.lattice_mean, tuned.lattice_std) == (base.stats.lattice_mean, base.stats.lattice_std)
+    assert tuned.atom_counts == {2: 1} and tuned.cells == {"SZn": 1}
+    assert tuned.elements == sorted(set(base.stats.elements) | {16, 30})
     batch_args = (torch.tensor([8, 22, 38]), torch.rand(3, 3, dtype=torch.float64), torch.zeros(1, 6).double())
     gram = model.lattice_noise.gram(batch_args[2], torch.tensor([3]))
     with torch.no_grad():

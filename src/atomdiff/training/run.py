@@ -126,15 +126,26 @@ def _encoder_settings() -> dict:
     return {"cond_dim": encoder.cond_dim, "encoder": dataclasses.asdict(encoder)}
 
 
-def _init_model(config: TrainConfig) -> CrystalDiffusion:
-    """The crystal model named by ``config.init``, with a pattern encoder added when ``config.patterns`` > 0."""
+def _init_model(config: TrainConfig, train_structures: list) -> CrystalDiffusion:
+    """The crystal model named by ``config.init``, with a pattern encoder added when ``config.patterns`` > 0.
+
+    The lattice normalisation stays the base model's (its weights were learned in it); the atom counts and
+    cell contents become those of the new training data (what the sampler draws and an element-list solve
+    proposes), and the elements those of both."""
     from atomdiff.weights import load_crystal_model
 
     base = load_crystal_model(config.init)
     net = base.net.config
     if config.patterns and net.encoder is None:
         net = dataclasses.replace(net, **_encoder_settings())
-    model = CrystalDiffusion(net, base.stats, base.frac_noise.sigma_min, base.frac_noise.sigma_max)
+    new = DataStatistics.from_structures(train_structures)
+    stats = dataclasses.replace(
+        base.stats,
+        atom_counts=new.atom_counts,
+        elements=sorted(set(base.stats.elements) | set(new.elements)),
+        cells=new.cells,
+    )
+    model = CrystalDiffusion(net, stats, base.frac_noise.sigma_min, base.frac_noise.sigma_max)
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
     if unexpected or any(not k.startswith(("net.cond.", "net.pattern_encoder.")) for k in missing):
         raise InputError(f"cannot start from {config.init}: weights do not fit ({unexpected[:3]} {missing[:3]})")
@@ -147,7 +158,7 @@ def _init_model(config: TrainConfig) -> CrystalDiffusion:
 def _build_model(config: TrainConfig, train_structures: list, resume_from: Path | None) -> CrystalDiffusion:
     if resume_from is None:
         if config.init:
-            return _init_model(config)
+            return _init_model(config, train_structures)
         extra = _encoder_settings() if config.patterns else {}
         net = CrystalNetConfig(hidden=config.hidden, layers=config.layers, **extra)
         return CrystalDiffusion(net, DataStatistics.from_structures(train_structures))
