@@ -192,6 +192,22 @@ def test_targets_need_a_surrogate_for_xanes():
         build_guidance(AmorphousSettings(), Targets(xanes=np.zeros(10)), None)
 
 
+def test_an_unguided_run_is_still_measured_against_its_target(models):
+    prior = AmorphousDiffusion.load(models / "prior")
+    surrogate = XanesSurrogate.load(models / "xanes")
+    targets = Targets(xanes=np.linspace(0.3, 0.7, 10))
+    settings = AmorphousSettings(density=2.0, atoms=30, samples=2, steps=4, seed=2, guidance=0.0)
+    plain = generate_amorphous(prior, settings, targets, surrogate)
+    untargeted = generate_amorphous(prior, settings)
+    # the same cells as without a target (nothing steers them), with their misfit to the target measured
+    assert all(np.array_equal(a.frac, b.frac) for a, b in zip(plain.structures, untargeted.structures, strict=True))
+    assert plain.history == [] and plain.curves["xanes"]["misfit"].shape == (2,)
+    guided = generate_amorphous(
+        prior, AmorphousSettings(density=2.0, atoms=30, samples=2, steps=4, seed=2), targets, surrogate
+    )
+    assert set(guided.curves) == {"xanes"} and guided.history
+
+
 def test_another_element_gets_its_own_descriptors_and_needs_its_own_surrogate(models, tmp_path):
     """An amorphous Si run with a tiny Si prior and a tiny Si K surrogate: the summary gives 3-, 4-, 5-fold
     fractions with the Si–Si bond cutoff, the closest approach defaults to 0.6 × that cutoff, and a carbon

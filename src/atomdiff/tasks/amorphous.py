@@ -241,7 +241,9 @@ def generate_amorphous(
     generator = torch.Generator().manual_seed(settings.seed)
     structures = model.generate(template, settings.sample_options(), generator, guidance, progress)
     structures = [s.replace(info={"sample": k, "seed": settings.seed}) for k, s in enumerate(structures)]
-    curves = achieved_curves(structures, guidance, targets)
+    # an unguided run (strength 0) with targets is still measured against them: the baseline for a guided one
+    measure = guidance or build_guidance(dataclasses.replace(settings, guidance=1.0), targets, surrogate)
+    curves = achieved_curves(structures, measure, targets)
     return AmorphousResult(structures, settings, curves, guidance.history if guidance else [], notes)
 
 
