@@ -96,8 +96,8 @@ def main() -> None:
                             "formula": ph.refinement.structure.formula,
                             "space_group": ph.space_group,
                             "atoms": len(ph.refinement.structure),
-                            "true_structure": matcher.fit(
-                                ph.refinement.structure.to_pymatgen(), secondary[n].to_pymatgen()
+                            "true_structure": bool(
+                                matcher.fit(ph.refinement.structure.to_pymatgen(), secondary[n].to_pymatgen())
                             ),
                         }
                         for ph in analysis.phases
