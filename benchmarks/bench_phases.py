@@ -88,6 +88,8 @@ def main() -> None:
                     "error_wt_percent": None if error is None else round(error, 3),
                     "absent_phase_dropped": absent not in found,
                     "rwp": analysis.rwp,
+                    "gof": analysis.gof,
+                    "warning": analysis.warning(),
                     "seconds": seconds,
                 }
                 if args.generate:

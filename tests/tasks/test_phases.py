@@ -67,6 +67,7 @@ def test_secondary_phase_at_5_wt_percent_is_found_and_an_absent_phase_dropped():
     assert abs(found["Si"].weight_fraction - 0.05) < 0.02
     assert 0 < found["Si"].sigma < 0.02
     assert analysis.rwp < 0.07
+    assert analysis.gof < 2 and analysis.warning() is None  # explained to the noise: no warning
     # each lattice refined in its space group: the cubic cells stay exactly cubic
     assert (found["NaCl"].space_group, found["Si"].space_group) == ("Fm-3m (225)", "Fd-3m (227)")
     for phase in found.values():
@@ -78,6 +79,7 @@ def test_residual_of_the_known_phases_keeps_the_other_phase_and_the_background()
     pattern = mixture({"NaCl": 0.7, "Si": 0.3}, seed=2, step=0.05, stop=60)
     stages = (RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), extra_fwhm=0.0, iterations=4),)
     known = analyse_phases(pattern, [("NaCl", nacl())], stages=stages)
+    assert "unexplained" in known.warning() and known.gof > 10  # silicon is missing from the candidates
     rest = residual_pattern(pattern, known)
     assert np.allclose(rest.sigma, np.sqrt(np.maximum(pattern.y, 1)))  # the measured counts' uncertainties
     assert rest.meta["residual_of"] == ["NaCl"] and pattern.sigma is None  # the measured pattern is left alone

@@ -108,4 +108,6 @@ def phases(
     console.print(table)
     for name, reason in analysis.dropped:
         console.print(f"not needed: {name} ({reason})")
+    if analysis.warning():
+        console.print(f"[yellow]warning:[/] {analysis.warning()}")
     console.print(f"report: {output / 'report.html'}")

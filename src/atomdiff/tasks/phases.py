@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import html
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -71,6 +72,10 @@ class Phase:
     y_calc: np.ndarray | None = None  # this phase's contribution on the grid
 
 
+#: (Rwp / Rexp)² above which the phases found leave part of the pattern unexplained (a phase missing or wrong)
+UNEXPLAINED_GOF = 2.0
+
+
 @dataclasses.dataclass
 class PhaseAnalysis:
     phases: list[Phase]
@@ -78,6 +83,23 @@ class PhaseAnalysis:
     rwp: float
     y_calc: np.ndarray
     background: np.ndarray
+    rexp: float | None = None  # what counting noise alone leaves (None for intensities in arbitrary units)
+
+    @property
+    def gof(self) -> float | None:
+        """Goodness of fit (Rwp / Rexp)²: about 1 when the phases explain the pattern to its noise."""
+        return None if not self.rexp else (self.rwp / self.rexp) ** 2
+
+    def warning(self) -> str | None:
+        """What a user must know when the phases found do not explain the pattern: the fractions are then
+        biased (a missing or wrong phase's intensity goes to the others)."""
+        if self.gof is None or self.gof <= UNEXPLAINED_GOF:
+            return None
+        return (
+            f"the phases found leave the pattern unexplained: Rwp {100 * self.rwp:.2f} % against "
+            f"{100 * self.rexp:.2f} % from counting noise ((Rwp/Rexp)² = {self.gof:.1f}); a phase is missing or "
+            "its structure is wrong, and the weight fractions are biased"
+        )
 
 
 def cell_mass(structure: Structure) -> float:
@@ -278,7 +300,7 @@ def analyse_phases(
     for (name, _), r, wf, sg, pat, sc in zip(active, results, w, sigma, patterns.numpy(), scales, strict=True):
         group = r.space_group or symmetry_of(r.structure, 0.1)[0]
         phases.append(Phase(name, r, float(wf), float(sg), group, y_calc=sc * pat))
-    return PhaseAnalysis(phases, dropped, rwp, y_calc, background)
+    return PhaseAnalysis(phases, dropped, rwp, y_calc, background, target.expected_rwp())
 
 
 def write_phase_outputs(
@@ -337,11 +359,14 @@ def write_phase_outputs(
         axis=target_axis,
         title=f"{len(analysis.phases)} phase(s), Rwp = {100 * analysis.rwp:.2f} %",
     )
+    expected = f" (Rexp {100 * analysis.rexp:.2f} %)" if analysis.rexp else ""
     sections = [
-        f"<p>Joint Rietveld refinement of {len(analysis.phases)} phase(s): Rwp {100 * analysis.rwp:.2f} %. "
+        f"<p>Joint Rietveld refinement of {len(analysis.phases)} phase(s): Rwp {100 * analysis.rwp:.2f} %{expected}. "
         "Weight fractions by Hill–Howard; σ from the scale-factor covariance (lower bounds).</p>",
         table_html(rows, PHASE_COLUMNS),
     ]
+    if analysis.warning():
+        sections.insert(1, f"<p><b>Warning:</b> {html.escape(analysis.warning())}.</p>")
     if analysis.dropped:
         sections.append(
             "<h2>Not needed</h2>"
