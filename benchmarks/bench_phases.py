@@ -68,7 +68,9 @@ def main() -> None:
                         pattern,
                         [("kesterite", kesterite)],
                         [(k, parse_formula(k)) for k in secondary],
-                        lambda comp: load_crystal_model(args.model or choose_crystal_model(set(comp), True)),
+                        lambda text: load_crystal_model(
+                            args.model or choose_crystal_model(set(parse_formula(text)), True)
+                        ),
                         candidates=args.candidates,
                         seed=seed,
                     )

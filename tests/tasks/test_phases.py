@@ -104,20 +104,37 @@ def test_generated_phases_are_solved_against_the_residual_of_the_known_ones(monk
 
     monkeypatch.setattr(phases, "generated_phase", solve_stub)
     formulas = [("Si", {14: 1}), ("Si2", {14: 2})]
-    found = phases.generated_phases(pattern, [("NaCl", nacl())], formulas, lambda comp: f"model {sum(comp.values())}")
+    found = phases.generated_phases(pattern, [("NaCl", nacl())], formulas, lambda text: f"model {text}")
     assert [name for name, _ in found] == ["generated Si", "generated Si2"]
     assert [(m, c, s, lab) for m, _, c, s, lab in seen] == [
-        ("model 1", {14: 1}, 0, "Si"),
-        ("model 2", {14: 2}, 1, "Si2"),
+        ("model Si", {14: 1}, 0, "Si"),
+        ("model Si2", {14: 2}, 1, "Si2"),
     ]
     against = seen[0][1]
     assert against.meta["residual_of"] == ["NaCl"]  # NaCl's peaks taken out, the rest of the pattern kept
     nacl_200, si_111 = (int(np.argmin(abs(pattern.x - tt))) for tt in (31.7, 28.44))
     assert against.y[nacl_200] < 0.1 * pattern.y[nacl_200] and against.y[si_111] > 0.9 * pattern.y[si_111]
-    # without known phases the solve sees the measured pattern itself
+    # the next one sees what NaCl and the silicon generated before it leave: both sets of peaks gone
+    after = seen[1][1]
+    assert after.meta["residual_of"] == ["NaCl", "generated Si"] and after.y[si_111] < 0.1 * pattern.y[si_111]
+    # without known phases the first solve sees the measured pattern itself
     seen.clear()
-    phases.generated_phases(pattern, [], formulas[:1], lambda comp: None)
-    assert seen[0][1] is pattern
+    phases.generated_phases(pattern, [], formulas, lambda text: None)
+    assert seen[0][1] is pattern and seen[1][1].meta["residual_of"] == ["generated Si"]
+
+
+def test_search_compositions_from_the_training_cells_main_compound_first():
+    from atomdiff.tasks.phases import search_compositions
+
+    cells = {"Cu2S4SnZn": 9, "Cu4S8Sn2Zn2": 3, "S2Zn2": 1, "SZn": 1, "S4Sn4": 3, "O3SrTi": 7, "Cu2S": 1, "CuS": 1}
+    found = search_compositions(cells, [29, 30, 50, 16])
+    # kesterite's two cells are one composition; ZnS's two cells count 2, as SnS's 3 count 3; no oxide
+    assert [label for label, _ in found] == ["Cu2ZnSnS4", "SnS", "ZnS", "Cu2S", "CuS"]
+    assert found[0][1] == {16: 4, 29: 2, 30: 1, 50: 1}
+    given = search_compositions(cells, [29, 30, 50, 16], [{30: 2, 16: 2}])
+    assert [label for label, _ in given] == ["Cu2ZnSnS4", "SnS", "Cu2S", "CuS"]  # Zn2S2 given: ZnS not again
+    assert search_compositions(cells, [8]) == []
+    assert search_compositions(cells, [16, 30])[0][0] == "SZn"  # in the order of the elements given
 
 
 def test_phases_cli_writes_table_plot_and_report(tmp_path: Path):
@@ -146,3 +163,12 @@ def test_phases_cli_refuses_a_known_phase_outside_the_elements(tmp_path: Path, c
     write_structures(periclase(), known / "mgo.cif")
     assert run(["phases", str(path), "--elements", "Na,Cl", "--known", str(known), "-o", str(tmp_path / "o")]) == 2
     assert "mgo.cif" in capsys.readouterr().err
+
+
+def test_phases_cli_with_elements_alone_needs_a_composition_of_them(tmp_path: Path, capsys):
+    pattern = mixture({"NaCl": 1.0}, step=0.1)
+    path = tmp_path / "p.xy"
+    write_pattern(path, pattern.x, pattern.y)
+    # perov-5's training cells are all ternary and richer: none is made of oxygen alone
+    assert run(["phases", str(path), "--elements", "O", "--model", "perov5", "-o", str(tmp_path / "o")]) == 2
+    assert "no composition of O alone" in capsys.readouterr().err

@@ -29,6 +29,14 @@ def phases(
     axis: Annotated[str | None, typer.Option(help="two_theta or q (default: from the file).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Crystal model for --formula phases.")] = None,
     candidates: Annotated[int, typer.Option(min=1, help="Candidates generated per --formula.")] = 20,
+    search: Annotated[
+        bool | None,
+        typer.Option(
+            "--search/--no-search",
+            help="Also generate a phase for each composition of the model's training cells made of --elements "
+            "(the compound of the most elements first). Default: only when neither --known nor --formula is given.",
+        ),
+    ] = None,
     min_fraction: Annotated[float, typer.Option(help="Phases below this weight fraction are dropped.")] = 0.005,
     texture: Texture = None,
     seed: Seed = 0,
@@ -38,7 +46,7 @@ def phases(
     from atomdiff.diffusion.constraints import parse_formula
     from atomdiff.structure.elements import chemical_symbols, parse_element_list
     from atomdiff.structure.io import read_structures
-    from atomdiff.tasks.phases import analyse_phases, generated_phases, write_phase_outputs
+    from atomdiff.tasks.phases import analyse_phases, generated_phases, search_compositions, write_phase_outputs
     from atomdiff.weights import choose_crystal_model, load_crystal_model
 
     allowed = set(parse_element_list(elements))
@@ -69,12 +77,29 @@ def phases(
                 f"--formula {text} contains {', '.join(chemical_symbols[z] for z in extra)}, not in --elements"
             )
         comps.append((text, comp))
+    names = {text: model or choose_crystal_model(set(comp), True) for text, comp in comps}
+    if search or (search is None and not found and not comps):
+        name = model or choose_crystal_model(allowed)
+        order = parse_element_list(elements)
+        searched = search_compositions(load_crystal_model(name).stats.cells, order, [c for _, c in comps])
+        if not searched and not comps and not found:
+            raise InputError(f"the model's training cells have no composition of {elements} alone: give --formula")
+        console.print(f"phases searched for ({name}): {', '.join(text for text, _ in searched) or 'none'}")
+        comps += searched
+        names.update({text: name for text, _ in searched})
+    loaded: dict[str, object] = {}
+
+    def model_for(text: str):
+        if names[text] not in loaded:
+            loaded[names[text]] = load_crystal_model(names[text])
+        return loaded[names[text]]
+
     with stage_bars(()) as update:
         found += generated_phases(
             measured,
             found,
             comps,
-            lambda comp: load_crystal_model(model or choose_crystal_model(set(comp), True)),
+            model_for,
             radiation=radiation,
             wavelength=lam,
             candidates=candidates,

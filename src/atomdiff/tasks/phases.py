@@ -24,13 +24,14 @@ import dataclasses
 import html
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from atomdiff.data.patterns import MeasuredPattern
+from atomdiff.diffusion.constraints import parse_formula
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
 from atomdiff.physics.agreement import counting_weights
@@ -200,11 +201,36 @@ def generated_phase(
     return ranked[0].refinement.structure if ranked else None
 
 
+def search_compositions(
+    cells: Mapping[str, int], elements: Sequence[int], given: Sequence[dict[int, int]] = ()
+) -> list[tuple[str, dict[int, int]]]:
+    """The compositions to generate phases for when the user names none: the reduced compositions of a model's
+    training cells (``DataStatistics.cells``) made of ``elements`` only and not already ``given``, as
+    ``(label, composition)`` with the elements in the order of ``elements`` (``Cu,Zn,Sn,S`` → ``Cu2ZnSnS4``) —
+    the compound of the most elements first (the likely main phase, generated first by
+    :func:`generated_phases`), then the commonest in the training data."""
+    rank = {int(z): k for k, z in enumerate(elements)}
+
+    def reduced(comp: Mapping[int, int]) -> tuple[tuple[int, int], ...]:
+        g = math.gcd(*comp.values())
+        return tuple(sorted(((int(z), int(n) // g) for z, n in comp.items()), key=lambda t: rank.get(t[0], -1)))
+
+    seen = {tuple(sorted(reduced(c))) for c in given}
+    found: dict[tuple[tuple[int, int], ...], int] = {}
+    for text, count in cells.items():
+        key = reduced(parse_formula(text))
+        if all(z in rank for z, _ in key) and tuple(sorted(key)) not in seen:
+            found[key] = found.get(key, 0) + int(count)
+    labels = {key: "".join(f"{chemical_symbols[z]}{n if n > 1 else ''}" for z, n in key) for key in found}
+    order = sorted(found, key=lambda key: (-len(key), -found[key], labels[key]))
+    return [(labels[key], dict(key)) for key in order]
+
+
 def generated_phases(
     pattern: MeasuredPattern,
     known: Sequence[tuple[str, Structure]],
     formulas: Sequence[tuple[str, dict[int, int]]],
-    model_for: Callable[[dict[int, int]], object],
+    model_for: Callable[[str], object],
     *,
     radiation: str = "xray",
     wavelength: str | float = "CuKa1",
@@ -213,24 +239,30 @@ def generated_phases(
     texture: Sequence[float] | None = None,
     progress: Callable[[str, float, float], None] | None = None,
 ) -> list[tuple[str, Structure]]:
-    """A generated phase for each of ``formulas`` (``(label, composition)``; the model from ``model_for``),
-    solved against what the ``known`` phases, refined first, leave unexplained (:func:`residual_pattern`)."""
-    against = pattern
-    if known and formulas:
-        fit = analyse_phases(
-            pattern,
-            known,
-            radiation=radiation,
-            wavelength=wavelength,
-            min_fraction=0.0,
-            texture=texture,
-            progress=progress,
-        )
-        against = residual_pattern(pattern, fit)
-    out = []
+    """A generated phase for each of ``formulas`` (``(label, composition)``; the model ``model_for(label)``), in
+    the order given: each solved against what the ``known`` phases and the phases generated before it, refined
+    together first, leave unexplained (:func:`residual_pattern`). So the main phase goes first: solved against
+    the whole pattern when nothing is known, it takes its peaks out of the way of the minor ones."""
+    out: list[tuple[str, Structure]] = []
     for k, (text, comp) in enumerate(formulas):
+        explained = [*known, *out]
+        against = pattern
+        if explained:
+            try:
+                fit = analyse_phases(
+                    pattern,
+                    explained,
+                    radiation=radiation,
+                    wavelength=wavelength,
+                    min_fraction=0.0,
+                    texture=texture,
+                    progress=progress,
+                )
+                against = residual_pattern(pattern, fit)
+            except InputError:  # none of them is in the pattern: nothing to take out
+                pass
         best = generated_phase(
-            model_for(comp),
+            model_for(text),
             against,
             comp,
             radiation=radiation,
