@@ -13,7 +13,9 @@ With ``--generate`` the secondary phases are not given: kesterite is the one kno
 each of SnS and ZnS is generated and refined by the solve against what kesterite leaves unexplained
 (``atomdiff phases --known DIR --formula SnS --formula ZnS``, :func:`atomdiff.tasks.phases.generated_phases`)
 with the default model (``--model`` to choose); the row also says whether the generated structure is the true
-one (pymatgen's StructureMatcher, the crystal issue's tolerances) and its space group.
+one (pymatgen's StructureMatcher, the crystal issue's tolerances) and its space group. With ``--search`` nothing
+is given but the element list: a phase is generated for each composition of Cu, Zn, Sn and S the model's
+training cells hold (``atomdiff phases --elements Cu,Zn,Sn,S``), the compound of all four first.
 
 Cu2SnS3, the third secondary phase the issue names, is not included: no reference structure of it ships with
 atomdiff or its dependencies, and its monoclinic (Cc) coordinates are not available offline.
@@ -33,7 +35,7 @@ from atomdiff.examples import example_path, sphalerite, tin_sulfide
 from atomdiff.physics.diffraction import PowderDiffractionModel, two_theta_grid
 from atomdiff.structure import read_structure
 from atomdiff.tasks.demo import LAB_PROFILE
-from atomdiff.tasks.phases import analyse_phases, generated_phases
+from atomdiff.tasks.phases import analyse_phases, generated_phases, search_compositions
 from atomdiff.tasks.simulate import mixture_counts
 from atomdiff.weights import choose_crystal_model, load_crystal_model
 
@@ -43,6 +45,11 @@ def main() -> None:
     parser.add_argument("--fractions", default="2,5,10", help="weight per cent of the secondary phase")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--generate", action="store_true", help="generate SnS and ZnS instead of giving them")
+    parser.add_argument(
+        "--search",
+        action="store_true",
+        help="nothing given: every phase generated for the compositions the model knows of Cu,Zn,Sn,S",
+    )
     parser.add_argument("--model", default=None, help="crystal model for --generate (default: the solve's choice)")
     parser.add_argument("--candidates", type=int, default=20, help="candidates per generated phase")
     parser.add_argument("-o", "--output", default=None)
@@ -51,6 +58,12 @@ def main() -> None:
     secondary = {"SnS": tin_sulfide(), "ZnS": sphalerite()}
     model = PowderDiffractionModel("xray", "CuKa1", two_theta_grid(10, 90, 0.02), profile=LAB_PROFILE, b_iso=0.6)
     matcher = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
+    references = {"kesterite": kesterite, **secondary}
+    if args.search:
+        elements = [29, 30, 50, 16]
+        search_model = load_crystal_model(args.model or choose_crystal_model(set(elements)))
+        searched = search_compositions(search_model.stats.cells, elements)
+        print("searched:", ", ".join(text for text, _ in searched))
     rows = []
     print(
         f"{'phase':5s} {'true wt%':>8s} {'seed':>4s}  {'found wt% (kesterite / SnS / ZnS)':40s} {'error':>7s}  absent"
@@ -63,7 +76,13 @@ def main() -> None:
                 counts = mixture_counts(model, [(kesterite, 1 - w), (structure, w)], 2e4, 150.0, seed)
                 pattern = MeasuredPattern(model.x.numpy(), counts, None, "two_theta", f"{name}_{percent:g}wt_{seed}")
                 t0 = time.perf_counter()
-                if args.generate:
+                if args.search:
+                    made = generated_phases(
+                        pattern, [], searched, lambda text: search_model, candidates=args.candidates, seed=seed
+                    )
+                    names = {"generated Cu2ZnSnS4": "kesterite", "generated SnS": "SnS", "generated ZnS": "ZnS"}
+                    candidates = [(names.get(n, n), s) for n, s in made]
+                elif args.generate:
                     made = generated_phases(
                         pattern,
                         [("kesterite", kesterite)],
@@ -89,23 +108,24 @@ def main() -> None:
                     "secondary_found": name in found,
                     "error_wt_percent": None if error is None else round(error, 3),
                     "absent_phase_dropped": absent not in found,
+                    "other_phases": sorted(set(found) - {"kesterite", "SnS", "ZnS"}),
                     "rwp": analysis.rwp,
                     "gof": analysis.gof,
                     "warning": analysis.warning(),
                     "seconds": seconds,
                 }
-                if args.generate:
+                if args.generate or args.search:
                     row["generated"] = {
                         n: {
                             "formula": ph.refinement.structure.formula,
                             "space_group": ph.space_group,
                             "atoms": len(ph.refinement.structure),
                             "true_structure": bool(
-                                matcher.fit(ph.refinement.structure.to_pymatgen(), secondary[n].to_pymatgen())
+                                matcher.fit(ph.refinement.structure.to_pymatgen(), references[n].to_pymatgen())
                             ),
                         }
                         for ph in analysis.phases
-                        if (n := ph.name) in secondary
+                        if (n := ph.name) in references and (args.search or n != "kesterite")
                     }
                 rows.append(row)
                 text = " / ".join(
@@ -117,6 +137,7 @@ def main() -> None:
                     f"  [{n}: {g['space_group']}, {'true' if g['true_structure'] else 'other'} structure]"
                     for n, g in row.get("generated", {}).items()
                 )
+                made += "".join(f"  [also {n}: {found[n][0]:.2f} wt%]" for n in row["other_phases"])
                 print(f"{name:5s} {percent:8.1f} {seed:4d}  {text:40s} {err:>7s}  {dropped}{made}", flush=True)
     for name in secondary:
         mine = [r for r in rows if r["secondary"] == name]
@@ -128,6 +149,8 @@ def main() -> None:
         )
     if args.output:
         command = f"python benchmarks/bench_phases.py --fractions {args.fractions} --seeds {args.seeds}"
+        if args.search:
+            command += f" --search --candidates {args.candidates}" + (f" --model {args.model}" if args.model else "")
         if args.generate:
             command += f" --generate --candidates {args.candidates}" + (f" --model {args.model}" if args.model else "")
         with open(args.output, "w") as fh:
