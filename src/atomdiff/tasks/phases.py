@@ -239,15 +239,21 @@ def generated_phases(
     texture: Sequence[float] | None = None,
     progress: Callable[[str, float, float], None] | None = None,
 ) -> list[tuple[str, Structure]]:
-    """A generated phase for each of ``formulas`` (``(label, composition)``; the model ``model_for(label)``), in
-    the order given: each solved against what the ``known`` phases and the phases generated before it, refined
-    together first, leave unexplained (:func:`residual_pattern`). So the main phase goes first: solved against
-    the whole pattern when nothing is known, it takes its peaks out of the way of the minor ones."""
+    """A generated phase for each of ``formulas`` (``(label, composition)``; the model ``model_for(label)``),
+    each solved against what the ``known`` phases, refined first, leave unexplained (:func:`residual_pattern`).
+    Without known phases the first formula is taken as the main phase: solved against the whole pattern, it is
+    then what the others are solved against the residual of.
+
+    The minor phases are not taken out one after the other: a minor phase generated first can take up the
+    peaks of another (measured: with kesterite known, a SnS generated before ZnS came out in ZnS's own zinc-blende
+    structure and explained away the ZnS of the sample), so every one sees the same residual."""
     out: list[tuple[str, Structure]] = []
+    residuals: dict[tuple[str, ...], MeasuredPattern] = {}
     for k, (text, comp) in enumerate(formulas):
-        explained = [*known, *out]
-        against = pattern
-        if explained:
+        explained = list(known) if known else out[:1]
+        key = tuple(name for name, _ in explained)
+        against = residuals.get(key, pattern)
+        if explained and key not in residuals:
             try:
                 fit = analyse_phases(
                     pattern,
@@ -261,6 +267,7 @@ def generated_phases(
                 against = residual_pattern(pattern, fit)
             except InputError:  # none of them is in the pattern: nothing to take out
                 pass
+            residuals[key] = against
         best = generated_phase(
             model_for(text),
             against,
