@@ -2,8 +2,10 @@
 
 Candidate phases are the user's known structures (CIFs) and, for each composition the user names, the best
 structure that :mod:`atomdiff.tasks.solve` generates and refines for it alone — against the pattern less the
-peaks of the known phases refined first (:func:`residual_pattern`), when there are known phases. All phases are
-then refined together against the pattern (one scale each, common background and zero shift; each phase its own
+peaks of the known phases refined first (:func:`residual_pattern`), or, with none known, of the first (main)
+generated phase (:func:`generated_phases`); with the element list alone the compositions come from the model's
+training cells (:func:`search_compositions`). All phases are then refined together against the pattern (one
+scale each, common background and zero shift; each phase its own
 lattice, peak widths and displacement parameters; each lattice only as its space group allows, found within
 ``symprec``, so that a minor phase's few peaks do not have to fix six strains). Weight fractions follow Hill
 & Howard (1987):
