@@ -78,16 +78,17 @@ def phases(
             )
         comps.append((text, comp))
     names = {text: model or choose_crystal_model(set(comp), True) for text, comp in comps}
+    loaded: dict[str, object] = {}
     if search or (search is None and not found and not comps):
         name = model or choose_crystal_model(allowed)
+        loaded[name] = load_crystal_model(name)  # loaded once: its cells here, its samples below
         order = parse_element_list(elements)
-        searched = search_compositions(load_crystal_model(name).stats.cells, order, [c for _, c in comps])
+        searched = search_compositions(loaded[name].stats.cells, order, [c for _, c in comps])
         if not searched and not comps and not found:
             raise InputError(f"the model's training cells have no composition of {elements} alone: give --formula")
         console.print(f"phases searched for ({name}): {', '.join(text for text, _ in searched) or 'none'}")
         comps += searched
         names.update({text: name for text, _ in searched})
-    loaded: dict[str, object] = {}
 
     def model_for(text: str):
         if names[text] not in loaded:
