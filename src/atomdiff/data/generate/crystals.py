@@ -149,13 +149,15 @@ class CrystalDataGenerator:
     ):
         if source not in SOURCES:
             raise InputError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-        if space_groups is not None and source != "pyxtal":
-            raise InputError("space groups restrict the random crystals of the 'pyxtal' source only")
-        if space_groups is not None and not all(1 <= int(g) <= 230 for g in space_groups):
-            raise InputError(f"space groups must be numbers 1-230, got {list(space_groups)}")
         self.space_groups = None if space_groups is None else tuple(sorted({int(g) for g in space_groups}))
-        if self.space_groups == ():
-            raise InputError("space groups: an empty list")
+        if self.space_groups is not None:
+            if source != "pyxtal":
+                raise InputError("space groups restrict the random crystals of the 'pyxtal' source only")
+            if not self.space_groups:
+                raise InputError("space groups: an empty list")
+            if not 1 <= self.space_groups[0] <= self.space_groups[-1] <= 230:
+                raise InputError(f"space groups must be numbers 1-230, got {list(self.space_groups)}")
+        self._fits: dict[str, list[int]] = {}
         self.source = source
         if source == "tetrahedral":
             compositions = [c for c in compositions if _is_tetrahedral(c)]
@@ -198,17 +200,21 @@ class CrystalDataGenerator:
 
     def _compatible(self, composition: str, zs: list[int]) -> list[int]:
         """The numbers of formula units that some requested space group can hold (PyXtal's Wyckoff check; counts
-        of the conventional cell, as PyXtal builds them)."""
-        from pyxtal.symmetry import Group
+        of the conventional cell, as PyXtal builds them); checked once per composition (``plan`` runs again in
+        ``finish``)."""
+        if composition not in self._fits:
+            from pyxtal.symmetry import Group
 
-        units = list(parse_formula(composition).values())
-        groups = [Group(g) for g in self.space_groups or ()]
-        fits = [z for z in zs if any(g.check_compatible([n * z for n in units])[0] for g in groups)]
-        if not fits:
+            units = list(parse_formula(composition).values())
+            groups = [Group(g) for g in self.space_groups or ()]
+            self._fits[composition] = [
+                z for z in zs if any(g.check_compatible([n * z for n in units])[0] for g in groups)
+            ]
+        if not self._fits[composition]:
             raise InputError(
                 f"{composition}: no cell of up to --max-atoms {self.max_atoms} atoms fits the requested space groups"
             )
-        return fits
+        return self._fits[composition]
 
     def _settings(self) -> dict:
         settings = {
