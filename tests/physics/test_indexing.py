@@ -144,6 +144,18 @@ def test_index_recovers_a_monoclinic_cell(name):
     assert abs(best.zero_shift - ZERO) < 0.004 and best.unindexed == 0
 
 
+def test_a_monoclinic_metric_must_be_positive_definite():
+    """q = h²A + k²B + l²C + hlD is a lattice only while D² < 4AC (a real β); beyond, the cell has no lengths."""
+    from atomdiff.physics.indexing import _is_metric, _params_to_cell
+
+    good = np.array([0.04, 0.05, 0.03, 0.02])  # D² = 4·10⁻⁴ < 4AC = 4.8·10⁻³
+    assert _is_metric("monoclinic", good)
+    assert all(np.isfinite(_params_to_cell("monoclinic", good)[0]))
+    assert not _is_metric("monoclinic", np.array([0.04, 0.05, 0.03, 0.08]))  # D² = 6.4·10⁻³
+    assert not _is_metric("orthorhombic", np.array([0.04, -0.05, 0.03]))
+    assert _is_metric("cubic", np.array([0.04]))
+
+
 def test_three_lines_of_bcc_iron_are_indexed_both_ways_they_can_be():
     """bcc Fe has 3 lines below 90° (N = 2, 4, 6); a simple cubic cell of a/√2 (N = 1, 2, 3) indexes them as
     well, with the same figure of merit: the data cannot tell, and both are reported first."""

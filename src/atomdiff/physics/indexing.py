@@ -565,6 +565,15 @@ def _signature(system: str, p: np.ndarray) -> tuple[int, ...]:
     return tuple(np.round(np.log(p) / 0.005).astype(int))
 
 
+def _is_metric(system: str, p: np.ndarray) -> bool:
+    """Whether ``p`` is the metric of a lattice: a monoclinic one's cross term must keep it positive definite
+    (|p₃| < 2 √(p₀ p₂), i.e. a real angle β); least squares on a few lines of a residual pattern left it
+    beyond, and the cell lengths came out NaN (measured)."""
+    if system == "monoclinic":
+        return bool(np.all(p[:3] > 0) and p[3] * p[3] < 4 * p[0] * p[2] * (1 - 1e-9))
+    return bool(np.all(p > 0))
+
+
 def _calc_lines(system: str, p: np.ndarray, q_max: float) -> tuple[np.ndarray, np.ndarray]:
     """All reflections ``hkl (m, 3)`` of the P lattice with ``q ≤ q_max`` and their ``q``."""
     a, b, c = _params_to_cell(system, p)[0]
@@ -619,7 +628,7 @@ def _refine(
             fit = least_squares(resid, v0, x_scale=np.abs(v0) + 1e-3)
         except ValueError:
             break
-        if not np.all(np.isfinite(fit.x)) or np.any(fit.x[: p.size] <= 0):
+        if not np.all(np.isfinite(fit.x)) or np.any(fit.x[: p.size] <= 0) or not _is_metric(system, fit.x[: p.size]):
             break
         p = fit.x[: p.size]
         z = float(fit.x[p.size]) if zero else 0.0
@@ -731,6 +740,8 @@ def index_peaks(
                     best.append(int(k))
                     taken += 1
         for k in best:
+            if not _is_metric(system, trials[k]):
+                continue
             p, z, hkl, qc = _refine(system, trials[k], peaks, n, tol, zero_shift)
             lengths, angles = _params_to_cell(system, p)
             if _volume(system, p[None, :])[0] > max_volume:

@@ -213,6 +213,10 @@ class _State:
         self.uvw[:, 0].clamp_(0.0, 0.03)
         self.uvw[:, 1].clamp_(-0.1, 0.1)
         self.uvw[:, 2].clamp_(1e-4, 0.5)
+        # and FWHM² = U t² + V t + W positive at every angle (V ≥ −2√(UW); 0.9 of it keeps FWHM² ≥ 0.19 W): a
+        # minor phase of a mixture, whose few peaks barely constrain its widths, otherwise ran off to a width
+        # of zero over part of the range (measured: seven generated phases of a kesterite pattern)
+        self.uvw[:, 1].clamp_(min=-1.8 * torch.sqrt(self.uvw[:, 0] * self.uvw[:, 2]))
         self.eta.clamp_(0.0, 1.0)
         self.b.clamp_(0.0, 8.0)
         self.po.clamp_(0.3, 3.0)
