@@ -10,6 +10,7 @@ import torch
 
 from atomdiff.cli.main import run
 from atomdiff.data.patterns import MeasuredPattern, write_pattern
+from atomdiff.errors import InputError
 from atomdiff.physics.diffraction import PowderDiffractionModel, Profile, two_theta_grid
 from atomdiff.refine import RefinementStage
 from atomdiff.structure import Structure, write_structures
@@ -75,6 +76,52 @@ def test_secondary_phase_at_5_wt_percent_is_found_and_an_absent_phase_dropped():
         assert max(abs(a - b), abs(a - c)) < 1e-9 and max(abs(al - 90), abs(be - 90), abs(ga - 90)) < 1e-7
 
 
+def test_a_phase_is_dropped_when_the_fit_without_it_is_within_its_bic_penalty(monkeypatch):
+    """Backward elimination on made-up joint fits (χ² of each set of phases given): B and C are both 5 σ, but
+    the fit without B is worse by less than B's BIC penalty (10 ln n) and without C by far more; the 3 σ rule
+    would keep both."""
+    import types
+
+    import atomdiff.tasks.phases as phases
+
+    pattern = mixture({"NaCl": 1.0}, step=0.05, stop=60)
+    n = len(pattern.x)
+    chi2 = {"ABC": 1000.0, "AC": 1040.0, "AB": 1300.0, "A": 1340.0}
+    made = {name: nacl() for name in "ABC"}
+
+    class RefinerStub:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def refine(self, structures, progress=None):
+            names = [next(k for k, v in made.items() if v is x) for x in structures]
+            return [
+                types.SimpleNamespace(name=k, structure=x, space_group="Fm-3m (225)")
+                for k, x in zip(names, structures, strict=True)
+            ]
+
+    class FitStub(phases._JointFit):
+        def fractions(self):
+            w = np.array([{"A": 0.9, "B": 0.05, "C": 0.05}[r.name] for r in self.results])
+            return w, w / np.array([{"A": 100.0, "B": 5.0, "C": 5.0}[r.name] for r in self.results])
+
+    def fit_of(target, results):
+        key = "".join(r.name for r in results)
+        k = len(results)
+        return FitStub(results, torch.ones(k, n), np.ones(k), np.eye(k), np.zeros(n), np.zeros(n), chi2[key], [10] * k)
+
+    monkeypatch.setattr(phases, "RietveldRefiner", RefinerStub)
+    monkeypatch.setattr(phases._JointFit, "of", staticmethod(fit_of))
+    analysis = analyse_phases(pattern, list(made.items()))
+    assert [p.name for p in analysis.phases] == ["A", "C"]
+    assert [name for name, _ in analysis.dropped] == ["B"]
+    reduced = 1000.0 / (n - 30 - 6)
+    assert f"rises by {40 / reduced:.0f}, below the BIC penalty {10 * np.log(n):.0f}" in analysis.dropped[0][1]
+    assert [p.name for p in analyse_phases(pattern, list(made.items()), selection="sigma").phases] == ["A", "B", "C"]
+    with pytest.raises(InputError, match="selection"):
+        analyse_phases(pattern, list(made.items()), selection="aic")
+
+
 def test_residual_of_the_known_phases_keeps_the_other_phase_and_the_background():
     pattern = mixture({"NaCl": 0.7, "Si": 0.3}, seed=2, step=0.05, stop=60)
     stages = (RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), extra_fwhm=0.0, iterations=4),)
@@ -123,6 +170,39 @@ def test_generated_phases_are_solved_against_the_residual_of_the_known_ones(monk
     assert seen[0][1] is pattern
     assert [seen[k][1].meta["residual_of"] for k in (1, 2)] == [["generated Si"]] * 2
     assert seen[1][1].y[si_111] < 0.1 * pattern.y[si_111]
+
+
+def test_a_generated_phase_is_returned_in_the_space_group_the_solve_reports(monkeypatch):
+    """The solve refines in P1, so its best structure is slightly off its symmetry; the phase handed to the joint
+    refinement is that structure made exactly symmetric (as in the CIF), so it is refined in its space group."""
+    import types
+
+    import atomdiff.tasks.solve as solve
+    from atomdiff.refine.symmetry import symmetry_constraints
+    from atomdiff.tasks.phases import generated_phase
+
+    rng = np.random.default_rng(0)
+    off = nacl().replace(frac=nacl().frac + rng.normal(0, 0.002, (8, 3)), cell=np.diag([5.64, 5.645, 5.635]))
+    best = types.SimpleNamespace(refinement=types.SimpleNamespace(structure=off))
+
+    class SolverStub:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def run(self, tick):
+            return [best]
+
+        def rank(self, found):
+            return found
+
+        def with_orderings(self, ranked, found, tick):
+            return ranked
+
+    monkeypatch.setattr(solve, "Solver", SolverStub)
+    found = generated_phase(None, mixture({"NaCl": 1.0}, step=0.05, stop=60), {11: 1, 17: 1})
+    assert symmetry_constraints(found, 1e-5).space_group == "Fm-3m (225)"
+    assert symmetry_constraints(off, 1e-3).space_group == "P1 (1)"
+    assert found.volume / len(found) == pytest.approx(off.volume / len(off), rel=1e-3)
 
 
 def test_search_compositions_from_the_training_cells_main_compound_first():
