@@ -10,7 +10,8 @@ measured against the target with the shipped surrogate (relative misfit of the m
 normalised per structure (RMS over atoms, :mod:`atomdiff.diffusion.guidance.spectra`), so one strength gives the
 same step per atom at every size; what changes with the size is how much of the misfit the prior leaves and
 how many atoms share in removing it. ``--skip-guided N`` leaves the guided runs out at the sizes ≥ N (for a
-10⁵-atom unguided baseline whose guided run was made with ``atomdiff amorphous``).
+10⁵-atom unguided baseline whose guided run was made with ``atomdiff amorphous``). ``--domain N`` guides the
+XANES of every domain of about N atoms instead of the whole cell's mean (``atomdiff amorphous --guidance-domain``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-guided", type=int, default=None, help="no guided runs at this size and above")
+    ap.add_argument("--domain", type=int, default=None, help="guide per domain of about this many atoms")
     ap.add_argument("-o", "--output", type=Path)
     args = ap.parse_args()
     if not args.target.is_file():
@@ -58,7 +60,13 @@ def main() -> None:
             strengths.pop("guided")
         for label, strength in strengths.items():
             settings = AmorphousSettings(
-                density=args.density, atoms=n, samples=count, steps=args.steps, guidance=strength, seed=args.seed
+                density=args.density,
+                atoms=n,
+                samples=count,
+                steps=args.steps,
+                guidance=strength,
+                guidance_domain=args.domain,
+                seed=args.seed,
             )
             t0 = time.perf_counter()
             result = generate_amorphous(prior, settings, targets, surrogate)
@@ -83,6 +91,7 @@ def main() -> None:
                 + [f"--target {args.target.name}", f"--density {args.density}", f"--guidance {args.guidance}"]
                 + [f"--steps {args.steps}", f"--seed {args.seed}"]
                 + ([f"--skip-guided {args.skip_guided}"] if args.skip_guided is not None else [])
+                + ([f"--domain {args.domain}"] if args.domain is not None else [])
             )
             args.output.write_text(json.dumps({"command": command, "sizes": rows}, indent=1) + "\n")
 

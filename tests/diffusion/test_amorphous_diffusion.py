@@ -16,7 +16,7 @@ from atomdiff.diffusion.amorphous import (
     with_positions,
     wrap,
 )
-from atomdiff.diffusion.guidance.spectra import SpectralGuidance, SpectrumTerm
+from atomdiff.diffusion.guidance.spectra import SpectralGuidance, SpectrumTerm, relative_misfit, spatial_domains
 from atomdiff.errors import InputError
 from atomdiff.models.local import LocalNetConfig
 from atomdiff.physics.descriptors import min_distance
@@ -200,6 +200,63 @@ def test_guidance_rejects_bad_settings():
     bad = SpectrumTerm("x", lambda b: torch.zeros(len(b), 3), torch.zeros(4))
     with pytest.raises(InputError, match="points"):
         bad.misfit(_template())
+
+
+def _grid_cell(n: int = 4, a: float = 8.0) -> StructureBatch:
+    """``n³`` carbon atoms on a simple-cubic grid (cell edge ``a``), shifted off the domain walls."""
+    frac = (np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3) + 0.25) / n
+    return StructureBatch.from_structures([Structure(np.full(n**3, 6), frac, np.eye(3) * a)], dtype=torch.float64)
+
+
+def _position_term() -> SpectrumTerm:
+    """A per-atom "spectrum" (x, y, 1) of fractional coordinates, averaged over the cell by ``forward``."""
+
+    def per_atom(batch: StructureBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        curves = torch.cat([batch.frac[:, :2], torch.ones_like(batch.frac[:, :1])], -1)
+        return torch.arange(len(batch.frac)), curves
+
+    def forward(batch: StructureBatch) -> torch.Tensor:
+        _, curves = per_atom(batch)
+        return torch.zeros(len(batch), 3, dtype=curves.dtype).index_add(0, batch.batch_idx, curves) / batch.n_atoms[
+            :, None
+        ].to(curves.dtype)
+
+    return SpectrumTerm("xy", forward, torch.tensor([0.4375, 0.4375, 1.0], dtype=torch.float64), per_atom=per_atom)
+
+
+def test_spatial_domains_cut_a_cell_into_boxes_of_about_the_asked_size():
+    batch = _grid_cell(4)
+    atoms = torch.arange(64)
+    domain, owner = spatial_domains(batch, atoms, 8)  # 64 atoms / 8 → 2 × 2 × 2 boxes
+    assert owner.tolist() == [0] * 8
+    assert torch.bincount(domain, minlength=8).tolist() == [8] * 8
+    frac = batch.frac.numpy()
+    for d in range(8):  # a box is one half along each axis
+        inside = frac[(domain == d).numpy()]
+        assert np.ptp(np.floor(inside * 2), axis=0).max() == 0
+    assert spatial_domains(batch, atoms, 64)[1].tolist() == [0]  # one box when the cell is about the domain size
+    with pytest.raises(InputError, match="domain"):
+        spatial_domains(batch, atoms, 0)
+
+
+def test_domain_misfit_averages_the_domains_and_bounds_the_whole_cell():
+    """The cell's mean (x, y) matches the target (0.4375, 0.4375) exactly, its halves do not: the whole-cell misfit
+    is zero, the domain misfit is the atom-weighted mean of the boxes' misfits, computed here by hand."""
+    batch, term = _grid_cell(4), _position_term()
+    assert float(term.misfit(batch)[0]) == pytest.approx(0.0, abs=1e-12)
+    domain, _ = spatial_domains(batch, torch.arange(64), 8)
+    _, curves = term.per_atom(batch)
+    by_hand = sum(
+        relative_misfit(curves[domain == d].mean(0), term.target) * float((domain == d).sum()) / 64 for d in range(8)
+    )
+    assert float(term.misfit(batch, 8)[0]) == pytest.approx(float(by_hand), rel=1e-10)
+    assert float(by_hand) > 0.01
+    assert float(term.misfit(batch, 64)[0]) == pytest.approx(0.0, abs=1e-12)
+    guidance = SpectralGuidance([term], domain_atoms=8)
+    assert float(guidance.misfit(batch)[0]) == pytest.approx(float(by_hand), rel=1e-10)  # what guidance descends
+    assert float(guidance.misfits(batch)["xy"][0]) == pytest.approx(0.0, abs=1e-12)  # what it reports
+    with pytest.raises(InputError, match="domain"):
+        SpectralGuidance([term], domain_atoms=0)
 
 
 def test_model_round_trips_through_safetensors(tmp_path):

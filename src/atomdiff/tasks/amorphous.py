@@ -73,6 +73,7 @@ class AmorphousSettings:
     guidance: float = 1.0
     guidance_mode: str = "tweedie"
     guidance_start: float | None = None
+    guidance_domain: int | None = None
     weight_xanes: float = 1.0
     xanes_scale: str = "area"
     weight_pdf: float = 1.0
@@ -169,14 +170,18 @@ def build_guidance(
         if settings.xanes_scale not in ("area", "none"):
             raise InputError(f"--xanes-scale must be area or none, got {settings.xanes_scale!r}")
         target = surrogate.match_area(targets.xanes) if settings.xanes_scale == "area" else targets.xanes
-        terms.append(SpectrumTerm("xanes", surrogate, torch.as_tensor(target), settings.weight_xanes))
+        terms.append(
+            SpectrumTerm("xanes", surrogate, torch.as_tensor(target), settings.weight_xanes, surrogate.per_atom)
+        )
     if targets.pdf is not None:
         pdf = PDFForwardModel(targets.pdf[0], settings.pdf_radiation, qmax=settings.pdf_qmax, sigma=settings.pdf_sigma)
         terms.append(SpectrumTerm("pdf", lambda b, m=pdf: m(b).y, torch.as_tensor(targets.pdf[1]), settings.weight_pdf))
     if targets.sq is not None:
         sq = ScatteringForwardModel(targets.sq[0], settings.sq_radiation, r_max=settings.sq_rmax)
         terms.append(SpectrumTerm("sq", lambda b, m=sq: m(b).y, torch.as_tensor(targets.sq[1]), settings.weight_sq))
-    return SpectralGuidance(terms, settings.guidance, settings.guidance_mode, settings.guidance_start)
+    return SpectralGuidance(
+        terms, settings.guidance, settings.guidance_mode, settings.guidance_start, settings.guidance_domain
+    )
 
 
 @dataclasses.dataclass

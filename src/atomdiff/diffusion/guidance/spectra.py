@@ -19,6 +19,14 @@ is the ``mode``:
 
 The gradient is normalised per structure (RMS over atoms) and the step is ``strength · σ`` Å RMS: its size
 follows the noise level, so one strength works at every step, for any cell size and for any target units.
+
+**Domains.** A target that is a mean over atoms (XANES) can be asked of the whole cell or of every part of it.
+With ``domain_atoms`` the guiding misfit is that of each domain — the cell cut into k × k × k boxes along its
+fractional axes, k chosen so that a box holds about ``domain_atoms`` atoms — averaged over the domains with
+their atom counts as weights. A small cell (one domain) is guided as before; a large one is guided like that many
+small cells side by side. Since the squared misfit is convex, the whole cell's mean spectrum then misfits by no
+more than its domains do on average. The misfit reported (:meth:`SpectralGuidance.misfits`) stays the whole
+cell's. Terms without a per-atom forward model (G(r), S(Q)) are always the whole cell's.
 """
 
 from __future__ import annotations
@@ -50,20 +58,59 @@ class SpectrumTerm:
         forward: structure batch → ``(n_structures, n_points)``, differentiable with respect to ``batch.frac``.
         target: ``(n_points,)`` (same for every structure) or ``(n_structures, n_points)``.
         weight: weight of this term's relative misfit.
+        per_atom: batch → ``(atom indices (k,), curves (k, n_points))`` when ``forward`` is the mean of these
+            over each structure's atoms (XANES); lets the misfit be taken per domain.
     """
 
     name: str
     forward: Callable[[StructureBatch], torch.Tensor]
     target: torch.Tensor
     weight: float = 1.0
+    per_atom: Callable[[StructureBatch], tuple[torch.Tensor, torch.Tensor]] | None = None
 
-    def misfit(self, batch: StructureBatch) -> torch.Tensor:
-        """``(n_structures,)`` mean squared difference divided by the target's mean square."""
+    def misfit(self, batch: StructureBatch, domain_atoms: int | None = None) -> torch.Tensor:
+        """``(n_structures,)`` mean squared difference divided by the target's mean square; with
+        ``domain_atoms`` (and a ``per_atom`` model) the atom-weighted mean of the domains' misfits."""
+        if domain_atoms is not None and self.per_atom is not None:
+            return self._domain_misfit(batch, domain_atoms)
         pred = self.forward(batch)
+        return relative_misfit(pred, self._target(pred))
+
+    def _target(self, pred: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         target = self.target.to(dtype=pred.dtype, device=pred.device)
         if target.shape[-1] != pred.shape[-1]:
             raise InputError(f"{self.name} target has {target.shape[-1]} points, the forward model {pred.shape[-1]}")
-        return relative_misfit(pred, target)
+        return target[rows] if target.dim() == 2 and rows is not None else target
+
+    def _domain_misfit(self, batch: StructureBatch, domain_atoms: int) -> torch.Tensor:
+        atoms, curves = self.per_atom(batch)
+        owner = batch.batch_idx[atoms]
+        domain, structure_of = spatial_domains(batch, atoms, domain_atoms)
+        n_domains = len(structure_of)
+        count = torch.bincount(domain, minlength=n_domains).to(curves.dtype)
+        mean = curves.new_zeros((n_domains, curves.shape[-1])).index_add(0, domain, curves)
+        mean = mean / count.clamp_min(1).unsqueeze(-1)
+        per_domain = relative_misfit(mean, self._target(mean, structure_of))
+        weighted = per_domain * count / torch.bincount(owner, minlength=len(batch)).to(curves.dtype)[structure_of]
+        return curves.new_zeros(len(batch)).index_add(0, structure_of, weighted)
+
+
+def spatial_domains(batch: StructureBatch, atoms: torch.Tensor, domain_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Domain of each of ``atoms`` and the structure of each domain: structure ``s`` with ``n`` of them is cut
+    into ``k³`` equal boxes along its fractional axes, ``k = max(1, round((n / domain_atoms)^⅓))`` (empty boxes
+    get an index and no atoms)."""
+    if domain_atoms < 1:
+        raise InputError(f"a guidance domain must hold at least one atom, got {domain_atoms}")
+    owner = batch.batch_idx[atoms]
+    n = torch.bincount(owner, minlength=len(batch)).double()
+    k = torch.clamp(torch.round((n / domain_atoms) ** (1.0 / 3.0)), min=1).long()  # (n_structures,)
+    frac = batch.frac[atoms].detach()
+    ko = k[owner]
+    box = torch.minimum(torch.floor((frac - torch.floor(frac)) * ko.unsqueeze(-1)).long(), ko.unsqueeze(-1) - 1)
+    local = (box[:, 0] * ko + box[:, 1]) * ko + box[:, 2]
+    offset = torch.cumsum(k**3, 0) - k**3
+    structure_of = torch.repeat_interleave(torch.arange(len(batch), device=k.device), k**3)
+    return offset[owner] + local, structure_of
 
 
 class SpectralGuidance:
@@ -74,6 +121,7 @@ class SpectralGuidance:
         strength: RMS step per atom in units of the current noise level σ (0 switches guidance off).
         mode: ``tweedie``, ``dps`` or ``noisy`` (see the module docstring).
         sigma_start: guidance acts for σ ≤ ``sigma_start`` Å (``None``: at every level).
+        domain_atoms: guide per-atom targets per domain of about this many atoms (``None``: the whole cell).
     """
 
     def __init__(
@@ -82,6 +130,7 @@ class SpectralGuidance:
         strength: float = 1.0,
         mode: str = "tweedie",
         sigma_start: float | None = None,
+        domain_atoms: int | None = None,
     ):
         if not terms:
             raise InputError("guidance needs at least one target")
@@ -93,14 +142,18 @@ class SpectralGuidance:
         self.strength = float(strength)
         self.mode = mode
         self.sigma_start = sigma_start
+        if domain_atoms is not None and domain_atoms < 1:
+            raise InputError(f"a guidance domain must hold at least one atom, got {domain_atoms}")
+        self.domain_atoms = domain_atoms
         self.history: list[tuple[float, list[float]]] = []  # (σ, misfit per structure) at each guided step
 
     def active(self, sigma: float) -> bool:
         return self.strength > 0 and (self.sigma_start is None or sigma <= self.sigma_start)
 
     def misfit(self, batch: StructureBatch) -> torch.Tensor:
-        """``(n_structures,)`` weighted sum of the terms' relative misfits."""
-        return sum(term.weight * term.misfit(batch) for term in self.terms)
+        """``(n_structures,)`` weighted sum of the terms' relative misfits, as guidance descends it (per domain
+        where :attr:`domain_atoms` is set)."""
+        return sum(term.weight * term.misfit(batch, self.domain_atoms) for term in self.terms)
 
     def misfits(self, batch: StructureBatch) -> dict[str, torch.Tensor]:
         """Each term's relative misfit, ``{name: (n_structures,)}``."""
