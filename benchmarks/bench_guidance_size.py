@@ -11,7 +11,8 @@ normalised per structure (RMS over atoms, :mod:`atomdiff.diffusion.guidance.spec
 same step per atom at every size; what changes with the size is how much of the misfit the prior leaves and
 how many atoms share in removing it. ``--skip-guided N`` leaves the guided runs out at the sizes ≥ N (for a
 10⁵-atom unguided baseline whose guided run was made with ``atomdiff amorphous``). ``--domain N`` guides the
-XANES of every domain of about N atoms instead of the whole cell's mean (``atomdiff amorphous --guidance-domain``).
+XANES of every domain of about N atoms (``atomdiff amorphous --guidance-domain``, default 216); ``--domain 0``
+guides the whole cell's mean, as every run before session 24 did.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-guided", type=int, default=None, help="no guided runs at this size and above")
-    ap.add_argument("--domain", type=int, default=None, help="guide per domain of about this many atoms")
+    ap.add_argument("--domain", type=int, default=216, help="guide per domain of this many atoms (0: whole cell)")
     ap.add_argument("-o", "--output", type=Path)
     args = ap.parse_args()
     if not args.target.is_file():
@@ -65,7 +66,7 @@ def main() -> None:
                 samples=count,
                 steps=args.steps,
                 guidance=strength,
-                guidance_domain=args.domain,
+                guidance_domain=args.domain or None,
                 seed=args.seed,
             )
             t0 = time.perf_counter()
@@ -91,7 +92,7 @@ def main() -> None:
                 + [f"--target {args.target.name}", f"--density {args.density}", f"--guidance {args.guidance}"]
                 + [f"--steps {args.steps}", f"--seed {args.seed}"]
                 + ([f"--skip-guided {args.skip_guided}"] if args.skip_guided is not None else [])
-                + ([f"--domain {args.domain}"] if args.domain is not None else [])
+                + [f"--domain {args.domain}"]
             )
             args.output.write_text(json.dumps({"command": command, "sizes": rows}, indent=1) + "\n")
 

@@ -192,6 +192,17 @@ def test_targets_need_a_surrogate_for_xanes():
         build_guidance(AmorphousSettings(), Targets(xanes=np.zeros(10)), None)
 
 
+def test_xanes_is_guided_per_domain_by_default(models):
+    """216-atom domains unless told otherwise (0 on the command line: the whole cell's mean)."""
+    from atomdiff.tasks.amorphous import build_guidance
+
+    surrogate = XanesSurrogate.load(models / "xanes")
+    targets = Targets(xanes=np.linspace(0.3, 0.7, 10))
+    guidance = build_guidance(AmorphousSettings(), targets, surrogate)
+    assert guidance.domain_atoms == 216 and guidance.terms[0].per_atom is not None
+    assert build_guidance(AmorphousSettings(guidance_domain=None), targets, surrogate).domain_atoms is None
+
+
 def test_an_unguided_run_is_still_measured_against_its_target(models):
     prior = AmorphousDiffusion.load(models / "prior")
     surrogate = XanesSurrogate.load(models / "xanes")

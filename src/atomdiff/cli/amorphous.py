@@ -42,13 +42,13 @@ def amorphous(
         float | None, typer.Option(help="Guide only at noise levels σ ≤ this (Å); default: every level.")
     ] = None,
     guidance_domain: Annotated[
-        int | None,
+        int,
         typer.Option(
-            min=1,
-            help="Guide the XANES of every domain of about this many atoms instead of the whole cell's mean "
-            "(large cells; see docs/amorphous.md).",
+            min=0,
+            help="Guide the XANES of every domain of about this many atoms (cells of up to ~1.5³ times it are "
+            "one domain); 0 guides the whole cell's mean (see docs/amorphous.md).",
         ),
-    ] = None,
+    ] = 216,
     radiation: Annotated[str, typer.Option(help="Radiation of the G(r)/S(Q) targets: xray or neutron.")] = "xray",
     qmax: Annotated[float | None, typer.Option(help="Q range (Å⁻¹) of the target G(r) (termination).")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Noise levels of the sampler.")] = 100,
@@ -100,7 +100,7 @@ def amorphous(
         guidance=guidance,
         guidance_mode=guidance_mode,
         guidance_start=guidance_start,
-        guidance_domain=guidance_domain,
+        guidance_domain=guidance_domain or None,
         weight_xanes=weight_xanes,
         xanes_scale=xanes_scale,
         weight_pdf=weight_pdf,
