@@ -386,11 +386,19 @@ def analyse_phases(
         w, sigma = fit.fractions()
         if len(active) == 1:
             break
-        weakest = int(np.argmin(w / np.maximum(sigma, 1e-30)))
-        why = f"{100 * w[weakest]:.2f} ± {100 * sigma[weakest]:.2f} wt%: not needed"
-        if w[weakest] < min_fraction or (selection == "sigma" and w[weakest] < 3 * sigma[weakest]):
-            dropped.append((active[weakest][0], why))
-            active.pop(weakest)
+
+        def share(k: int, w: np.ndarray = w, sigma: np.ndarray = sigma) -> str:
+            return f"{100 * w[k]:.2f} ± {100 * sigma[k]:.2f} wt%: not needed"
+
+        smallest, weakest = int(np.argmin(w)), int(np.argmin(w / np.maximum(sigma, 1e-30)))
+        drop = None
+        if w[smallest] < min_fraction:  # the smallest fraction, whatever its uncertainty
+            drop = smallest
+        elif selection == "sigma" and w[weakest] < 3 * sigma[weakest]:
+            drop = weakest
+        if drop is not None:
+            dropped.append((active[drop][0], share(drop)))
+            active.pop(drop)
             continue
         if selection == "bic":
             # backward elimination: the phase whose removal costs the fit least against what it brings
@@ -411,7 +419,7 @@ def analyse_phases(
                     else f"without it χ²/χ²ᵥ rises by {gain:.0f}, below the BIC penalty {penalty:.0f} of its "
                     f"{fit.n_parameters[k]} parameters"
                 )
-                dropped.append((active[k][0], f"{100 * w[k]:.2f} ± {100 * sigma[k]:.2f} wt%: not needed ({effect})"))
+                dropped.append((active[k][0], f"{share(k)} ({effect})"))
                 active.pop(k)
                 continue
         break
