@@ -79,15 +79,15 @@ def test_secondary_phase_at_5_wt_percent_is_found_and_an_absent_phase_dropped():
 def test_a_phase_is_dropped_when_the_fit_without_it_is_within_its_bic_penalty(monkeypatch):
     """Backward elimination on made-up joint fits (χ² of each set of phases given): B and C are both 5 σ, but
     the fit without B is worse by less than B's BIC penalty (10 ln n) and without C by far more; the 3 σ rule
-    would keep both."""
+    would keep both. D, 0.3 wt% but precise (100 σ), goes first: below the fraction floor whatever its σ."""
     import types
 
     import atomdiff.tasks.phases as phases
 
     pattern = mixture({"NaCl": 1.0}, step=0.05, stop=60)
     n = len(pattern.x)
-    chi2 = {"ABC": 1000.0, "AC": 1040.0, "AB": 1300.0, "A": 1340.0}
-    made = {name: nacl() for name in "ABC"}
+    chi2 = {"ABCD": 990.0, "ABC": 1000.0, "AC": 1040.0, "AB": 1300.0, "A": 1340.0}
+    made = {name: nacl() for name in "ABCD"}
 
     class RefinerStub:
         def __init__(self, *args, **kwargs):
@@ -102,8 +102,8 @@ def test_a_phase_is_dropped_when_the_fit_without_it_is_within_its_bic_penalty(mo
 
     class FitStub(phases._JointFit):
         def fractions(self):
-            w = np.array([{"A": 0.9, "B": 0.05, "C": 0.05}[r.name] for r in self.results])
-            return w, w / np.array([{"A": 100.0, "B": 5.0, "C": 5.0}[r.name] for r in self.results])
+            w = np.array([{"A": 0.9, "B": 0.05, "C": 0.05, "D": 0.003}[r.name] for r in self.results])
+            return w, w / np.array([{"A": 100.0, "B": 5.0, "C": 5.0, "D": 100.0}[r.name] for r in self.results])
 
     def fit_of(target, results):
         key = "".join(r.name for r in results)
@@ -114,9 +114,9 @@ def test_a_phase_is_dropped_when_the_fit_without_it_is_within_its_bic_penalty(mo
     monkeypatch.setattr(phases._JointFit, "of", staticmethod(fit_of))
     analysis = analyse_phases(pattern, list(made.items()))
     assert [p.name for p in analysis.phases] == ["A", "C"]
-    assert [name for name, _ in analysis.dropped] == ["B"]
+    assert [name for name, _ in analysis.dropped] == ["D", "B"]
     reduced = 1000.0 / (n - 30 - 6)
-    assert f"rises by {40 / reduced:.0f}, below the BIC penalty {10 * np.log(n):.0f}" in analysis.dropped[0][1]
+    assert f"rises by {40 / reduced:.0f}, below the BIC penalty {10 * np.log(n):.0f}" in analysis.dropped[1][1]
     assert [p.name for p in analyse_phases(pattern, list(made.items()), selection="sigma").phases] == ["A", "B", "C"]
     with pytest.raises(InputError, match="selection"):
         analyse_phases(pattern, list(made.items()), selection="aic")
