@@ -363,7 +363,12 @@ def _html(result: AmorphousResult, rows: list[dict], plots: dict[str, Path], rep
         f"{first.density:.3f} g/cm³ ({st.steps} {st.sampler} steps, {st.restarts} restarts, "
         f"{st.finish_steps} finish iterations at σ {st.finish_sigma:g} Å, seed {st.seed}). "
         + (
-            f"Guidance {st.guidance:g} ({st.guidance_mode}) towards: {', '.join(result.curves)}."
+            f"Guidance {st.guidance:g} ({st.guidance_mode}) towards: {', '.join(result.curves)}"
+            + (
+                f" (XANES per domain of about {st.guidance_domain} atoms)."
+                if "xanes" in result.curves and st.guidance_domain and st.guidance > 0
+                else "."
+            )
             if result.curves
             else "Unconditional (no target)."
         )
