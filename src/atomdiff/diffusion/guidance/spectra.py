@@ -84,23 +84,26 @@ class SpectrumTerm:
 
     def _domain_misfit(self, batch: StructureBatch, domain_atoms: int) -> torch.Tensor:
         atoms, curves = self.per_atom(batch)
-        owner = batch.batch_idx[atoms]
         domain, structure_of = spatial_domains(batch, atoms, domain_atoms)
         n_domains = len(structure_of)
         count = torch.bincount(domain, minlength=n_domains).to(curves.dtype)
         mean = curves.new_zeros((n_domains, curves.shape[-1])).index_add(0, domain, curves)
         mean = mean / count.clamp_min(1).unsqueeze(-1)
         per_domain = relative_misfit(mean, self._target(mean, structure_of))
-        weighted = per_domain * count / torch.bincount(owner, minlength=len(batch)).to(curves.dtype)[structure_of]
-        return curves.new_zeros(len(batch)).index_add(0, structure_of, weighted)
+        total = curves.new_zeros(len(batch)).index_add(0, structure_of, count)  # atoms of each structure
+        return curves.new_zeros(len(batch)).index_add(0, structure_of, per_domain * count / total[structure_of])
+
+
+def _check_domain(domain_atoms: int) -> None:
+    if domain_atoms < 1:
+        raise InputError(f"a guidance domain must hold at least one atom, got {domain_atoms}")
 
 
 def spatial_domains(batch: StructureBatch, atoms: torch.Tensor, domain_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Domain of each of ``atoms`` and the structure of each domain: structure ``s`` with ``n`` of them is cut
     into ``k³`` equal boxes along its fractional axes, ``k = max(1, round((n / domain_atoms)^⅓))`` (empty boxes
     get an index and no atoms)."""
-    if domain_atoms < 1:
-        raise InputError(f"a guidance domain must hold at least one atom, got {domain_atoms}")
+    _check_domain(domain_atoms)
     owner = batch.batch_idx[atoms]
     n = torch.bincount(owner, minlength=len(batch)).double()
     k = torch.clamp(torch.round((n / domain_atoms) ** (1.0 / 3.0)), min=1).long()  # (n_structures,)
@@ -142,8 +145,8 @@ class SpectralGuidance:
         self.strength = float(strength)
         self.mode = mode
         self.sigma_start = sigma_start
-        if domain_atoms is not None and domain_atoms < 1:
-            raise InputError(f"a guidance domain must hold at least one atom, got {domain_atoms}")
+        if domain_atoms is not None:
+            _check_domain(domain_atoms)
         self.domain_atoms = domain_atoms
         self.history: list[tuple[float, list[float]]] = []  # (σ, misfit per structure) at each guided step
 
