@@ -309,3 +309,38 @@ def test_guided_sampling_is_the_same_on_two_threads():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(runs[0], runs[1])
+
+
+def test_shipped_surrogate_is_finite_on_a_denoised_estimate_with_overlapping_atoms():
+    """At high noise the denoised estimate has pairs far closer than any a-C bond; without its distance floor the
+    shipped surrogate overflows to inf/NaN there (and guidance took a random or no step), with it it is finite."""
+    import dataclasses
+
+    from atomdiff.weights import load_xanes_surrogate
+
+    surrogate = load_xanes_surrogate("xanes_carbon_k")
+    assert surrogate.net_config.distance_floor > 0.8
+    rng = np.random.default_rng(0)
+    gas = Structure(np.full(216, 6), rng.random((216, 3)), density_cell(np.full(216, 6), 2.5))
+    assert min_distance(gas) < 0.4
+    batch = StructureBatch.from_structures([gas], dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.isfinite(surrogate(batch)).all()
+        surrogate.net.config = dataclasses.replace(surrogate.net_config, distance_floor=0.0)
+        assert not torch.isfinite(surrogate(batch)).all()
+
+
+def test_a_term_guides_only_below_its_start():
+    import dataclasses
+
+    batch = _grid_cell()
+    target = torch.tensor([0.3, 0.5, 1.0], dtype=torch.float64)
+    late = dataclasses.replace(_position_term(), name="late", target=target, sigma_start=0.5)
+    always = dataclasses.replace(_position_term(), name="always", target=target, weight=2.0)
+    m_late, m_always = late.misfit(batch), always.misfit(batch)
+    assert float(m_late) > 0
+    guidance = SpectralGuidance([late, always])
+    torch.testing.assert_close(guidance.misfit(batch, 1.0), 2 * m_always)
+    torch.testing.assert_close(guidance.misfit(batch, 0.5), m_late + 2 * m_always)
+    torch.testing.assert_close(guidance.misfit(batch), m_late + 2 * m_always)
+    assert guidance.active(1.0) and not SpectralGuidance([late]).active(0.6) and SpectralGuidance([late]).active(0.5)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from atomdiff.models.local import Graph, LocalEquivariantNet, LocalNetConfig
+from atomdiff.physics.descriptors import min_distance
 from atomdiff.structure import Structure, StructureBatch
 from atomdiff.testing import assert_symmetric, permute, rotate, shift
 from atomdiff.testing.symmetry import change_basis
@@ -90,3 +91,15 @@ def test_recomputed_messages_give_the_same_gradients(monkeypatch):
     assert len(recomputed) == len(plain) > 10  # positions and the parameters, the filters' included
     for a, b_ in zip(recomputed, plain, strict=True):
         np.testing.assert_allclose(a, b_, rtol=1e-10, atol=1e-12)
+
+
+def test_distance_floor_changes_only_pairs_closer_than_it():
+    """Pairs at or beyond the floor give the same outputs, closer pairs are seen at the floor."""
+    far = _random_cell(1, 4)
+    assert min_distance(far) > 1.0
+    plain, floored = _outputs(_net()), _outputs(_net(distance_floor=1.0))
+    for key, value in plain(far).items():
+        np.testing.assert_array_equal(value, floored(far)[key])
+    near = _random_cell(0, 6)
+    assert min_distance(near) < 1.0
+    assert not np.allclose(plain(near)["scalars"], floored(near)["scalars"])

@@ -100,7 +100,7 @@ def test_cli_writes_samples_and_report(models, tmp_path):
     ):
         assert (report / name).is_file(), name
     html = (report / "report.html").read_text()
-    assert "Guidance" in html and "XANES per domain of about 216 atoms" in html
+    assert "Guidance" in html and "XANES from σ ≤ 0.3 Å, per domain of about 216 atoms" in html
     first = out.read_bytes()
     assert run(args) == 0
     assert out.read_bytes() == first  # same seed, same structures
@@ -202,6 +202,20 @@ def test_xanes_is_guided_per_domain_by_default(models):
     guidance = build_guidance(AmorphousSettings(), targets, surrogate)
     assert guidance.domain_atoms == 216 and guidance.terms[0].per_atom is not None
     assert build_guidance(AmorphousSettings(guidance_domain=None), targets, surrogate).domain_atoms is None
+
+
+def test_xanes_guides_from_its_start_and_pdf_at_every_level(models):
+    from atomdiff.tasks.amorphous import XANES_START, build_guidance
+
+    surrogate = XanesSurrogate.load(models / "xanes")
+    r = np.linspace(0.5, 5.0, 46)
+    targets = Targets(xanes=np.linspace(0.3, 0.7, 10), pdf=(r, np.sin(r)))
+    guidance = build_guidance(AmorphousSettings(), targets, surrogate)
+    xanes, pdf = guidance.terms
+    assert xanes.sigma_start == XANES_START and pdf.sigma_start is None
+    assert guidance.active(2.0) and not xanes.active(2.0) and xanes.active(XANES_START)
+    only_xanes = build_guidance(AmorphousSettings(xanes_start=0.5), Targets(xanes=targets.xanes), surrogate)
+    assert not only_xanes.active(0.6) and only_xanes.active(0.5)
 
 
 def test_an_unguided_run_is_still_measured_against_its_target(models):

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from atomdiff.cli.main import run
+from atomdiff.data.spectra import read_spectrum_dataset
 from atomdiff.diffusion.amorphous import AmorphousDiffusion, SampleOptions
 from atomdiff.models.xanes import XanesSurrogate
+from atomdiff.physics.descriptors import min_distance
 from atomdiff.structure import Structure, StructureBatch
 from atomdiff.structure.io import write_structures
 from atomdiff.training.lightning import NoiseLevelWeighting
@@ -82,6 +84,8 @@ def test_train_xanes_exports_a_surrogate(dataset, tmp_path):
     assert run(args) == 0
     model = XanesSurrogate.load(out / "model")
     assert model.n_bins == 5 and model.absorber == 6
+    closest = min(min_distance(item.structure) for item in read_spectrum_dataset(dataset, "train", 6))
+    assert closest > 0 and model.net_config.distance_floor == pytest.approx(0.75 * closest, abs=1e-3)
     batch = StructureBatch.from_structures(
         [Structure(np.full(4, 6), np.random.default_rng(1).random((4, 3)), np.eye(3) * 4.0)], dtype=torch.float32
     )

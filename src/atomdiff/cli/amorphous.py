@@ -41,6 +41,14 @@ def amorphous(
     guidance_start: Annotated[
         float | None, typer.Option(help="Guide only at noise levels σ ≤ this (Å); default: every level.")
     ] = None,
+    xanes_start: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="The XANES target guides only at σ ≤ this (Å); default 0.3 (see docs/amorphous.md); 3 (the "
+            "shipped prior's σ_max) guides at every level.",
+        ),
+    ] = None,
     guidance_domain: Annotated[
         int,
         typer.Option(
@@ -100,6 +108,7 @@ def amorphous(
         guidance=guidance,
         guidance_mode=guidance_mode,
         guidance_start=guidance_start,
+        xanes_start=xanes_start if xanes_start is not None else AmorphousSettings.xanes_start,
         guidance_domain=guidance_domain or None,
         weight_xanes=weight_xanes,
         xanes_scale=xanes_scale,

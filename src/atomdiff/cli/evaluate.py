@@ -187,7 +187,10 @@ def amorphous(
     guidance: Annotated[float, typer.Option(min=0.0, help="Guidance strength.")] = 1.0,
     guidance_mode: Annotated[str, typer.Option(help="tweedie, dps or noisy.")] = "tweedie",
     guidance_start: Annotated[
-        float | None, typer.Option(help="Guide only at noise levels σ ≤ this (Å); default: every level.")
+        float | None,
+        typer.Option(
+            min=0.001, help="Guide only at noise levels σ ≤ this (Å); default 0.3, as XANES in `atomdiff amorphous`."
+        ),
     ] = None,
     restarts: Annotated[
         int,
@@ -218,7 +221,7 @@ def amorphous(
     from atomdiff.structure.elements import chemical_symbols
     from atomdiff.structure.io import read_structures
     from atomdiff.structure.structure import Structure
-    from atomdiff.tasks.amorphous import default_min_distance
+    from atomdiff.tasks.amorphous import XANES_START, default_min_distance
     from atomdiff.tasks.evaluate import write_result
     from atomdiff.tasks.evaluate_amorphous import density_trend, evaluate_test_cells, headline_fraction, steering
     from atomdiff.weights import load_amorphous_model, load_xanes_surrogate
@@ -228,6 +231,7 @@ def amorphous(
     if not chosen or chosen - {"test", "steering", "densities"}:
         raise InputError(f"--experiments must list some of test, steering, densities; got {experiments!r}")
     prior, xanes = load_amorphous_model(model), load_xanes_surrogate(surrogate)
+    guidance_start = guidance_start if guidance_start is not None else XANES_START
     cells = read_spectrum_dataset(data, split, xanes.absorber)
     options = SampleOptions(
         steps=steps,

@@ -32,6 +32,7 @@ from atomdiff.models.xanes import XanesSurrogate
 from atomdiff.physics import descriptors
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.structure import Structure
+from atomdiff.tasks.amorphous import XANES_START
 
 RDF_MAX, RDF_STEP, ANGLE_BINS = 8.0, 0.05, 90
 Progress = Callable[[str, int, int], None]
@@ -95,7 +96,7 @@ def sample_cells(
 
 
 def xanes_guidance(
-    surrogate: XanesSurrogate, target: np.ndarray, strength: float, mode: str, sigma_start: float | None = None
+    surrogate: XanesSurrogate, target: np.ndarray, strength: float, mode: str, sigma_start: float | None = XANES_START
 ) -> SpectralGuidance:
     return SpectralGuidance([SpectrumTerm("xanes", surrogate, torch.as_tensor(target))], strength, mode, sigma_start)
 
@@ -110,7 +111,7 @@ def evaluate_test_cells(
     mode: str = "tweedie",
     seed: int = 0,
     progress: Progress | None = None,
-    sigma_start: float | None = None,
+    sigma_start: float | None = XANES_START,
 ) -> dict[str, Any]:
     """Guided and unguided samples in each test cell, compared with the cell (see the module docstring).
 
@@ -176,7 +177,7 @@ def steering(
     mode: str = "tweedie",
     seed: int = 0,
     progress: Progress | None = None,
-    sigma_start: float | None = None,
+    sigma_start: float | None = XANES_START,
 ) -> dict[str, Any]:
     """Headline fraction (sp3 for carbon, :func:`headline_fraction`) of samples guided by ``(1 − f)·low +
     f·high`` for each ``f``, with a monotonicity check.

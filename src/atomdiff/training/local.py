@@ -5,6 +5,7 @@ Same run-folder layout, checkpoints, EMA and export as crystal diffusion (:mod:`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from atomdiff.diffusion.amorphous import AmorphousDiffusion
 from atomdiff.errors import InputError
 from atomdiff.models.local import LocalNetConfig
 from atomdiff.models.xanes import LabelledBatch, XanesSurrogate
+from atomdiff.physics.descriptors import min_distance
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.elements import atomic_number
 from atomdiff.structure.io import read_structures
@@ -110,6 +112,17 @@ def balance_by_density(structures: Sequence[Structure], bin_width: float = 0.05)
     return [s for s, k in zip(structures, keys, strict=True) for _ in range(max(1, round(largest / counts[k])))]
 
 
+FLOOR_FRACTION = 0.75
+"""A surrogate's distance floor as a fraction of the shortest pair distance of its training structures."""
+
+
+def surrogate_distance_floor(items: Sequence[SpectrumLabelled]) -> float:
+    """The :attr:`~atomdiff.models.local.LocalNetConfig.distance_floor` of a surrogate trained on ``items``:
+    :data:`FLOOR_FRACTION` of their shortest pair distance (Å), so that structures as close-packed as the data
+    are evaluated unchanged and a guided sample's denoised estimate, with far closer pairs, does not overflow."""
+    return round(FLOOR_FRACTION * min(min_distance(item.structure) for item in items), 3)
+
+
 def train_xanes(
     config: LocalTrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, command: str = ""
 ) -> Path | None:
@@ -134,8 +147,8 @@ def train_xanes(
     if model is None:
         spectra = np.concatenate([item.spectra for item in train])
         std = np.maximum(spectra.std(0), 1e-3 * max(float(spectra.std(0).max()), 1e-12))
-        model = XanesSurrogate(
-            _net_config(config), spectra.shape[1], absorber, spectra.mean(0).tolist(), std.tolist(), edge=config.edge
-        )
+        net = dataclasses.replace(_net_config(config), distance_floor=surrogate_distance_floor(train))
+        mean = spectra.mean(0).tolist()
+        model = XanesSurrogate(net, spectra.shape[1], absorber, mean, std.tolist(), edge=config.edge)
     data = StructureDataModule(train, val, config.batch_size, config.num_workers, config.seed, collate_labelled)
     return fit_run(config, run_dir, local_module(model, config), data, len(train), len(val), resume, command)
