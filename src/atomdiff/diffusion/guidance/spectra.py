@@ -19,6 +19,9 @@ is the ``mode``:
 
 The gradient is normalised per structure (RMS over atoms) and the step is ``strength · σ`` Å RMS: its size
 follows the noise level, so one strength works at every step, for any cell size and for any target units.
+A term can start late (:attr:`SpectrumTerm.sigma_start`): a learned forward model (the XANES surrogate) says
+nothing useful about a high-noise estimate whose atoms still overlap, and guiding by it there made samples run
+away (docs/amorphous.md).
 
 **Domains.** A target that is a mean over atoms (XANES) can be asked of the whole cell or of every part of it.
 With ``domain_atoms`` the guiding misfit is that of each domain — the cell cut into k × k × k boxes along its
