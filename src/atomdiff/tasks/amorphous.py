@@ -57,7 +57,7 @@ def default_min_distance(element: str) -> float:
 XANES_START = 0.3
 """Noise level (Å) below which a XANES target guides by default. Above ~0.35 Å the shipped prior's denoised
 estimate has pairs closer than 0.6 Å; the surrogate, trained on relaxed cells (closest pair 1.19 Å), overflowed
-there before it had a distance floor, so guidance acted from about 0.35 Å in effect; with the floor and guidance
+there before it had a distance floor, so guidance acted from about 0.4 Å in effect; with the floor and guidance
 at every level a 2.5 g/cm³ test cell ran away (misfit 0.16), and starting at 0.3 Å gave the test cells' lowest
 misfit (docs/amorphous.md "Where XANES guidance starts")."""
 
@@ -81,9 +81,7 @@ class AmorphousSettings:
     guidance: float = 1.0
     guidance_mode: str = "tweedie"
     guidance_start: float | None = None
-    #: the XANES term guides only for σ ≤ this (Å): above it the denoised estimate still has pairs closer than
-    #: 0.6 Å, far outside the surrogate's training cells (docs/amorphous.md "Where XANES guidance starts")
-    xanes_start: float | None = XANES_START
+    xanes_start: float | None = XANES_START  #: the XANES term guides only for σ ≤ this (Å); see XANES_START
     #: XANES guided per domain of about this many atoms (None: the whole cell's mean). 216, the cells the
     #: surrogate and the targets were made from; measured in docs/amorphous.md (a 13,824-atom cell: misfit
     #: 0.0051 per domain against 0.0083 whole-cell); cells below ~730 atoms are one domain either way
@@ -374,9 +372,13 @@ def _plots(result: AmorphousResult, report: Path) -> dict[str, Path]:
 
 
 def _xanes_guidance_note(st: AmorphousSettings) -> str:
-    parts = [f" from σ ≤ {st.xanes_start:g} Å" if st.xanes_start is not None else ""]
-    parts.append(f" per domain of about {st.guidance_domain} atoms" if st.guidance_domain else "")
-    return ",".join(p for p in parts if p)
+    """`` from σ ≤ 0.3 Å, per domain of about 216 atoms`` (the parts that apply)."""
+    parts = []
+    if st.xanes_start is not None:
+        parts.append(f" from σ ≤ {st.xanes_start:g} Å")
+    if st.guidance_domain:
+        parts.append(f" per domain of about {st.guidance_domain} atoms")
+    return ",".join(parts)
 
 
 def _html(result: AmorphousResult, rows: list[dict], plots: dict[str, Path], report: Path) -> None:
