@@ -220,7 +220,8 @@ def _frozen(modules: list[nn.Module]) -> Iterator[None]:
 
     Guidance differentiates with respect to positions only, but a custom autograd function (the recomputed
     messages of :mod:`atomdiff.models.local`) computes the gradient of every input that requires one, its
-    filter weights included: freezing them cut a guided step of a 16,000-atom cell by about a tenth.
+    filter weights included, which is wasted work (a one-off timing of a 16,000-atom cell: 9.6 → 8.6 s per
+    guided step on one thread; ``benchmarks/bench_amorphous.py`` shows no clear gain, docs/amorphous.md).
     """
     params = [p for m in modules for p in m.parameters()]
     previous = [p.requires_grad for p in params]
