@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atomdiff.cli.options import FinishGuidance, FinishSigma, FinishSteps, Seed
+from atomdiff.cli.options import FinishGuidance, FinishSigma, FinishSteps, Restarts, RestartSigma, RestartSteps, Seed
 from atomdiff.cli.progress import stage_bars
 from atomdiff.errors import InputError
 
@@ -61,7 +61,9 @@ def amorphous(
     qmax: Annotated[float | None, typer.Option(help="Q range (Å⁻¹) of the target G(r) (termination).")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Noise levels of the sampler.")] = 100,
     sampler: Annotated[str, typer.Option(help="sde (stochastic) or ode (deterministic).")] = "sde",
-    restarts: Annotated[int, typer.Option(min=0, help="Re-noise and re-denoise the result this many times.")] = 0,
+    restarts: Restarts = None,
+    restart_sigma: RestartSigma = 0.2,
+    restart_steps: RestartSteps = 20,
     finish_steps: FinishSteps = 0,
     finish_sigma: FinishSigma = 0.1,
     finish_guidance: FinishGuidance = 0.1,
@@ -101,6 +103,8 @@ def amorphous(
         steps=steps,
         sampler=sampler,
         restarts=restarts,
+        restart_sigma=restart_sigma,
+        restart_steps=restart_steps,
         finish_steps=finish_steps,
         finish_sigma=finish_sigma,
         finish_guidance=finish_guidance,

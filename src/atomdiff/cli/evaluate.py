@@ -17,6 +17,8 @@ from atomdiff.cli.options import (
     FinishSigma,
     FinishSteps,
     GuidanceInterval,
+    RestartSigma,
+    RestartSteps,
     Seed,
     check_output_suffix,
     parse_interval,
@@ -193,11 +195,15 @@ def amorphous(
         ),
     ] = None,
     restarts: Annotated[
-        int,
+        int | None,
         typer.Option(
-            min=0, help="Re-noise each guided sample to 0.5 Å and denoise it again this many times (not unguided ones)."
+            min=0,
+            help="Re-noise each guided sample to --restart-sigma and denoise it again this many times (not unguided "
+            "ones); default 2, as XANES in `atomdiff amorphous`.",
         ),
-    ] = 0,
+    ] = None,
+    restart_sigma: RestartSigma = 0.2,
+    restart_steps: RestartSteps = 20,
     finish_steps: FinishSteps = 0,
     finish_sigma: FinishSigma = 0.1,
     finish_guidance: FinishGuidance = 0.1,
@@ -221,7 +227,7 @@ def amorphous(
     from atomdiff.structure.elements import chemical_symbols
     from atomdiff.structure.io import read_structures
     from atomdiff.structure.structure import Structure
-    from atomdiff.tasks.amorphous import XANES_START, default_min_distance
+    from atomdiff.tasks.amorphous import XANES_RESTARTS, XANES_START, default_min_distance
     from atomdiff.tasks.evaluate import write_result
     from atomdiff.tasks.evaluate_amorphous import density_trend, evaluate_test_cells, headline_fraction, steering
     from atomdiff.weights import load_amorphous_model, load_xanes_surrogate
@@ -233,9 +239,12 @@ def amorphous(
     prior, xanes = load_amorphous_model(model), load_xanes_surrogate(surrogate)
     guidance_start = guidance_start if guidance_start is not None else XANES_START
     cells = read_spectrum_dataset(data, split, xanes.absorber)
+    restarts = restarts if restarts is not None else XANES_RESTARTS
     options = SampleOptions(
         steps=steps,
         restarts=restarts,
+        restart_sigma=restart_sigma,
+        restart_steps=restart_steps,
         finish_steps=finish_steps,
         finish_sigma=finish_sigma,
         finish_guidance=finish_guidance,
@@ -252,6 +261,8 @@ def amorphous(
         "guidance": guidance,
         "guidance_mode": guidance_mode,
         "restarts": restarts,
+        "restart_sigma": restart_sigma,
+        "restart_steps": restart_steps,
         "finish_steps": finish_steps,
         "finish_sigma": finish_sigma,
         "finish_guidance": finish_guidance,

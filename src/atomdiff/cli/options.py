@@ -25,6 +25,16 @@ FinishSigma = Annotated[float, typer.Option(min=0.001, help="Noise level (Å) of
 FinishGuidance = Annotated[
     float, typer.Option(min=0.0, help="Guidance strength during the finish, as a fraction of --guidance.")
 ]
+Restarts = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Re-noise the guided result to --restart-sigma and denoise it again this many times; default 2 with a "
+        "XANES target, else 0.",
+    ),
+]
+RestartSigma = Annotated[float, typer.Option(min=0.001, help="Noise level (Å) a restart re-noises to.")]
+RestartSteps = Annotated[int, typer.Option(min=1, help="Noise levels of each restart.")]
 StructurePath = Annotated[
     Path, typer.Argument(help="Structure file: CIF, extxyz/xyz, POSCAR/.vasp, or CSV of CIFs (first row).")
 ]
