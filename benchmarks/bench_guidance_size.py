@@ -12,7 +12,9 @@ same step per atom at every size; what changes with the size is how much of the 
 how many atoms share in removing it. ``--skip-guided N`` leaves the guided runs out at the sizes ≥ N (for a
 10⁵-atom unguided baseline whose guided run was made with ``atomdiff amorphous``). ``--domain N`` guides the
 XANES of every domain of about N atoms (``atomdiff amorphous --guidance-domain``, default 216); ``--domain 0``
-guides the whole cell's mean, as every run before session 24 did.
+guides the whole cell's mean, as every run before session 24 did. ``--restarts N`` sets the guided runs'
+restarts (default: the task's, two from 0.2 Å for a XANES target since session 26; ``--restarts 0`` is the
+session-25 behaviour).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-guided", type=int, default=None, help="no guided runs at this size and above")
     ap.add_argument("--domain", type=int, default=216, help="guide per domain of this many atoms (0: whole cell)")
+    ap.add_argument("--restarts", type=int, default=None, help="restarts of the guided runs (default: the task's)")
     ap.add_argument("-o", "--output", type=Path)
     args = ap.parse_args()
     if not args.target.is_file():
@@ -67,6 +70,7 @@ def main() -> None:
                 steps=args.steps,
                 guidance=strength,
                 guidance_domain=args.domain or None,
+                restarts=args.restarts,
                 seed=args.seed,
             )
             t0 = time.perf_counter()
@@ -78,6 +82,7 @@ def main() -> None:
                 "mean_misfit": float(np.mean(misfit)),
                 "sp3": [r["sp3"] for r in summary_rows(result.structures)],
                 "seconds_per_cell": round(seconds, 1),
+                "restarts": result.settings.restarts,
             }
         rows.append(row)
         u, g = row["unguided"], row.get("guided")
@@ -93,6 +98,7 @@ def main() -> None:
                 + [f"--steps {args.steps}", f"--seed {args.seed}"]
                 + ([f"--skip-guided {args.skip_guided}"] if args.skip_guided is not None else [])
                 + [f"--domain {args.domain}"]
+                + ([f"--restarts {args.restarts}"] if args.restarts is not None else [])
             )
             args.output.write_text(json.dumps({"command": command, "sizes": rows}, indent=1) + "\n")
 
