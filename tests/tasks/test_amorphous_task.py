@@ -227,18 +227,16 @@ def test_a_xanes_guided_run_restarts_from_0_2_angstrom_by_default(models):
     surrogate = XanesSurrogate.load(models / "xanes")
     r = np.linspace(0.5, 5.0, 46)
     base = dict(density=2.0, atoms=30, samples=1, steps=4, restart_steps=3, seed=2)
-    xanes = generate_amorphous(prior, AmorphousSettings(**base), Targets(xanes=np.linspace(0.3, 0.7, 10)), surrogate)
+    target = Targets(xanes=np.linspace(0.3, 0.7, 10))
+    xanes = generate_amorphous(prior, AmorphousSettings(**base), target, surrogate)
     assert XANES_RESTARTS == 2 and xanes.settings.restarts == 2
     sigmas = [s for s, _ in xanes.history]
     # 4 levels 3.0 → 0.01 (XANES guides the two below 0.3 Å), then 2 restarts of 3 levels from 0.2 Å
     assert len(sigmas) == 2 + 2 * 3 and sigmas[2] == pytest.approx(0.2) and sigmas[5] == pytest.approx(0.2)
     pdf = generate_amorphous(prior, AmorphousSettings(**base), Targets(pdf=(r, np.sin(r))), surrogate)
     assert pdf.settings.restarts == 0 and len(pdf.history) == 4
-    once = generate_amorphous(
-        prior, AmorphousSettings(**base, restarts=1), Targets(xanes=np.linspace(0.3, 0.7, 10)), surrogate
-    )
+    once = generate_amorphous(prior, AmorphousSettings(**base, restarts=1), target, surrogate)
     assert once.settings.restarts == 1 and len(once.history) == 2 + 3
-    target = Targets(xanes=np.linspace(0.3, 0.7, 10))
     plain = generate_amorphous(prior, AmorphousSettings(**base, guidance=0.0), target, surrogate)
     assert plain.settings.restarts == 0
 

@@ -65,7 +65,7 @@ XANES_RESTARTS = 2
 """Restarts a XANES-guided run makes unless told otherwise: each re-noises the sample to
 :attr:`SampleOptions.restart_sigma` (0.2 Å) and denoises it again in :attr:`SampleOptions.restart_steps` (20)
 guided steps. On the a-C test cells (5 samples each, seed 0) they took the guided misfit from 0.0020 to 0.0013
-and |Δsp3| from 0.059 to 0.038 (docs/amorphous.md "Restarts at 0.2 Å"); restarts from 0.5 Å had made samples run
+and |Δsp3| from 0.059 to 0.038 (docs/amorphous.md "Restarts from 0.2 Å"); restarts from 0.5 Å had made samples run
 away, since the surrogate's distance floor hides pairs that close up."""
 
 
@@ -113,8 +113,8 @@ class AmorphousSettings:
         return dataclasses.replace(self, restarts=XANES_RESTARTS if xanes_guided else 0)
 
     def sample_options(self) -> SampleOptions:
-        """Sampler options; ``min_distance`` ``None`` means the element's :func:`default_min_distance`,
-        ``restarts`` ``None`` none (see :meth:`resolved`)."""
+        """Sampler options; ``min_distance`` ``None`` means the element's :func:`default_min_distance`; settings
+        not :meth:`resolved` (``restarts`` ``None``) make no restart."""
         closest = self.min_distance if self.min_distance is not None else default_min_distance(self.element)
         return SampleOptions(
             steps=self.steps,
