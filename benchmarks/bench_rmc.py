@@ -83,6 +83,8 @@ def compare(ref: Structure, name: str, args, model) -> dict:
         samples=args.samples,
         steps=args.steps,
         guidance=args.guidance,
+        restarts=args.restarts,
+        restart_sigma=args.restart_sigma,
         finish_steps=args.finish_steps,
         finish_guidance=args.finish_guidance,
         pdf_qmax=args.qmax,
@@ -144,6 +146,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--guidance", type=float, default=1.0)
+    parser.add_argument("--restarts", type=int, default=None, help="guided restarts (default: the task's, 0 for G(r))")
+    parser.add_argument("--restart-sigma", type=float, default=0.2, help="noise level (Å) a restart re-noises to")
     parser.add_argument("--finish-steps", type=int, default=0, help="zero-temperature finish (0: off)")
     parser.add_argument("--finish-guidance", type=float, default=0.1, help="guidance in the finish, × --guidance")
     parser.add_argument("--qmax", type=float, default=None, help="Q-range termination of G(r), Å⁻¹")

@@ -218,10 +218,10 @@ def test_xanes_guides_from_its_start_and_pdf_at_every_level(models):
     assert not only_xanes.active(0.6) and only_xanes.active(0.5)
 
 
-def test_a_xanes_guided_run_restarts_from_0_2_angstrom_by_default(models):
-    """Two restarts from σ = 0.2 Å when a XANES target guides (XANES_RESTARTS), none for a G(r) target or without
-    guidance, and an explicit count wins; the result's settings say how many were made."""
-    from atomdiff.tasks.amorphous import XANES_RESTARTS
+def test_a_guided_run_restarts_from_0_2_angstrom_by_default(models):
+    """Two restarts from σ = 0.2 Å when a target guides (GUIDED_RESTARTS), none without guidance, and an explicit
+    count wins; the result's settings say how many were made."""
+    from atomdiff.tasks.amorphous import GUIDED_RESTARTS
 
     prior = AmorphousDiffusion.load(models / "prior")
     surrogate = XanesSurrogate.load(models / "xanes")
@@ -229,12 +229,12 @@ def test_a_xanes_guided_run_restarts_from_0_2_angstrom_by_default(models):
     base = dict(density=2.0, atoms=30, samples=1, steps=4, restart_steps=3, seed=2)
     target = Targets(xanes=np.linspace(0.3, 0.7, 10))
     xanes = generate_amorphous(prior, AmorphousSettings(**base), target, surrogate)
-    assert XANES_RESTARTS == 2 and xanes.settings.restarts == 2
+    assert GUIDED_RESTARTS == 2 and xanes.settings.restarts == 2
     sigmas = [s for s, _ in xanes.history]
     # 4 levels 3.0 → 0.01 (XANES guides the two below 0.3 Å), then 2 restarts of 3 levels from 0.2 Å
     assert len(sigmas) == 2 + 2 * 3 and sigmas[2] == pytest.approx(0.2) and sigmas[5] == pytest.approx(0.2)
     pdf = generate_amorphous(prior, AmorphousSettings(**base), Targets(pdf=(r, np.sin(r))), surrogate)
-    assert pdf.settings.restarts == 0 and len(pdf.history) == 4
+    assert pdf.settings.restarts == 2 and len(pdf.history) == 4 + 2 * 3  # G(r) guides at every level
     once = generate_amorphous(prior, AmorphousSettings(**base, restarts=1), target, surrogate)
     assert once.settings.restarts == 1 and len(once.history) == 2 + 3
     plain = generate_amorphous(prior, AmorphousSettings(**base, guidance=0.0), target, surrogate)

@@ -114,7 +114,7 @@ def test_evaluate_amorphous_cli_runs_the_test_cells_with_restarts(tmp_path):
     assert result["restarts"] == 1 and len(result["test_cells"]["cells"]) == 2
     assert np.isfinite(result["test_cells"]["summary"]["guided_spectrum_misfit"])
     assert (result["restart_sigma"], result["restart_steps"]) == (0.2, 20)  # the defaults, as `atomdiff amorphous`
-    args[-2:] = ["--restart-steps", "2"]  # no --restarts: XANES_RESTARTS
+    args[-2:] = ["--restart-steps", "2"]  # no --restarts: GUIDED_RESTARTS
     assert run([*args, "-o", str(out)]) == 0
     assert json.loads(out.read_text())["restarts"] == 2
 

@@ -227,7 +227,7 @@ def amorphous(
     from atomdiff.structure.elements import chemical_symbols
     from atomdiff.structure.io import read_structures
     from atomdiff.structure.structure import Structure
-    from atomdiff.tasks.amorphous import XANES_RESTARTS, XANES_START, default_min_distance
+    from atomdiff.tasks.amorphous import GUIDED_RESTARTS, XANES_START, default_min_distance
     from atomdiff.tasks.evaluate import write_result
     from atomdiff.tasks.evaluate_amorphous import density_trend, evaluate_test_cells, headline_fraction, steering
     from atomdiff.weights import load_amorphous_model, load_xanes_surrogate
@@ -239,7 +239,7 @@ def amorphous(
     prior, xanes = load_amorphous_model(model), load_xanes_surrogate(surrogate)
     guidance_start = guidance_start if guidance_start is not None else XANES_START
     cells = read_spectrum_dataset(data, split, xanes.absorber)
-    restarts = restarts if restarts is not None else XANES_RESTARTS
+    restarts = restarts if restarts is not None else GUIDED_RESTARTS
     options = SampleOptions(
         steps=steps,
         restarts=restarts,

@@ -30,7 +30,7 @@ Restarts = Annotated[
     typer.Option(
         min=0,
         help="Re-noise the guided result to --restart-sigma and denoise it again this many times; default 2 with a "
-        "XANES target, else 0.",
+        "target, else 0.",
     ),
 ]
 RestartSigma = Annotated[float, typer.Option(min=0.001, help="Noise level (Å) a restart re-noises to.")]

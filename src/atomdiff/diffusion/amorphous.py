@@ -69,9 +69,9 @@ class SampleOptions:
         steps: noise levels of the main trajectory.
         sampler: ``sde`` or ``ode``.
         restarts: times the result is re-noised to ``restart_sigma`` (Å) and denoised again with
-            ``restart_steps`` levels. Guided by XANES, re-noising to 0.2 Å lowered the misfit and sp3 error of the
-            a-C test cells; from 0.5 Å (the default before session 26) samples could run away, as the surrogate's
-            distance floor does not see pairs closing up (docs/amorphous.md).
+            ``restart_steps`` levels. Guided by XANES or G(r), re-noising to 0.2 Å lowered the misfit (and, for
+            XANES, the sp3 error) of the a-C cells; from 0.5 Å (the default before session 26) XANES-guided samples
+            could run away, as the surrogate's distance floor does not see pairs closing up (docs/amorphous.md).
         finish_steps: fixed-point iterations ``x ← x̂₀(x, finish_sigma)`` after the trajectory and restarts
             (0: off): each moves the atoms up the score at ``finish_sigma`` Å, a zero-temperature finish that
             takes the sample towards the nearest mode of the (slightly smoothed) learned distribution. The
