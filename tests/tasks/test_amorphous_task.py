@@ -241,6 +241,25 @@ def test_a_guided_run_restarts_from_0_2_angstrom_by_default(models):
     assert plain.settings.restarts == 0
 
 
+def test_a_sample_that_runs_away_from_its_target_gets_a_note():
+    """Final weighted misfit against the lowest along the steps at which every term guided: the XANES term starts
+    at 0.3 Å, so the low G(r)-only misfits before it do not count."""
+    from types import SimpleNamespace
+
+    from atomdiff.tasks.amorphous import RUNAWAY_FACTOR, runaway_notes
+
+    terms = [
+        SimpleNamespace(name="pdf", weight=1.0, sigma_start=None),
+        SimpleNamespace(name="xanes", weight=2.0, sigma_start=0.3),
+    ]
+    history = [(1.0, [0.001, 0.001]), (0.3, [0.05, 0.04]), (0.1, [0.02, 0.03]), (0.01, [0.02, 0.03])]
+    guidance = SimpleNamespace(terms=terms, sigma_start=None, history=history)
+    curves = {"pdf": {"misfit": [0.01, 0.1]}, "xanes": {"misfit": [0.005, 0.2]}}  # weighted: 0.02 and 0.5
+    notes = runaway_notes(guidance, curves)
+    assert RUNAWAY_FACTOR == 10.0 and len(notes) == 1 and notes[0].startswith("sample 2 ran away")
+    assert runaway_notes(None, curves) == []
+
+
 def test_an_unguided_run_is_still_measured_against_its_target(models):
     prior = AmorphousDiffusion.load(models / "prior")
     surrogate = XanesSurrogate.load(models / "xanes")
