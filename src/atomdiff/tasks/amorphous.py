@@ -313,7 +313,8 @@ def runaway_notes(guidance: SpectralGuidance | None, curves: dict[str, dict[str,
     final = sum(term.weight * np.asarray(curves[term.name]["misfit"], dtype=float) for term in guidance.terms)
     return [
         f"sample {k + 1} ran away from the target: its misfit ended at {final[k]:.3g}, {final[k] / lowest[k]:.0f}× "
-        f"the lowest it reached while guided ({lowest[k]:.3g}); try a lower --guidance, fewer --restarts or an unguided finish"
+        f"the lowest it reached while guided ({lowest[k]:.3g}); try a lower --guidance, fewer --restarts or an "
+        "unguided finish"
         for k in np.flatnonzero(final > RUNAWAY_FACTOR * lowest)
     ]
 
