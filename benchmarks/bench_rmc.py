@@ -146,8 +146,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--guidance", type=float, default=1.0)
-    parser.add_argument("--restarts", type=int, default=None, help="guided restarts (default: the task's, 0 for G(r))")
-    parser.add_argument("--restart-sigma", type=float, default=0.2, help="noise level (Å) a restart re-noises to")
+    parser.add_argument("--restarts", type=int, default=None, help="guided restarts (default: the task's, 2)")
+    parser.add_argument(
+        "--restart-sigma", type=float, default=AmorphousSettings.restart_sigma, help="noise level (Å) of a restart"
+    )
     parser.add_argument("--finish-steps", type=int, default=0, help="zero-temperature finish (0: off)")
     parser.add_argument("--finish-guidance", type=float, default=0.1, help="guidance in the finish, × --guidance")
     parser.add_argument("--qmax", type=float, default=None, help="Q-range termination of G(r), Å⁻¹")
