@@ -199,7 +199,7 @@ def amorphous(
         typer.Option(
             min=0,
             help="Re-noise each guided sample to --restart-sigma and denoise it again this many times (not unguided "
-            "ones); default 2, as XANES in `atomdiff amorphous`.",
+            "ones); default 2, as a guided `atomdiff amorphous`.",
         ),
     ] = None,
     restart_sigma: RestartSigma = 0.2,
