@@ -344,3 +344,36 @@ def test_a_term_guides_only_below_its_start():
     torch.testing.assert_close(guidance.misfit(batch, 0.5), m_late + 2 * m_always)
     torch.testing.assert_close(guidance.misfit(batch), m_late + 2 * m_always)
     assert guidance.active(1.0) and not SpectralGuidance([late]).active(0.6) and SpectralGuidance([late]).active(0.5)
+
+
+def test_guidance_every_k_levels_guides_those_levels_with_k_times_the_step():
+    """``guidance_every=3``: the levels 0, 3, 6, … of the trajectory are guided (the history has only those), and
+    the fit to the target still beats the unguided sample."""
+    term = _pdf_term()
+    model, template = _model(), _template(copies=2)
+    opts = SampleOptions(steps=20, guidance_every=3)
+    free = model.sample(template, opts, torch.Generator().manual_seed(1))
+    guidance = SpectralGuidance([term], strength=1.0)
+    guided = model.sample(template, opts, torch.Generator().manual_seed(1), guidance=guidance)
+    levels = model.noise.schedule(20)
+    assert [s for s, _ in guidance.history] == pytest.approx([float(v) for v in levels[:20:3]])
+    with torch.no_grad():
+        m_free = term.misfit(with_positions(template, free))
+        m_guided = term.misfit(with_positions(template, guided))
+    assert bool((m_guided < 0.7 * m_free).all()), (m_free, m_guided)
+    with pytest.raises(InputError, match="guidance_every"):
+        SampleOptions(guidance_every=0).validate()
+
+
+def test_a_guided_step_of_k_levels_is_k_times_as_long():
+    """The step a guided level takes, ``scale · strength · σ`` Å RMS, is what ``guidance_every`` multiplies."""
+    model, template = _model(), _template(copies=1)
+    x = model.noise.sample_prior(template.cell, template.batch_idx, torch.Generator().manual_seed(2))
+    sigma = torch.full((1,), 0.2)
+    guidance = SpectralGuidance([_pdf_term()], strength=1.0)
+    with torch.no_grad():
+        x0 = model.denoise(template, x, sigma)
+    for scale in (1.0, 3.0):
+        moved = guidance.guide(model, template, x, sigma, scale) - x0
+        rms = float(torch.sqrt((moved * moved).sum(-1).mean()))
+        assert rms == pytest.approx(0.2 * scale, rel=1e-4)

@@ -348,6 +348,15 @@ class ScatteringForwardModel(ForwardModel):
         r_max: pairs closer than this (Å) enter the Debye sum.
         window: ``"lorch"`` (``W(r) = sin(πr/r_max)/(πr/r_max)``) or ``"none"``.
         form_factor_table: X-ray table, ``"xraydb"`` or ``"pymatgen"``.
+        r_step: ``None`` (default): the Debye sum over every pair, ``Σ_ij W(r_ij) sinc(Q r_ij)`` — pairs × Q
+            terms. A step in Å: each pair is shared linearly between the two nearest points of a grid of that
+            step and the sum taken over the grid, ``Σ_k h_k W(r_k) sinc(Q r_k)`` — the same sum with
+            ``W(r) sinc(Qr)`` linearly interpolated between grid points, so each pair's term is off by at most
+            ``r_step² (Q² + …)/8``, and it costs pairs + grid × Q. For guidance, where S(Q) of a cell is
+            evaluated and differentiated at every step: with 0.002 Å, a random 48-atom cell (Q ≤ 25 Å⁻¹, float64)
+            agrees with the full sum to 1.5e-5 in S and 0.6 % in the gradient (tests/physics/
+            test_total_scattering.py), and value + gradient of five 200-atom a-C cells (2.5 g/cm³, 500 Q points,
+            r_max 10 Å, float32, one thread) took 0.14 s against 10.4 s.
     """
 
     def __init__(
@@ -358,6 +367,7 @@ class ScatteringForwardModel(ForwardModel):
         r_max: float = 20.0,
         window: str = "lorch",
         form_factor_table: str = "xraydb",
+        r_step: float | None = None,
     ):
         super().__init__()
         _check_options(radiation, form_factor_table)
@@ -367,6 +377,9 @@ class ScatteringForwardModel(ForwardModel):
             raise InputError(f"window must be 'lorch' or 'none', got {window!r}")
         if not r_max > 0:
             raise InputError(f"r_max must be positive, got {r_max}")
+        if r_step is not None and not 0 < r_step < r_max:
+            raise InputError(f"r_step must be positive and below r_max ({r_max} Å), got {r_step}")
+        self.r_step = None if r_step is None else float(r_step)
         self.radiation, self.quantity, self.window = radiation, quantity, window
         self.r_max, self.form_factor_table = float(r_max), form_factor_table
         grid = _as_grid(q, "q")
@@ -384,14 +397,17 @@ class ScatteringForwardModel(ForwardModel):
         d = nb.distances(batch)
         keep = d < self.r_max
         d, i, j, b = d[keep], nb.i[keep], nb.j[keep], nb.batch_idx[keep]
-        win = torch.sinc(d / self.r_max) if self.window == "lorch" else torch.ones_like(d)
         group = (b * k + sp[i]) * k + sp[j]
+        if self.r_step is not None:
+            sums = self._binned_sums(d, group, n_struct * k * k, q).view(n_struct, k, k, -1)
+        else:
+            win = self._window(d)
 
-        def chunk(d, win, group):
-            vals = win[:, None] * torch.sinc(d[:, None] * q / math.pi)
-            return q.new_zeros(n_struct * k * k, q.shape[0]).index_add(0, group, vals)
+            def chunk(d, win, group):
+                vals = win[:, None] * torch.sinc(d[:, None] * q / math.pi)
+                return q.new_zeros(n_struct * k * k, q.shape[0]).index_add(0, group, vals)
 
-        sums = _chunked(chunk, d.shape[0], q.shape[0], d, win, group).view(n_struct, k, k, -1)
+            sums = _chunked(chunk, d.shape[0], q.shape[0], d, win, group).view(n_struct, k, k, -1)
         f = _element_weights(zs, self.radiation, self.form_factor_table, q / (4.0 * math.pi)).T  # (k, n_q)
         n_atoms = counts.sum(1)
         mean_f = counts @ f / n_atoms[:, None]
@@ -400,6 +416,21 @@ class ScatteringForwardModel(ForwardModel):
         s_minus_1 = pairs - rho0[:, None] * self.uniform.to(dtype=dtype, device=device)
         y = 1.0 + s_minus_1 if self.quantity == "S(Q)" else q * s_minus_1
         return Pattern(q, y, axis="q", quantity=self.quantity)
+
+    def _window(self, r: torch.Tensor) -> torch.Tensor:
+        return torch.sinc(r / self.r_max) if self.window == "lorch" else torch.ones_like(r)
+
+    def _binned_sums(self, d: torch.Tensor, group: torch.Tensor, n_groups: int, q: torch.Tensor) -> torch.Tensor:
+        """``(n_groups, n_q)`` Debye sums with each pair shared linearly between its two nearest grid points."""
+        n_r = int(math.ceil(self.r_max / self.r_step)) + 2
+        r = torch.arange(n_r, dtype=q.dtype, device=q.device) * self.r_step
+        pos = d / self.r_step
+        lo = torch.floor(pos).detach().long()
+        t = pos - lo.to(pos.dtype)  # differentiable: the share of the upper point
+        hist = d.new_zeros(n_groups * n_r)
+        hist = hist.index_add(0, group * n_r + lo, 1.0 - t).index_add(0, group * n_r + lo + 1, t)
+        table = self._window(r)[:, None] * torch.sinc(r[:, None] * q / math.pi)  # (n_r, n_q)
+        return hist.view(n_groups, n_r) @ table
 
 
 def partial_rdfs(batch: StructureBatch, r: GridLike, sigma: float = 0.05) -> dict[tuple[int, int], torch.Tensor]:

@@ -1,0 +1,138 @@
+"""S(Q)-guided amorphous carbon against unguided samples, in the reference cells, scored with the exact S(Q).
+
+    python benchmarks/bench_sq_guidance.py --samples 5 --seed 0 -o docs/results/bench_sq_guidance.json
+
+For each reference cell (the test cells of ``../shared/data/a-C_xanes`` by default, more with ``--cells``) the
+target is the reference's X-ray structure factor S(Q) on ``--q`` (default 0.5–20 Å⁻¹, step 0.05), computed with
+:class:`~atomdiff.physics.total_scattering.ScatteringForwardModel` pair by pair (Lorch window, r_max 10 Å). Then,
+in the reference's cell with its atom count, ``--samples`` cells from the shipped a-C prior guided by that S(Q)
+(``atomdiff amorphous --target-sq``: the task's settings, in particular its binned Debye sum for guidance and its
+restarts) and as many unguided (the same seed). Every structure is scored with the exact S(Q): Rw on S − 1
+(``sqrt(Σ ΔS² / Σ (S_ref − 1)²)``), the sp3 fraction and its distance to the reference's, the fractions of
+1-fold and of 5-or-more-fold carbon (bonds within 1.85 Å), and the RMS distance of g(r) to the reference's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atomdiff.physics import descriptors
+from atomdiff.physics.total_scattering import ScatteringForwardModel
+from atomdiff.structure import Structure, StructureBatch
+from atomdiff.structure.io import read_structure
+from atomdiff.tasks.amorphous import AmorphousSettings, Targets, generate_amorphous
+from atomdiff.tasks.evaluate_amorphous import rdf_distance
+from atomdiff.weights import load_amorphous_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+BOND = 1.85
+R_MAX = 10.0
+
+
+def scores(s: Structure, ref: Structure, sq: ScatteringForwardModel, target: np.ndarray) -> dict[str, float]:
+    with torch.no_grad():
+        y = sq(StructureBatch.from_structures([s], dtype=torch.float64)).y[0].numpy()
+    cn = descriptors.coordination_numbers(s, BOND)
+    ref_sp3 = float(np.mean(descriptors.coordination_numbers(ref, BOND) == 4))
+    return {
+        "rw": float(np.sqrt(np.sum((y - target) ** 2) / np.sum((target - 1.0) ** 2))),
+        "sp3": float(np.mean(cn == 4)),
+        "sp3_error": abs(float(np.mean(cn == 4)) - ref_sp3),
+        "cn1": float(np.mean(cn == 1)),
+        "cn5_plus": float(np.mean(cn >= 5)),
+        "rdf_distance": rdf_distance(s, ref),
+    }
+
+
+def mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+
+
+def compare(ref: Structure, name: str, args, model) -> dict:
+    q = np.arange(args.q[0], args.q[1] + 1e-9, args.q[2])
+    sq = ScatteringForwardModel(q, "xray", r_max=R_MAX)
+    with torch.no_grad():
+        target = sq(StructureBatch.from_structures([ref], dtype=torch.float64)).y[0].numpy()
+    row: dict = {"name": name, "atoms": len(ref), "density": ref.density, "reference": scores(ref, ref, sq, target)}
+    for label, strength in (("guided", args.guidance), ("unguided", 0.0)):
+        settings = AmorphousSettings(
+            atoms=len(ref),
+            samples=args.samples,
+            steps=args.steps,
+            guidance=strength,
+            restarts=args.restarts if strength > 0 else None,
+            sq_rmax=R_MAX,
+            seed=args.seed,
+        )
+        t0 = time.perf_counter()
+        result = generate_amorphous(model, settings, Targets(sq=(q, target)), cell=ref.cell)
+        seconds = (time.perf_counter() - t0) / args.samples
+        samples = [scores(s, ref, sq, target) for s in result.structures]
+        row[label] = {
+            "mean": mean(samples),
+            "samples": samples,
+            "seconds_per_sample": seconds,
+            "restarts": result.settings.restarts,
+        }
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED / "a-C_xanes", help="a-C XANES data set (test cells)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--cells", type=Path, nargs="*", default=[], help="more reference cells (any format)")
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--guidance", type=float, default=1.0)
+    parser.add_argument("--restarts", type=int, default=None, help="guided restarts (default: the task's, 2)")
+    parser.add_argument("--q", type=float, nargs=3, default=[0.5, 20.0, 0.05], metavar=("MIN", "MAX", "STEP"))
+    parser.add_argument("--limit", type=int, default=None, help="first N cells only")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-o", "--output", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    folder = args.data / "poscar" / args.split
+    if not folder.is_dir():
+        raise SystemExit(f"no reference cells in {folder} (the shared a-C XANES data set; see its README)")
+    paths = sorted(folder.glob("*.vasp")) + list(args.cells)
+    paths = paths[: args.limit] if args.limit else paths
+    model = load_amorphous_model("amorphous_carbon")
+    rows = []
+    columns = ("Rw", "sp3", "|Δsp3|", "cn1", "cn≥5", "RDF", "s/cell")
+    print(f"{'cell':>24} {'ρ':>5} | {'':>9} " + " ".join(f"{c:>6}" for c in columns))
+    for path in paths:
+        ref = read_structure(path)
+        row = compare(ref, path.stem, args, model)
+        rows.append(row)
+        for label in ("reference", "guided", "unguided"):
+            m = row[label] if label == "reference" else row[label]["mean"]
+            secs = f"{row[label]['seconds_per_sample']:6.1f}" if label != "reference" else f"{'':>6}"
+            keys = ("rw", "sp3", "sp3_error", "cn1", "cn5_plus", "rdf_distance")
+            print(f"{path.stem:>24} {ref.density:5.2f} | {label:>9} " + " ".join(f"{m[k]:6.3f}" for k in keys), secs)
+        if args.output:  # after every cell, so a long run keeps what it measured
+            summary = {label: mean([r[label]["mean"] for r in rows]) for label in ("guided", "unguided")}
+            out = {
+                "command": "python benchmarks/bench_sq_guidance.py "
+                + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("output",)),
+                "machine": platform.processor() or platform.machine(),
+                "cells": rows,
+                "summary": summary,
+            }
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(out, indent=1, default=str))
+    summary = {label: mean([r[label]["mean"] for r in rows]) for label in ("guided", "unguided")}
+    print("mean over cells:", json.dumps({k: {m: round(v, 4) for m, v in d.items()} for k, d in summary.items()}))
+
+
+if __name__ == "__main__":
+    main()
