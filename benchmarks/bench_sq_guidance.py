@@ -85,6 +85,17 @@ def compare(ref: Structure, name: str, args, model) -> dict:
     return row
 
 
+def command(args: argparse.Namespace) -> str:
+    """The command line of this run (options left at None or empty are left out)."""
+    parts = ["python benchmarks/bench_sq_guidance.py"]
+    for key, value in vars(args).items():
+        if key == "output" or value is None or value == []:
+            continue
+        shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(f"--{key.replace('_', '-')} {shown}")
+    return " ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED / "a-C_xanes", help="a-C XANES data set (test cells)")
@@ -122,8 +133,7 @@ def main() -> None:
         if args.output:  # after every cell, so a long run keeps what it measured
             summary = {label: mean([r[label]["mean"] for r in rows]) for label in ("guided", "unguided")}
             out = {
-                "command": "python benchmarks/bench_sq_guidance.py "
-                + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("output",)),
+                "command": command(args),
                 "machine": platform.processor() or platform.machine(),
                 "cells": rows,
                 "summary": summary,
