@@ -14,8 +14,7 @@ how many atoms share in removing it. ``--skip-guided N`` leaves the guided runs 
 XANES of every domain of about N atoms (``atomdiff amorphous --guidance-domain``, default 216); ``--domain 0``
 guides the whole cell's mean, as every run before session 24 did. ``--restarts N`` sets the guided runs'
 restarts (default: the task's, two from 0.2 Å for a XANES target since session 26; ``--restarts 0`` is the
-session-25 behaviour). ``--every K`` guides every K-th level with K times the step
-(``atomdiff amorphous --guidance-every``).
+session-25 behaviour).
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ def main() -> None:
     ap.add_argument("--skip-guided", type=int, default=None, help="no guided runs at this size and above")
     ap.add_argument("--domain", type=int, default=216, help="guide per domain of this many atoms (0: whole cell)")
     ap.add_argument("--restarts", type=int, default=None, help="restarts of the guided runs (default: the task's)")
-    ap.add_argument("--every", type=int, default=1, help="guide every k-th level with k times the step")
     ap.add_argument("-o", "--output", type=Path)
     args = ap.parse_args()
     if not args.target.is_file():
@@ -73,7 +71,6 @@ def main() -> None:
                 guidance=strength,
                 guidance_domain=args.domain or None,
                 restarts=args.restarts,
-                guidance_every=args.every,
                 seed=args.seed,
             )
             t0 = time.perf_counter()
@@ -102,7 +99,6 @@ def main() -> None:
                 + ([f"--skip-guided {args.skip_guided}"] if args.skip_guided is not None else [])
                 + [f"--domain {args.domain}"]
                 + ([f"--restarts {args.restarts}"] if args.restarts is not None else [])
-                + ([f"--every {args.every}"] if args.every != 1 else [])
             )
             args.output.write_text(json.dumps({"command": command, "sizes": rows}, indent=1) + "\n")
 

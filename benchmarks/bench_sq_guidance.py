@@ -9,7 +9,10 @@ in the reference's cell with its atom count, ``--samples`` cells from the shippe
 (``atomdiff amorphous --target-sq``: the task's settings, in particular its binned Debye sum for guidance and its
 restarts) and as many unguided (the same seed). Every structure is scored with the exact S(Q): Rw on S − 1
 (``sqrt(Σ ΔS² / Σ (S_ref − 1)²)``), the sp3 fraction and its distance to the reference's, the fractions of
-1-fold and of 5-or-more-fold carbon (bonds within 1.85 Å), and the RMS distance of g(r) to the reference's.
+1-fold and of 5-or-more-fold carbon (bonds within 1.85 Å), the RMS distance of g(r) to the reference's, and,
+for cells with XANES in the data set, the shipped surrogate's relative misfit to the cell's mean spectrum (as
+``atomdiff evaluate amorphous`` scores it). ``--xanes-weight W`` adds that spectrum as a second target with weight
+W (S(Q) weight 1): both targets at once.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atomdiff.data.spectra import read_spectrum_dataset
 from atomdiff.physics import descriptors
 from atomdiff.physics.total_scattering import ScatteringForwardModel
 from atomdiff.structure import Structure, StructureBatch
 from atomdiff.structure.io import read_structure
 from atomdiff.tasks.amorphous import AmorphousSettings, Targets, generate_amorphous
-from atomdiff.tasks.evaluate_amorphous import rdf_distance
-from atomdiff.weights import load_amorphous_model
+from atomdiff.tasks.evaluate_amorphous import rdf_distance, spectrum_misfit
+from atomdiff.weights import load_amorphous_model, load_xanes_surrogate
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -37,7 +41,10 @@ BOND = 1.85
 R_MAX = 10.0
 
 
-def scores(s: Structure, ref: Structure, sq: ScatteringForwardModel, target: np.ndarray) -> dict[str, float]:
+def scores(
+    s: Structure, ref: Structure, sq: ScatteringForwardModel, target: np.ndarray, xanes=None
+) -> dict[str, float]:
+    """The scores of the module docstring; ``xanes``: ``(surrogate, mean spectrum)`` or ``None``."""
     with torch.no_grad():
         y = sq(StructureBatch.from_structures([s], dtype=torch.float64)).y[0].numpy()
     cn = descriptors.coordination_numbers(s, BOND)
@@ -49,19 +56,28 @@ def scores(s: Structure, ref: Structure, sq: ScatteringForwardModel, target: np.
         "cn1": float(np.mean(cn == 1)),
         "cn5_plus": float(np.mean(cn >= 5)),
         "rdf_distance": rdf_distance(s, ref),
+        **({"xanes_misfit": float(spectrum_misfit(xanes[0], [s], xanes[1])[0])} if xanes else {}),
     }
 
 
 def mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+    """Mean of each score that every row has (cells without XANES have no ``xanes_misfit``)."""
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if all(k in r for r in rows)} if rows else {}
 
 
-def compare(ref: Structure, name: str, args, model) -> dict:
+def compare(ref: Structure, name: str, args, model, xanes=None) -> dict:
     q = np.arange(args.q[0], args.q[1] + 1e-9, args.q[2])
     sq = ScatteringForwardModel(q, "xray", r_max=R_MAX)
     with torch.no_grad():
         target = sq(StructureBatch.from_structures([ref], dtype=torch.float64)).y[0].numpy()
-    row: dict = {"name": name, "atoms": len(ref), "density": ref.density, "reference": scores(ref, ref, sq, target)}
+    row: dict = {
+        "name": name,
+        "atoms": len(ref),
+        "density": ref.density,
+        "reference": scores(ref, ref, sq, target, xanes),
+    }
+    both = xanes is not None and args.xanes_weight > 0
+    targets = Targets(sq=(q, target), xanes=xanes[1] if both else None)
     for label, strength in (("guided", args.guidance), ("unguided", 0.0)):
         settings = AmorphousSettings(
             atoms=len(ref),
@@ -70,12 +86,14 @@ def compare(ref: Structure, name: str, args, model) -> dict:
             guidance=strength,
             restarts=args.restarts if strength > 0 else None,
             sq_rmax=R_MAX,
+            weight_xanes=args.xanes_weight,
+            xanes_scale="none",
             seed=args.seed,
         )
         t0 = time.perf_counter()
-        result = generate_amorphous(model, settings, Targets(sq=(q, target)), cell=ref.cell)
+        result = generate_amorphous(model, settings, targets, xanes[0] if both else None, cell=ref.cell)
         seconds = (time.perf_counter() - t0) / args.samples
-        samples = [scores(s, ref, sq, target) for s in result.structures]
+        samples = [scores(s, ref, sq, target, xanes) for s in result.structures]
         row[label] = {
             "mean": mean(samples),
             "samples": samples,
@@ -106,6 +124,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--restarts", type=int, default=None, help="guided restarts (default: the task's, 2)")
     parser.add_argument("--q", type=float, nargs=3, default=[0.5, 20.0, 0.05], metavar=("MIN", "MAX", "STEP"))
+    parser.add_argument("--xanes-weight", type=float, default=0.0, help="also guide by the cell's XANES (weight)")
     parser.add_argument("--limit", type=int, default=None, help="first N cells only")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -118,18 +137,23 @@ def main() -> None:
     paths = sorted(folder.glob("*.vasp")) + list(args.cells)
     paths = paths[: args.limit] if args.limit else paths
     model = load_amorphous_model("amorphous_carbon")
+    surrogate = load_xanes_surrogate("xanes_carbon_k")
+    spectra = {c.name: c.mean_spectrum for c in read_spectrum_dataset(args.data, args.split, surrogate.absorber)}
     rows = []
-    columns = ("Rw", "sp3", "|Δsp3|", "cn1", "cn≥5", "RDF", "s/cell")
+    columns = ("Rw", "sp3", "|Δsp3|", "cn1", "cn≥5", "RDF", "s/cell", "XANES")
     print(f"{'cell':>24} {'ρ':>5} | {'':>9} " + " ".join(f"{c:>6}" for c in columns))
     for path in paths:
         ref = read_structure(path)
-        row = compare(ref, path.stem, args, model)
+        known = spectra.get(path.stem)
+        row = compare(ref, path.stem, args, model, (surrogate, known) if known is not None else None)
         rows.append(row)
         for label in ("reference", "guided", "unguided"):
             m = row[label] if label == "reference" else row[label]["mean"]
             secs = f"{row[label]['seconds_per_sample']:6.1f}" if label != "reference" else f"{'':>6}"
             keys = ("rw", "sp3", "sp3_error", "cn1", "cn5_plus", "rdf_distance")
-            print(f"{path.stem:>24} {ref.density:5.2f} | {label:>9} " + " ".join(f"{m[k]:6.3f}" for k in keys), secs)
+            spectral = f" {m['xanes_misfit']:.4f}" if "xanes_misfit" in m else ""
+            values = " ".join(f"{m[k]:6.3f}" for k in keys)
+            print(f"{path.stem:>24} {ref.density:5.2f} | {label:>9} {values} {secs}{spectral}")
         if args.output:  # after every cell, so a long run keeps what it measured
             summary = {label: mean([r[label]["mean"] for r in rows]) for label in ("guided", "unguided")}
             out = {

@@ -346,27 +346,9 @@ def test_a_term_guides_only_below_its_start():
     assert guidance.active(1.0) and not SpectralGuidance([late]).active(0.6) and SpectralGuidance([late]).active(0.5)
 
 
-def test_guidance_every_k_levels_guides_those_levels_with_k_times_the_step():
-    """``guidance_every=3``: the levels 0, 3, 6, … of the trajectory are guided (the history has only those), and
-    the fit to the target still beats the unguided sample."""
-    term = _pdf_term()
-    model, template = _model(), _template(copies=2)
-    opts = SampleOptions(steps=20, guidance_every=3)
-    free = model.sample(template, opts, torch.Generator().manual_seed(1))
-    guidance = SpectralGuidance([term], strength=1.0)
-    guided = model.sample(template, opts, torch.Generator().manual_seed(1), guidance=guidance)
-    levels = model.noise.schedule(20)
-    assert [s for s, _ in guidance.history] == pytest.approx([float(v) for v in levels[:20:3]])
-    with torch.no_grad():
-        m_free = term.misfit(with_positions(template, free))
-        m_guided = term.misfit(with_positions(template, guided))
-    assert bool((m_guided < 0.7 * m_free).all()), (m_free, m_guided)
-    with pytest.raises(InputError, match="guidance_every"):
-        SampleOptions(guidance_every=0).validate()
-
-
-def test_a_guided_step_of_k_levels_is_k_times_as_long():
-    """The step a guided level takes, ``scale · strength · σ`` Å RMS, is what ``guidance_every`` multiplies."""
+def test_a_guided_step_is_scale_times_strength_times_sigma():
+    """The step a guided level takes is ``scale · strength · σ`` Å RMS per atom (``scale``: e.g. the finish's
+    fraction of the strength), whatever the misfit's units."""
     model, template = _model(), _template(copies=1)
     x = model.noise.sample_prior(template.cell, template.batch_idx, torch.Generator().manual_seed(2))
     sigma = torch.full((1,), 0.2)

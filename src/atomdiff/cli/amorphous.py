@@ -57,14 +57,6 @@ def amorphous(
             "one domain); 0 guides the whole cell's mean (see docs/amorphous.md).",
         ),
     ] = 216,
-    guidance_every: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Guide at every k-th noise level only, with k times the step: a guided level of a large cell costs "
-            "several plain ones (see docs/amorphous.md for what it saves and costs in fit).",
-        ),
-    ] = 1,
     radiation: Annotated[str, typer.Option(help="Radiation of the G(r)/S(Q) targets: xray or neutron.")] = "xray",
     qmax: Annotated[float | None, typer.Option(help="Q range (Å⁻¹) of the target G(r) (termination).")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Noise levels of the sampler.")] = 100,
@@ -122,7 +114,6 @@ def amorphous(
         guidance_start=guidance_start,
         xanes_start=xanes_start if xanes_start is not None else AmorphousSettings.xanes_start,
         guidance_domain=guidance_domain or None,
-        guidance_every=guidance_every,
         weight_xanes=weight_xanes,
         xanes_scale=xanes_scale,
         weight_pdf=weight_pdf,

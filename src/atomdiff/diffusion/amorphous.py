@@ -81,10 +81,6 @@ class SampleOptions:
             guided iteration moves the atoms by a fixed ``strength · finish_guidance · finish_sigma`` Å RMS,
             which, repeated at one level, can drive a sample away (measured: 0.3 did in one of five a-C test cells).
         min_distance: pairs closer than this (Å) in the result are pushed apart (0: off).
-        guidance_every: guidance acts at every ``guidance_every``-th level of the trajectory and of each restart
-            (the first, then every k-th), with its step multiplied by k so that the guided drift over the run
-            stays the same; the levels between are plain denoiser steps. For large cells, where a guided level
-            costs several unguided ones (a 10⁵-atom carbon cell: about 5×), this buys time for accuracy.
     """
 
     steps: int = 100
@@ -96,7 +92,6 @@ class SampleOptions:
     finish_sigma: float = 0.1
     finish_guidance: float = 0.1
     min_distance: float = 0.0
-    guidance_every: int = 1
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -109,8 +104,6 @@ class SampleOptions:
             raise InputError("finish_steps must be ≥ 0, finish_sigma > 0 and finish_guidance ≥ 0")
         if self.min_distance < 0:
             raise InputError(f"min_distance must not be negative, got {self.min_distance}")
-        if self.guidance_every < 1:
-            raise InputError(f"guidance_every must be at least 1, got {self.guidance_every}")
 
 
 DENOISE_LIMIT = 6.0
@@ -219,8 +212,7 @@ class AmorphousDiffusion(nn.Module):
         x0 = x
         for k in range(len(levels) - 1):
             s, s_next = float(levels[k]), float(levels[k + 1])
-            every = options.guidance_every
-            x0 = self._x0(batch, x, s, guidance, float(every) if k % every == 0 else 0.0).detach()
+            x0 = self._x0(batch, x, s, guidance).detach()
             if s_next == 0.0:
                 x = x0
             elif options.sampler == "ode":

@@ -100,7 +100,6 @@ class AmorphousSettings:
     #: surrogate and the targets were made from; measured in docs/amorphous.md (a 13,824-atom cell: misfit
     #: 0.0051 per domain against 0.0083 whole-cell); cells below ~730 atoms are one domain either way
     guidance_domain: int | None = 216
-    guidance_every: int = 1  #: guide every k-th level, k times the step (SampleOptions.guidance_every)
     weight_xanes: float = 1.0
     xanes_scale: str = "area"
     weight_pdf: float = 1.0
@@ -133,7 +132,6 @@ class AmorphousSettings:
             finish_sigma=self.finish_sigma,
             finish_guidance=self.finish_guidance,
             min_distance=closest,
-            guidance_every=self.guidance_every,
         )
 
 
