@@ -12,13 +12,14 @@ restarts) and as many unguided (the same seed). Every structure is scored with t
 1-fold and of 5-or-more-fold carbon (bonds within 1.85 Å), the RMS distance of g(r) to the reference's, and,
 for cells with XANES in the data set, the shipped surrogate's relative misfit to the cell's mean spectrum (as
 ``atomdiff evaluate amorphous`` scores it). ``--xanes-weight W`` adds that spectrum as a second target with weight
-W (S(Q) weight 1): both targets at once.
+W (S(Q) weight ``--sq-weight``, default 1; 0 leaves S(Q) out, for XANES-guided samples scored the same way).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -77,7 +78,7 @@ def compare(ref: Structure, name: str, args, model, xanes=None) -> dict:
         "reference": scores(ref, ref, sq, target, xanes),
     }
     both = xanes is not None and args.xanes_weight > 0
-    targets = Targets(sq=(q, target), xanes=xanes[1] if both else None)
+    targets = Targets(sq=(q, target) if args.sq_weight > 0 else None, xanes=xanes[1] if both else None)
     for label, strength in (("guided", args.guidance), ("unguided", 0.0)):
         settings = AmorphousSettings(
             atoms=len(ref),
@@ -87,6 +88,7 @@ def compare(ref: Structure, name: str, args, model, xanes=None) -> dict:
             restarts=args.restarts if strength > 0 else None,
             sq_rmax=R_MAX,
             weight_xanes=args.xanes_weight,
+            weight_sq=args.sq_weight,
             xanes_scale="none",
             seed=args.seed,
         )
@@ -110,6 +112,8 @@ def command(args: argparse.Namespace) -> str:
         if key == "output" or value is None or value == []:
             continue
         shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+        if isinstance(value, Path):
+            shown = os.path.relpath(value, ROOT)
         parts.append(f"--{key.replace('_', '-')} {shown}")
     return " ".join(parts)
 
@@ -125,6 +129,7 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=None, help="guided restarts (default: the task's, 2)")
     parser.add_argument("--q", type=float, nargs=3, default=[0.5, 20.0, 0.05], metavar=("MIN", "MAX", "STEP"))
     parser.add_argument("--xanes-weight", type=float, default=0.0, help="also guide by the cell's XANES (weight)")
+    parser.add_argument("--sq-weight", type=float, default=1.0, help="weight of the S(Q) target (0: none)")
     parser.add_argument("--limit", type=int, default=None, help="first N cells only")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
