@@ -119,6 +119,32 @@ def test_evaluate_amorphous_cli_runs_the_test_cells_with_restarts(tmp_path):
     assert json.loads(out.read_text())["restarts"] == 2
 
 
+def test_the_steering_experiment_has_its_own_samples_and_strength(tmp_path):
+    """``--steer-samples`` and ``--steer-guidance`` (defaults STEER_SAMPLES = 20 and STEER_GUIDANCE = 2) set the
+    steering experiment's samples per target and strength, apart from the test cells' ``--samples``/``--guidance``."""
+    from atomdiff.tasks.evaluate_amorphous import STEER_GUIDANCE, STEER_SAMPLES
+
+    prior, xanes = _models()
+    prior.save(tmp_path / "p")
+    xanes.save(tmp_path / "s")
+    root = tmp_path / "data"
+    for folder in ("poscar/test", "xanes/test", "xanes/misc"):
+        (root / folder).mkdir(parents=True)
+    write_structures([_cell(0)], root / "poscar" / "test" / "c0.vasp", format="poscar")
+    np.savetxt(root / "xanes" / "test" / "c0.txt", np.random.default_rng(0).random((24, 6)))
+    header = ",".join(map(str, range(6)))
+    for name, level in (("graphite", 0.2), ("diamond", 0.8)):
+        np.savetxt(root / "xanes" / "misc" / f"{name}.csv", np.full((2, 6), level), delimiter=",", header=header)
+    out = tmp_path / "r.json"
+    args = ["evaluate", "amorphous", "--data", str(root), "--model", str(tmp_path / "p"), "--surrogate"]
+    args += [str(tmp_path / "s"), "--experiments", "steering", "--steps", "2", "--restarts", "0", "--samples", "1"]
+    assert run([*args, "--steer-samples", "3", "--steer-guidance", "0.5", "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (result["steer_samples"], result["steer_guidance"], result["samples"]) == (3, 0.5, 1)
+    assert [len(t["sp3"]) for t in result["steering"]["targets"]] == [3] * 5
+    assert (STEER_SAMPLES, STEER_GUIDANCE) == (20, 2.0)
+
+
 def test_evaluate_amorphous_rejects_unknown_experiments(tmp_path, capsys):
     assert (
         run(
