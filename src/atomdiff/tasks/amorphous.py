@@ -407,11 +407,12 @@ def _plots(result: AmorphousResult, report: Path) -> dict[str, Path]:
         title=f"Coordination (bonds < {bond:g} Å)",
     )
     axes = {"xanes": ("bin", "absorption (arb. units)"), "pdf": ("r (Å)", "G(r) (Å⁻²)"), "sq": ("Q (Å⁻¹)", "S(Q)")}
+    titles = {"xanes": "XANES", "pdf": "G(r)", "sq": "S(Q)"}
     for name, curve in result.curves.items():
         lines = [(curve["x"], curve["target"], "target")]
         lines += [(curve["x"], curve["achieved"][k], f"{label[k]} (misfit {curve['misfit'][k]:.3g})") for k in show]
         plots[name] = report / f"{name}.png"
-        plot_curves(plots[name], lines, *axes[name], title=f"{name.upper()}: target and generated")
+        plot_curves(plots[name], lines, *axes[name], title=f"{titles[name]}: target and generated")
     if result.history:
         sig = np.array([h[0] for h in result.history])
         mis = np.array([h[1] for h in result.history])
