@@ -138,15 +138,30 @@ def compare(ref: Structure, name: str, args, model) -> dict:
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_reference_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared with ``bench_sq_guidance.py``: the reference cells and the guided sampling."""
     parser.add_argument("--data", type=Path, default=SHARED / "a-C_xanes", help="a-C XANES data set (test cells)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--cells", type=Path, nargs="*", default=[], help="more reference cells (any format)")
+    parser.add_argument("--limit", type=int, default=None, help="first N cells only")
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--restarts", type=int, default=None, help="guided restarts (default: the task's, 2)")
+
+
+def reference_paths(args: argparse.Namespace) -> list[Path]:
+    """The data set's cells of ``--split`` and the ``--cells``, the first ``--limit`` of them."""
+    folder = args.data / "poscar" / args.split
+    if not folder.is_dir():
+        raise SystemExit(f"no reference cells in {folder} (the shared a-C XANES data set; see its README)")
+    paths = sorted(folder.glob("*.vasp")) + list(args.cells)
+    return paths[: args.limit] if args.limit else paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_reference_arguments(parser)
     parser.add_argument(
         "--restart-sigma", type=float, default=AmorphousSettings.restart_sigma, help="noise level (Å) of a restart"
     )
@@ -159,17 +174,12 @@ def main() -> None:
         "--rmc-factor", type=float, nargs="+", default=[1.0], help="RMC time budgets over diffusion's time per sample"
     )
     parser.add_argument("--no-rmc", action="store_true", help="the diffusion half only (no RMC runs)")
-    parser.add_argument("--limit", type=int, default=None, help="first N cells only")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    folder = args.data / "poscar" / args.split
-    if not folder.is_dir():
-        raise SystemExit(f"no reference cells in {folder} (the shared a-C XANES data set; see its README)")
-    paths = sorted(folder.glob("*.vasp")) + list(args.cells)
-    paths = paths[: args.limit] if args.limit else paths
+    paths = reference_paths(args)
     model = load_amorphous_model("amorphous_carbon")
     rows = []
     columns = ("Rw", "sp3", "cn1", "cn≥5", "<1.2Å", "<70°", "RDF")

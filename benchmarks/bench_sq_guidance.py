@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_rmc import add_reference_arguments, reference_paths  # the same reference cells and sampling options
 
 from atomdiff.data.spectra import read_spectrum_dataset
 from atomdiff.physics import descriptors
@@ -37,7 +38,6 @@ from atomdiff.tasks.evaluate_amorphous import rdf_distance, spectrum_misfit
 from atomdiff.weights import load_amorphous_model, load_xanes_surrogate
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 BOND = 1.85
 R_MAX = 10.0
 
@@ -120,27 +120,16 @@ def command(args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=SHARED / "a-C_xanes", help="a-C XANES data set (test cells)")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--cells", type=Path, nargs="*", default=[], help="more reference cells (any format)")
-    parser.add_argument("--samples", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--guidance", type=float, default=1.0)
-    parser.add_argument("--restarts", type=int, default=None, help="guided restarts (default: the task's, 2)")
+    add_reference_arguments(parser)
     parser.add_argument("--q", type=float, nargs=3, default=[0.5, 20.0, 0.05], metavar=("MIN", "MAX", "STEP"))
     parser.add_argument("--xanes-weight", type=float, default=0.0, help="also guide by the cell's XANES (weight)")
     parser.add_argument("--sq-weight", type=float, default=1.0, help="weight of the S(Q) target (0: none)")
-    parser.add_argument("--limit", type=int, default=None, help="first N cells only")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    folder = args.data / "poscar" / args.split
-    if not folder.is_dir():
-        raise SystemExit(f"no reference cells in {folder} (the shared a-C XANES data set; see its README)")
-    paths = sorted(folder.glob("*.vasp")) + list(args.cells)
-    paths = paths[: args.limit] if args.limit else paths
+    paths = reference_paths(args)
     model = load_amorphous_model("amorphous_carbon")
     surrogate = load_xanes_surrogate("xanes_carbon_k")
     spectra = {c.name: c.mean_spectrum for c in read_spectrum_dataset(args.data, args.split, surrogate.absorber)}

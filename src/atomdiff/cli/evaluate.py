@@ -25,7 +25,6 @@ from atomdiff.cli.options import (
 )
 from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE
 from atomdiff.errors import InputError
-from atomdiff.tasks.evaluate_amorphous import STEER_GUIDANCE, STEER_SAMPLES
 
 app = typer.Typer(
     help="Benchmark models: csp (structure prediction), denovo (generation), amorphous (spectra-guided a-C).",
@@ -210,21 +209,21 @@ def amorphous(
     finish_guidance: FinishGuidance = 0.1,
     steer_density: Annotated[float, typer.Option(help="Density (g/cm³) of the steering experiment.")] = 2.5,
     steer_samples: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
-            help="Samples per target of the steering experiment: a 216-atom a-C cell's sp3 varies by 0.02–0.05 "
-            "from sample to sample, so fewer hide the trend (docs/amorphous.md).",
+            help="Samples per target of the steering experiment; default 20: a 216-atom a-C cell's sp3 varies by "
+            "0.02–0.05 from sample to sample, so fewer hide the trend (docs/amorphous.md).",
         ),
-    ] = STEER_SAMPLES,
+    ] = None,
     steer_guidance: Annotated[
-        float,
+        float | None,
         typer.Option(
             min=0.0,
-            help="Guidance strength of the steering experiment (with 20 samples, 1 did not move sp3 monotonically, "
-            "2 did for two of three seeds, the third flat at the end; docs/amorphous.md).",
+            help="Guidance strength of the steering experiment; default 2 (with 20 samples, 1 did not move sp3 "
+            "monotonically, 2 did for two of three seeds, the third flat at the end; docs/amorphous.md).",
         ),
-    ] = STEER_GUIDANCE,
+    ] = None,
     references: Annotated[
         Path | None,
         typer.Option(help="Folder of reference cells (extxyz) for the sp3-vs-density trend, e.g. the C-GAP-17 set."),
@@ -246,7 +245,14 @@ def amorphous(
     from atomdiff.structure.structure import Structure
     from atomdiff.tasks.amorphous import GUIDED_RESTARTS, XANES_START, default_min_distance
     from atomdiff.tasks.evaluate import write_result
-    from atomdiff.tasks.evaluate_amorphous import density_trend, evaluate_test_cells, headline_fraction, steering
+    from atomdiff.tasks.evaluate_amorphous import (
+        STEER_GUIDANCE,
+        STEER_SAMPLES,
+        density_trend,
+        evaluate_test_cells,
+        headline_fraction,
+        steering,
+    )
     from atomdiff.weights import load_amorphous_model, load_xanes_surrogate
 
     check_output_suffix(output, (".json",), "--output")
@@ -257,6 +263,8 @@ def amorphous(
     guidance_start = guidance_start if guidance_start is not None else XANES_START
     cells = read_spectrum_dataset(data, split, xanes.absorber)
     restarts = restarts if restarts is not None else GUIDED_RESTARTS
+    steer_samples = steer_samples if steer_samples is not None else STEER_SAMPLES
+    steer_guidance = steer_guidance if steer_guidance is not None else STEER_GUIDANCE
     options = SampleOptions(
         steps=steps,
         restarts=restarts,

@@ -40,13 +40,14 @@ Progress = Callable[[str, int, int], None]
 
 STEER_SAMPLES = 20
 """Samples per target of the steering experiment. A 216-atom a-C cell's sp3 fraction varies by 0.02–0.05 from
-sample to sample, more than the step between neighbouring targets (~0.01–0.04): with 5 samples no setting gave a
-monotonic series; with 20 (standard error ~0.008) strength 2 did for seeds 0 and 1, and for seed 2 up to a flat
-last step (0.351 → 0.350; docs/amorphous.md)."""
+sample to sample, more than the step between neighbouring targets (~0.01–0.04): with 5 samples none of the
+settings tried in session 26 gave a monotonic series; with 20 (standard error ~0.008) strength 2 did for seeds
+0 and 1, and for seed 2 up to a flat last step (0.351 → 0.350; docs/amorphous.md)."""
 
 STEER_GUIDANCE = 2.0
 """Guidance strength of the steering experiment: with 20 samples, strength 1 moved sp3 from 0.297 to 0.341 with a
-dip (0.345 → 0.332); strength 2 moved it further and monotonically (docs/amorphous.md "Steering")."""
+dip (0.345 → 0.332); strength 2 moved it further (+0.06–0.08), monotonically for two of three seeds and with a
+flat last step for the third (docs/amorphous.md "Steering with 20 samples at strength 2")."""
 
 
 def headline_fraction(element: int) -> str:
