@@ -138,8 +138,9 @@ def compare(ref: Structure, name: str, args, model) -> dict:
     return row
 
 
-def add_reference_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared with ``bench_sq_guidance.py``: the reference cells and the guided sampling."""
+def add_reference_arguments(parser: argparse.ArgumentParser, threads: int) -> None:
+    """Options shared with ``bench_sq_guidance.py``: the reference cells, the guided sampling, threads (default
+    ``threads``), seed and output file."""
     parser.add_argument("--data", type=Path, default=SHARED / "a-C_xanes", help="a-C XANES data set (test cells)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--cells", type=Path, nargs="*", default=[], help="more reference cells (any format)")
@@ -148,6 +149,9 @@ def add_reference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--restarts", type=int, default=None, help="guided restarts (default: the task's, 2)")
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-o", "--output", type=Path)
 
 
 def reference_paths(args: argparse.Namespace) -> list[Path]:
@@ -161,7 +165,7 @@ def reference_paths(args: argparse.Namespace) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_reference_arguments(parser)
+    add_reference_arguments(parser, threads=2)
     parser.add_argument(
         "--restart-sigma", type=float, default=AmorphousSettings.restart_sigma, help="noise level (Å) of a restart"
     )
@@ -174,9 +178,6 @@ def main() -> None:
         "--rmc-factor", type=float, nargs="+", default=[1.0], help="RMC time budgets over diffusion's time per sample"
     )
     parser.add_argument("--no-rmc", action="store_true", help="the diffusion half only (no RMC runs)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     paths = reference_paths(args)

@@ -120,13 +120,10 @@ def command(args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_reference_arguments(parser)
+    add_reference_arguments(parser, threads=1)
     parser.add_argument("--q", type=float, nargs=3, default=[0.5, 20.0, 0.05], metavar=("MIN", "MAX", "STEP"))
     parser.add_argument("--xanes-weight", type=float, default=0.0, help="also guide by the cell's XANES (weight)")
     parser.add_argument("--sq-weight", type=float, default=1.0, help="weight of the S(Q) target (0: none)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     paths = reference_paths(args)
