@@ -16,7 +16,13 @@ from atomdiff.diffusion.amorphous import (
     with_positions,
     wrap,
 )
-from atomdiff.diffusion.guidance.spectra import SpectralGuidance, SpectrumTerm, relative_misfit, spatial_domains
+from atomdiff.diffusion.guidance.spectra import (
+    SpectralGuidance,
+    SpectrumTerm,
+    clip_atoms,
+    relative_misfit,
+    spatial_domains,
+)
 from atomdiff.errors import InputError
 from atomdiff.models.local import LocalNetConfig
 from atomdiff.physics.descriptors import min_distance
@@ -359,3 +365,47 @@ def test_a_guided_step_is_scale_times_strength_times_sigma():
         moved = guidance.guide(model, template, x, sigma, scale) - x0
         rms = float(torch.sqrt((moved * moved).sum(-1).mean()))
         assert rms == pytest.approx(0.2 * scale, rel=1e-4)
+
+
+def test_clip_atoms_caps_each_atom_at_a_multiple_of_its_structures_median():
+    """Structure 0 has one atom 1000× its median: capped at 5 medians; structure 1's atoms are all within 5
+    medians of its own (larger) median and stay; a structure whose median gradient is zero is not touched."""
+    direction = torch.tensor([0.6, 0.0, 0.8])
+    norms = torch.tensor([1.0, 1.0, 1.0, 1.0, 1000.0, 2.0, 2.0, 2.0, 2.0, 9.0, 0.0, 0.0, 0.0, 0.0, 7.0])
+    grad = norms.unsqueeze(-1) * direction
+    batch_idx = torch.arange(3).repeat_interleave(5)
+    clipped = clip_atoms(grad, batch_idx, 3, 5.0)
+    got = torch.linalg.vector_norm(clipped, dim=-1)
+    expected = norms.clone()
+    expected[4] = 5.0
+    assert torch.allclose(got, expected)
+    assert torch.allclose(clipped[4] / got[4], direction)  # capped, not turned
+    assert torch.equal(clip_atoms(grad, batch_idx, 3, None), grad)
+    with pytest.raises(InputError, match="clip"):
+        SpectralGuidance([_pdf_term()], step_clip=0.0)
+
+
+def test_one_atom_with_a_huge_gradient_does_not_take_the_whole_step():
+    """A misfit that one atom dominates (its coordinate weighted 10⁴×): unclipped, that atom takes nearly the
+    whole ``strength · σ`` RMS step and the others barely move; clipped, every other atom moves a fair share
+    and the RMS step is unchanged."""
+    model, template = _model(), _template(copies=1)
+    x = model.noise.sample_prior(template.cell, template.batch_idx, torch.Generator().manual_seed(2))
+    sigma = torch.full((1,), 0.2)
+    weights = torch.ones(len(x))
+    weights[0] = 1e4
+
+    def lopsided(b: StructureBatch) -> torch.Tensor:
+        return (b.cart.sum(-1) * weights).sum().reshape(1, 1) / len(weights)
+
+    term = SpectrumTerm("toy", lopsided, torch.ones(1))
+    with torch.no_grad():
+        x0 = model.denoise(template, x, sigma)
+    moved = {}
+    for clip in (None, 5.0):
+        step = SpectralGuidance([term], strength=1.0, step_clip=clip).guide(model, template, x, sigma) - x0
+        assert float(torch.sqrt((step * step).sum(-1).mean())) == pytest.approx(0.2, rel=1e-4)
+        moved[clip] = torch.linalg.vector_norm(step, dim=-1)
+    assert float(moved[None][1:].max()) < 0.01
+    assert float(moved[5.0][1:].median()) > 0.05
+    assert float(moved[5.0][0]) == pytest.approx(5 * float(moved[5.0][1:].median()), rel=1e-3)

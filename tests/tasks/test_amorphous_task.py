@@ -3,6 +3,8 @@ G(r) targets, outputs (extxyz, report), reproducibility, and clear errors for co
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -101,9 +103,13 @@ def test_cli_writes_samples_and_report(models, tmp_path):
         assert (report / name).is_file(), name
     html = (report / "report.html").read_text()
     assert "Guidance" in html and "XANES from σ ≤ 0.3 Å, per domain of about 216 atoms" in html
+    assert json.loads((report / "settings.json").read_text())["guidance_clip"] == 5.0
     first = out.read_bytes()
     assert run(args) == 0
     assert out.read_bytes() == first  # same seed, same structures
+    unclipped = out.with_name("unclipped.extxyz")
+    assert run([*args[:-2], "--guidance-clip", "0", "-o", str(unclipped)]) == 0
+    assert json.loads((unclipped.parent / "unclipped_report" / "settings.json").read_text())["guidance_clip"] is None
 
 
 def test_cli_fixed_cell_and_bad_input(models, tmp_path, capsys):
@@ -193,8 +199,9 @@ def test_targets_need_a_surrogate_for_xanes():
         build_guidance(AmorphousSettings(), Targets(xanes=np.zeros(10)), None)
 
 
-def test_xanes_is_guided_per_domain_by_default(models):
-    """216-atom domains unless told otherwise (0 on the command line: the whole cell's mean)."""
+def test_xanes_is_guided_per_domain_and_clipped_by_default(models):
+    """216-atom domains and gradients clipped at 5 medians unless told otherwise (0 on the command line: the
+    whole cell's mean, unclipped)."""
     from atomdiff.tasks.amorphous import build_guidance
 
     surrogate = XanesSurrogate.load(models / "xanes")
@@ -202,6 +209,8 @@ def test_xanes_is_guided_per_domain_by_default(models):
     guidance = build_guidance(AmorphousSettings(), targets, surrogate)
     assert guidance.domain_atoms == 216 and guidance.terms[0].per_atom is not None
     assert build_guidance(AmorphousSettings(guidance_domain=None), targets, surrogate).domain_atoms is None
+    assert guidance.step_clip == 5.0
+    assert build_guidance(AmorphousSettings(guidance_clip=None), targets, surrogate).step_clip is None
 
 
 def test_xanes_guides_from_its_start_and_pdf_at_every_level(models):

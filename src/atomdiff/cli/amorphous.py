@@ -57,6 +57,14 @@ def amorphous(
             "one domain); 0 guides the whole cell's mean (see docs/amorphous.md).",
         ),
     ] = 216,
+    guidance_clip: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="No atom's guidance gradient counts for more than this many times the cell's median atom; default "
+            "5; 0 leaves gradients unclipped (before session 29; see docs/amorphous.md).",
+        ),
+    ] = None,
     radiation: Annotated[str, typer.Option(help="Radiation of the G(r)/S(Q) targets: xray or neutron.")] = "xray",
     qmax: Annotated[float | None, typer.Option(help="Q range (Å⁻¹) of the target G(r) (termination).")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Noise levels of the sampler.")] = 100,
@@ -114,6 +122,7 @@ def amorphous(
         guidance_start=guidance_start,
         xanes_start=xanes_start if xanes_start is not None else AmorphousSettings.xanes_start,
         guidance_domain=guidance_domain or None,
+        guidance_clip=(guidance_clip or None) if guidance_clip is not None else AmorphousSettings.guidance_clip,
         weight_xanes=weight_xanes,
         xanes_scale=xanes_scale,
         weight_pdf=weight_pdf,

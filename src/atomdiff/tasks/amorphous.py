@@ -23,7 +23,7 @@ import torch
 from atomdiff.data.patterns import read_pattern
 from atomdiff.data.spectra import read_target_spectrum
 from atomdiff.diffusion.amorphous import AmorphousDiffusion, SampleOptions, density_cell
-from atomdiff.diffusion.guidance.spectra import SpectralGuidance, SpectrumTerm, relative_misfit
+from atomdiff.diffusion.guidance.spectra import STEP_CLIP, SpectralGuidance, SpectrumTerm, relative_misfit
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
 from atomdiff.models.xanes import XanesSurrogate
@@ -100,6 +100,8 @@ class AmorphousSettings:
     #: surrogate and the targets were made from; measured in docs/amorphous.md (a 13,824-atom cell: misfit
     #: 0.0051 per domain against 0.0083 whole-cell); cells below ~730 atoms are one domain either way
     guidance_domain: int | None = 216
+    #: cap of an atom's guidance gradient in medians of its cell (None: unclipped); see spectra.clip_atoms
+    guidance_clip: float | None = STEP_CLIP
     weight_xanes: float = 1.0
     xanes_scale: str = "area"
     weight_pdf: float = 1.0
@@ -224,7 +226,12 @@ def build_guidance(
         )
         terms.append(SpectrumTerm("sq", lambda b, m=sq: m(b).y, torch.as_tensor(targets.sq[1]), settings.weight_sq))
     return SpectralGuidance(
-        terms, settings.guidance, settings.guidance_mode, settings.guidance_start, settings.guidance_domain
+        terms,
+        settings.guidance,
+        settings.guidance_mode,
+        settings.guidance_start,
+        settings.guidance_domain,
+        settings.guidance_clip,
     )
 
 
