@@ -9,7 +9,8 @@ import pytest
 from pymatgen.analysis.diffraction.xrd import XRDCalculator
 
 from atomdiff.cli.main import run
-from atomdiff.data.patterns import read_pattern
+from atomdiff.data.patterns import read_pattern, write_pattern
+from atomdiff.errors import InputError
 from atomdiff.examples import example_path
 from atomdiff.structure import read_structures, write_structures
 
@@ -274,3 +275,24 @@ def test_failure_keeps_existing_output(tmp_path, capsys):
     assert run(["simulate", "xrd", _truncated_cif(tmp_path), "-o", str(out)]) == 2
     assert out.read_text() == "previous result\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.cif", "out.xy"]
+
+
+def test_total_scattering_curves_write_in_their_own_formats(tmp_path):
+    """`simulate pdf -o X.gr` and `simulate sq -o X.sq` / `--quantity F(Q) -o X.fq` write files that read back
+    on the right axis with the same values as a .dat; a curve in the other format's file is refused."""
+    for kind, suffix, extra, axis in (
+        ("pdf", ".gr", ["--stop", "8"], "r"),
+        ("sq", ".sq", ["--stop", "10"], "q"),
+        ("sq", ".fq", ["--stop", "10", "--quantity", "F(Q)"], "q"),
+    ):
+        own, plain = tmp_path / f"{kind}{suffix}", tmp_path / f"{kind}{suffix[1:]}.dat"
+        for out in (own, plain):
+            assert run(["simulate", kind, KESTERITE, "-o", str(out), *extra]) == 0, out
+        got, ref = read_pattern(own), read_pattern(plain, axis=axis)
+        assert got.axis == axis
+        np.testing.assert_array_equal(got.x, ref.x)
+        np.testing.assert_array_equal(got.y, ref.y)
+    assert run(["simulate", "sq", KESTERITE, "-o", str(tmp_path / "s.fq")]) == 2  # S(Q) is not F(Q)
+    assert run(["simulate", "pdf", KESTERITE, "-o", str(tmp_path / "g.sq")]) == 2
+    with pytest.raises(InputError, match="r axis"):
+        write_pattern(tmp_path / "x.gr", [1.0, 2.0], [0.0, 1.0], axis="q")

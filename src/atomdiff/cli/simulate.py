@@ -27,6 +27,9 @@ console = Console()
 
 PATTERN_SUFFIXES = (".xy", ".xye", ".dat", ".txt", ".csv")
 Output = Annotated[Path, typer.Option("-o", "--output", help="Pattern file to write (.xy, .xye, .dat, .csv).")]
+CurveOutput = Annotated[
+    Path, typer.Option("-o", "--output", help="Curve to write: .xy, .dat, .csv, or .gr (G(r)), .sq (S(Q)), .fq (F(Q)).")
+]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Also write a PNG plot of the pattern.")]
 
 
@@ -197,7 +200,7 @@ def _grid(start: float, stop: float, step: float, what: str) -> torch.Tensor:
 @app.command("pdf")
 def pdf(
     structure: StructurePath,
-    output: Output,
+    output: CurveOutput,
     radiation: Annotated[str, typer.Option(help="xray or neutron weighting.")] = "xray",
     start: Annotated[float, typer.Option(help="First r, Å.")] = 0.5,
     stop: Annotated[float, typer.Option(help="Last r, Å.")] = 20.0,
@@ -213,7 +216,7 @@ def pdf(
     """Reduced pair distribution function G(r) of a periodic structure."""
     from atomdiff.physics.total_scattering import PDFForwardModel
 
-    check_output_suffix(output, PATTERN_SUFFIXES, "--output")
+    check_output_suffix(output, (*PATTERN_SUFFIXES, ".gr"), "--output")
     r = _grid(start, stop, step, "r")
     s = read_structure(structure)
     model = PDFForwardModel(r, radiation=radiation, qmax=qmax, qmin=qmin, lorch=lorch, qdamp=qdamp, sigma=sigma)
@@ -224,7 +227,7 @@ def pdf(
 @app.command("sq")
 def sq(
     structure: StructurePath,
-    output: Output,
+    output: CurveOutput,
     radiation: Annotated[str, typer.Option(help="xray or neutron weighting.")] = "xray",
     quantity: Annotated[str, typer.Option(help="S(Q) or F(Q) = Q[S(Q) − 1].")] = "S(Q)",
     start: Annotated[float, typer.Option(help="First Q, Å⁻¹.")] = 0.5,
@@ -238,9 +241,9 @@ def sq(
     """Total scattering structure factor S(Q) or F(Q) of a periodic structure."""
     from atomdiff.physics.total_scattering import ScatteringForwardModel
 
-    check_output_suffix(output, PATTERN_SUFFIXES, "--output")
     if quantity not in ("S(Q)", "F(Q)"):
         raise InputError(f"--quantity must be S(Q) or F(Q), got {quantity!r}")
+    check_output_suffix(output, (*PATTERN_SUFFIXES, ".sq" if quantity == "S(Q)" else ".fq"), "--output")
     q = _grid(start, stop, step, "Q")
     if q[0] <= 0:
         raise InputError("Q must start above 0")

@@ -340,7 +340,8 @@ def write_pattern(
     axis: str = "two_theta",
     header: str | None = None,
 ) -> None:
-    """Write a pattern as ``.xy``/``.xye``/``.dat``/``.txt`` (whitespace columns) or ``.csv``.
+    """Write a pattern as ``.xy``/``.xye``/``.dat``/``.txt`` (whitespace columns), ``.csv``, or a total-scattering
+    ``.gr`` (``axis="r"``), ``.sq``/``.fq``/``.iq`` (``axis="q"``) file, whitespace columns as PDFgetX3 writes them.
 
     ``x`` is in the unit of ``axis`` (2θ in degrees, Q in Å⁻¹, r in Å, energy in eV); ``y`` and ``sigma``
     keep theirs. ``header`` is written as ``#`` comment lines before the column names. Values are written
@@ -349,12 +350,16 @@ def write_pattern(
     path = Path(path)
     where = str(path)
     suffix = path.suffix.lower()
-    if suffix not in (*TEXT_SUFFIXES, ".csv"):
+    writable = (*TEXT_SUFFIXES, ".csv", *PDF_SUFFIXES)
+    if suffix not in writable:
         raise InputError(
-            f"cannot write pattern format {path.suffix!r}; expected one of {', '.join((*TEXT_SUFFIXES, '.csv'))}",
-            path=where,
+            f"cannot write pattern format {path.suffix!r}; expected one of {', '.join(writable)}", path=where
         )
     _check_axis(axis, where)
+    if suffix in PDF_SUFFIXES and axis != _PDF_AXES[suffix]:
+        raise InputError(
+            f"a {suffix} file is read back on a {_PDF_AXES[suffix]} axis; this curve's axis is {axis}", path=where
+        )
     columns = [np.asarray(x), np.asarray(y)] + ([] if sigma is None else [np.asarray(sigma)])
     names = [axis, "intensity", "sigma"][: len(columns)]
     for name, values in zip(names, columns, strict=True):
