@@ -33,6 +33,8 @@ from atomdiff.structure.neighbors import neighbor_list
 _MAX_Z = 100
 _EDGE_CHUNK = 2048  # edges per chunk of message passing (a chunk's (E, 3F) temporaries stay in the L2 cache)
 _RECOMPUTE_EDGES = 100_000  # above this many edges under autograd, messages are recomputed in the backward pass
+# Rows are gathered with ``index_select``: on this CPU it gathers a chunk's (2048, 192) features 5–7× faster than
+# advanced indexing (``phi[j]``: 371 against 52 µs, one thread), which had been a quarter of a guided step.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +83,7 @@ class Graph:
         """Neighbour pairs of ``batch`` (found by vesin) with vectors differentiable with respect to ``cart``."""
         nb = neighbor_list(batch, cutoff)
         offset = torch.einsum("pi,pij->pj", nb.shift.to(cart.dtype), batch.cell[nb.batch_idx].to(cart.dtype))
-        vectors = cart[nb.j] - cart[nb.i] + offset
+        vectors = cart.index_select(0, nb.j) - cart.index_select(0, nb.i) + offset
         return cls(nb.i, nb.j, vectors)
 
 
@@ -130,7 +132,8 @@ class _Interaction(nn.Module):
             for start in range(0, g.i.shape[0], _EDGE_CHUNK):
                 part = slice(start, start + _EDGE_CHUNK)
                 i, j = g.i[part], g.j[part]
-                a, b = _messages(phi[j], v[j], self.filter(rbf[part]), env[part], unit[part], scale, self.hidden)
+                phi_j, v_j = phi.index_select(0, j), v.index_select(0, j)
+                a, b = _messages(phi_j, v_j, self.filter(rbf[part]), env[part], unit[part], scale, self.hidden)
                 ds.index_add_(0, i, a)
                 dv.index_add_(0, i, b)
         s = s + ds
@@ -164,7 +167,7 @@ class _RecomputedMessages(torch.autograd.Function):
     Autograd through the plain loop keeps ~5 kB per edge and block (every gather, filter and product of every
     chunk; ``index_add`` alone keeps its source), 9 GB for a guided 16,000-atom cell and more than the machine
     has at 10⁵ atoms. Here the forward pass keeps only its inputs (per atom, or per edge with ≤ 16 numbers) and
-    the backward pass recomputes each chunk's messages and back-propagates through them at once.
+    the backward pass recomputes each chunk's products and applies their derivatives, written out.
     """
 
     @staticmethod
@@ -175,7 +178,10 @@ class _RecomputedMessages(torch.autograd.Function):
             for start in range(0, i.shape[0], _EDGE_CHUNK):
                 part = slice(start, start + _EDGE_CHUNK)
                 filt = torch.nn.functional.linear(rbf[part], weight, bias)
-                a, b = _messages(phi[j[part]], v[j[part]], filt, env[part], unit[part], scale, hidden)
+                jj = j[part]
+                a, b = _messages(
+                    phi.index_select(0, jj), v.index_select(0, jj), filt, env[part], unit[part], scale, hidden
+                )
                 ds.index_add_(0, i[part], a)
                 dv.index_add_(0, i[part], b)
         ctx.save_for_backward(phi, v, rbf, env, unit, weight, bias, i, j)
@@ -184,35 +190,44 @@ class _RecomputedMessages(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_ds, g_dv):
+        # The derivatives of _messages written out (rather than autograd through a recomputed chunk): the chunk's
+        # forward products are needed anyway, and a graph per chunk cost more than the arithmetic.
         phi, v, rbf, env, unit, weight, bias, i, j = ctx.saved_tensors
-        wanted = ctx.needs_input_grad[:7]
-        saved = (phi, v, rbf, env, unit, weight, bias)
-        grads = [torch.zeros_like(t) if need else None for t, need in zip(saved, wanted, strict=True)]
+        need = ctx.needs_input_grad
+        f, scale = ctx.hidden, ctx.scale
+        g_phi, g_v, g_rbf, g_env, g_unit, g_w, g_b = (
+            torch.zeros_like(t) if wanted else None
+            for t, wanted in zip((phi, v, rbf, env, unit, weight, bias), need[:7], strict=True)
+        )
         for start in range(0, i.shape[0], _EDGE_CHUNK):
             part = slice(start, start + _EDGE_CHUNK)
-            jj, ii = j[part], i[part]
-            leaves = [phi[jj], v[jj], rbf[part], env[part], unit[part], weight, bias]
-            leaves = [t.detach().requires_grad_(need) for t, need in zip(leaves, wanted, strict=True)]
-            with torch.enable_grad():
-                filt = torch.nn.functional.linear(leaves[2], leaves[5], leaves[6])
-                a, b = _messages(leaves[0], leaves[1], filt, leaves[3], leaves[4], ctx.scale, ctx.hidden)
-                free = [t for t in leaves if t.requires_grad]
-                if not free:
-                    continue
-                got = iter(torch.autograd.grad((a, b), free, (g_ds[ii], g_dv[ii]), allow_unused=True))
-            for k, t in enumerate(leaves):
-                if not t.requires_grad:
-                    continue
-                g = next(got)
-                if g is None:
-                    continue
-                if k < 2:  # gathered per sending atom
-                    grads[k].index_add_(0, jj, g)
-                elif k < 5:  # per edge
-                    grads[k][part] += g
-                else:  # filter parameters
-                    grads[k] += g
-        return (*grads, None, None, None, None)
+            ii, jj = i[part], j[part]
+            gs, gv = g_ds.index_select(0, ii), g_dv.index_select(0, ii)  # (E, F), (E, 3, F)
+            phi_j, v_j, u = phi.index_select(0, jj), v.index_select(0, jj), unit[part]
+            filt = torch.nn.functional.linear(rbf[part], weight, bias)  # (E, 3F)
+            ew = (env[part] * scale).unsqueeze(-1)
+            pf = phi_j * filt
+            _, b, c = (pf * ew).split(f, dim=-1)
+            # messages: a = x₁, vector b ⊗ v_j + c ⊗ unit, with x = φ_j · filter · envelope · scale
+            g_x = torch.cat([gs, (gv * v_j).sum(1), (gv * u.unsqueeze(-1)).sum(1)], dim=-1)
+            if g_v is not None:
+                g_v.index_add_(0, jj, b.unsqueeze(1) * gv)
+            if g_unit is not None:
+                g_unit[part] = (gv * c.unsqueeze(1)).sum(-1)
+            if g_env is not None:
+                g_env[part] = (g_x * pf).sum(-1) * scale
+            g_xe = g_x * ew
+            if g_phi is not None:
+                g_phi.index_add_(0, jj, g_xe * filt)
+            if g_rbf is not None or g_w is not None or g_b is not None:
+                g_filt = g_xe * phi_j
+                if g_rbf is not None:
+                    g_rbf[part] = g_filt @ weight
+                if g_w is not None:
+                    g_w += g_filt.T @ rbf[part]
+                if g_b is not None:
+                    g_b += g_filt.sum(0)
+        return g_phi, g_v, g_rbf, g_env, g_unit, g_w, g_b, None, None, None, None
 
 
 class LocalEquivariantNet(nn.Module):
