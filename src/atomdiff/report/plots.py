@@ -112,14 +112,18 @@ def plot_curves(
     ylabel: str,
     title: str | None = None,
     ncols: int = 1,
+    logy: bool = False,
 ) -> None:
-    """Several labelled curves (RDF, angle distribution, spectra) on one axis."""
+    """Several labelled curves (RDF, angle distribution, spectra) on one axis (``logy``: logarithmic y axis, for
+    quantities that span decades such as a misfit along a sampling trajectory)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for x, y, label in curves:
         ax.plot(x, y, lw=1.0, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
     if any(label for _, _, label in curves):
         ax.legend(fontsize=8, ncols=ncols)
     if title:

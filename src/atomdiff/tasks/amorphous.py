@@ -430,6 +430,7 @@ def _plots(result: AmorphousResult, report: Path) -> dict[str, Path]:
             "log10 σ (Å) — sampling runs right to left",
             "weighted relative misfit at x̂₀",
             title="Misfit during guided sampling",
+            logy=True,  # from ~10² at the first guided level to ~10⁻³ at the end
         )
     return plots
 
