@@ -53,8 +53,7 @@ class _Layer(nn.Module):
         self.norm = nn.LayerNorm(hidden)
 
     def forward(self, h, i, j, edge_feat, inv_degree):
-        # index_select: row gathers several times faster than advanced indexing on the CPU (models/local.py)
-        m = self.edge(torch.cat([h.index_select(0, i), h.index_select(0, j), edge_feat], -1))
+        m = self.edge(torch.cat([h[i], h[j], edge_feat], -1))
         agg = torch.zeros_like(h).index_add(0, i, m) * inv_degree
         return h + self.node(torch.cat([self.norm(h), agg], -1))
 
@@ -123,17 +122,16 @@ class CrystalScoreNet(nn.Module):
         h = self.embed(tokens) + g[batch_idx]
 
         i, j = all_pairs(batch_idx, n_structures)
-        dfrac = frac.index_select(0, j) - frac.index_select(0, i)
+        dfrac = frac[j] - frac[i]
         k = torch.arange(1, c.n_frequencies + 1, dtype=dtype, device=frac.device)
         ang = 2 * math.pi * dfrac.unsqueeze(-1) * k  # (E, 3, K)
         fourier = torch.cat([torch.sin(ang), torch.cos(ang)], -1).flatten(1)
         dmin = dfrac - torch.round(dfrac)  # minimum image in fractional coordinates
-        edge_structure = batch_idx.index_select(0, i)
-        d2 = torch.einsum("ea,eab,eb->e", dmin, gram.index_select(0, edge_structure), dmin)
+        d2 = torch.einsum("ea,eab,eb->e", dmin, gram[batch_idx[i]], dmin)
         dist = torch.sqrt(d2.clamp_min(1e-12))
         width = c.r_max / c.n_rbf
         rbf = torch.exp(-((dist.unsqueeze(-1) - self.rbf_centres) ** 2) / (2 * width**2))
-        lat = lattice_x.index_select(0, edge_structure)
+        lat = lattice_x[batch_idx[i]]
         edge_feat = torch.cat([fourier, rbf, lat], -1)
         degree = torch.bincount(i, minlength=h.shape[0]).clamp_min(1).to(dtype).unsqueeze(-1)
         for layer in self.layers:
