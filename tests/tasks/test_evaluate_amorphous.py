@@ -141,6 +141,7 @@ def test_the_steering_experiment_has_its_own_samples_and_strength(tmp_path):
     assert run([*args, "--steer-samples", "3", "--steer-guidance", "0.5", "-o", str(out)]) == 0
     result = json.loads(out.read_text())
     assert (result["steer_samples"], result["steer_guidance"], result["samples"]) == (3, 0.5, 1)
+    assert result["guidance_clip"] == 5.0
     assert [len(t["sp3"]) for t in result["steering"]["targets"]] == [3] * 5
     assert (STEER_SAMPLES, STEER_GUIDANCE) == (20, 2.0)
 

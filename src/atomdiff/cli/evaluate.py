@@ -240,6 +240,7 @@ def amorphous(
     from atomdiff.cli.progress import stage_bars
     from atomdiff.data.spectra import read_spectra_file, read_spectrum_dataset
     from atomdiff.diffusion.amorphous import SampleOptions, density_cell
+    from atomdiff.diffusion.guidance.spectra import STEP_CLIP
     from atomdiff.structure.elements import chemical_symbols
     from atomdiff.structure.io import read_structures
     from atomdiff.structure.structure import Structure
@@ -285,6 +286,7 @@ def amorphous(
         "steps": steps,
         "guidance": guidance,
         "guidance_mode": guidance_mode,
+        "guidance_clip": STEP_CLIP,  # every guided run here clips at the default (recorded for comparisons)
         "restarts": restarts,
         "steer_samples": steer_samples,
         "steer_guidance": steer_guidance,
