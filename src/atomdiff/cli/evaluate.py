@@ -220,8 +220,9 @@ def amorphous(
         float | None,
         typer.Option(
             min=0.0,
-            help="Guidance strength of the steering experiment; default 2 (with 20 samples, 1 did not move sp3 "
-            "monotonically, 2 did for two of three seeds, the third flat at the end; docs/amorphous.md).",
+            help="Guidance strength of the steering experiment; default 2 (with 20 samples and unclipped steps, 1 did "
+            "not move sp3 monotonically, 2 did for two of three seeds; with clipped steps both rise over four targets "
+            "and the last step falls for some seeds; docs/amorphous.md).",
         ),
     ] = None,
     references: Annotated[

@@ -207,7 +207,7 @@ class _RecomputedMessages(torch.autograd.Function):
             filt = torch.nn.functional.linear(rbf[part], weight, bias)  # (E, 3F)
             ew = (env[part] * scale).unsqueeze(-1)
             pf = phi_j * filt
-            _, b, c = (pf * ew).split(f, dim=-1)
+            b, c = (pf[:, f:] * ew).split(f, dim=-1)  # the vector messages' factors (the scalar part is not needed)
             # messages: a = x₁, vector b ⊗ v_j + c ⊗ unit, with x = φ_j · filter · envelope · scale
             g_x = torch.cat([gs, (gv * v_j).sum(1), (gv * u.unsqueeze(-1)).sum(1)], dim=-1)
             if g_v is not None:
