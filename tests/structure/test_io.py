@@ -28,7 +28,7 @@ def _assert_same(a: Structure, b: Structure, atol: float = 1e-6) -> None:
     np.testing.assert_allclose(dfrac - np.round(dfrac), 0.0, atol=atol)
 
 
-@pytest.mark.parametrize("name", ["s.cif", "s.extxyz", "s.csv"])
+@pytest.mark.parametrize("name", ["s.cif", "s.extxyz", "s.csv", "s.npz"])
 def test_round_trip_many(tmp_path, name):
     structures = _structures()
     write_structures(structures, tmp_path / name)
@@ -36,6 +36,19 @@ def test_round_trip_many(tmp_path, name):
     assert len(back) == len(structures)
     for a, b in zip(back, structures, strict=True):
         _assert_same(a, b)
+
+
+def test_npz_is_exact_limited_and_refused_when_foreign(tmp_path):
+    structures = _structures()
+    write_structures(structures, tmp_path / "s.npz")
+    back = read_structures(tmp_path / "s.npz", limit=2)
+    assert len(back) == 2
+    for a, b in zip(back, structures[:2], strict=True):
+        np.testing.assert_array_equal(a.frac, b.frac)  # arrays, not text: bit for bit
+        np.testing.assert_array_equal(a.cell, b.cell)
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(InputError, match="not a file of structures written by atomdiff"):
+        read_structures(tmp_path / "other.npz")
 
 
 @pytest.mark.parametrize("name", ["POSCAR", "x.vasp"])

@@ -14,6 +14,7 @@ from atomdiff.cli.main import run
 from atomdiff.diffusion.crystal import CrystalDiffusion, DataStatistics
 from atomdiff.models.crystal import CrystalNetConfig
 from atomdiff.structure import Structure, read_structures, write_structures
+from atomdiff.structure.io import load_structures_npz
 from atomdiff.tasks.evaluate import (
     composition_fingerprints,
     composition_valid,
@@ -161,6 +162,47 @@ def test_evaluate_csp_writes_json(files, tmp_path):
     assert CSP_KEYS <= set(result)
     assert result["n_structures"] == 3 and result["samples"] == 2 and result["steps"] == 3
     assert 0.0 <= result["match_rate_top1"] <= result["match_rate"] <= 1.0
+
+
+def test_evaluate_csp_samples_stored_then_scored_elsewhere(files, tmp_path):
+    """--no-score --save-samples (a GPU machine without pymatgen) then --from-samples gives the scores of a
+    direct run with the same seed; stored samples are refused against other data, and options that cannot go
+    together are refused."""
+    model, data = files
+    args = ["--data", str(data), "--limit", "3", "--samples", "2", "--steps", "3", "--batch-size", "4"]
+    direct = tmp_path / "direct.json"
+    assert run(["evaluate", "csp", "--model", str(model), *args, "-o", str(direct)]) == 0
+    stored = tmp_path / "samples.npz"
+    assert run(["evaluate", "csp", "--model", str(model), *args, "--no-score", "--save-samples", str(stored)]) == 0
+    scored = tmp_path / "scored.json"
+    assert (
+        run(["evaluate", "csp", "--from-samples", str(stored), "--data", str(data), "--limit", "3", "-o", str(scored)])
+        == 0
+    )
+    a, b = json.loads(direct.read_text()), json.loads(scored.read_text())
+    for key in ("match_rate", "match_rate_top1", "rmse", "rmse_top1", "structural_validity", "samples", "steps"):
+        assert a[key] == b[key], key
+    assert b["samples_file"] == str(stored) and b["model"] == str(model) and b["sample_time_s"] > 0
+    groups = load_structures_npz(stored)
+    assert len(groups) == 6 and sorted(groups[2].numbers) == sorted(TESTS[1].numbers)
+    other = ["--data", str(data), "-o", str(tmp_path / "x.json")]
+    assert run(["evaluate", "csp", "--from-samples", str(stored), *other, "--limit", "2"]) == 2  # other data
+    assert run(["evaluate", "csp", "--from-samples", str(data), *other, "--limit", "3"]) == 2  # not a samples file
+    assert run(["evaluate", "csp", "--model", str(model), *args, "--no-score"]) == 2  # nothing would be kept
+    assert run(["evaluate", "csp", "--model", str(model), *args]) == 2  # scores need --output
+    assert run(["evaluate", "csp", *args, "-o", str(tmp_path / "y.json")]) == 2  # neither --model nor samples
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "y.json").exists()
+
+
+def test_evaluate_refuses_an_unknown_or_absent_device(files, tmp_path):
+    model, data = files
+    args = ["--model", str(model), "--data", str(data), "--limit", "1", "--samples", "1", "--steps", "1"]
+    assert run(["evaluate", "csp", *args, "--device", "tpu7", "-o", str(tmp_path / "a.json")]) == 2
+    if not torch.cuda.is_available():
+        assert (
+            run(["evaluate", "denovo", *args[:4], "-n", "1", "--device", "cuda", "-o", str(tmp_path / "b.json")]) == 2
+        )
+    assert not list(tmp_path.iterdir())
 
 
 def test_evaluate_csp_conditioned_on_matched_and_mismatched_patterns(files, tmp_path):

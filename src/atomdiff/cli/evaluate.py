@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ from rich.table import Table
 from atomdiff.cli.generate import BatchSize, ModelOpt, SamplerOpt, Steps, check_sampler, progress_bar
 from atomdiff.cli.options import (
     CfgScale,
+    DeviceOpt,
     FinishGuidance,
     FinishSigma,
     FinishSteps,
@@ -21,6 +23,7 @@ from atomdiff.cli.options import (
     RestartSteps,
     Seed,
     check_output_suffix,
+    network_on,
     parse_interval,
 )
 from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE
@@ -55,9 +58,12 @@ def _print_table(title: str, result: dict[str, Any], keys: list[tuple[str, str, 
 
 @app.command("csp")
 def csp(
-    model: ModelOpt,
     data: Data,
-    output: Output,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model folder (model.safetensors + config.json) or shipped name to sample."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Result JSON file.")] = None,
     samples: Annotated[int, typer.Option("--samples", "-k", min=1, help="Samples per test structure (top-k).")] = 20,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Evaluate the first LIMIT test structures.")] = 500,
     steps: Steps = 200,
@@ -73,30 +79,76 @@ def csp(
         ),
     ] = None,
     cfg: CfgScale = DEFAULT_CFG_SCALE,
+    save_samples: Annotated[
+        Path | None,
+        typer.Option("--save-samples", help="Also store the samples (.npz) to score again with --from-samples."),
+    ] = None,
+    score: Annotated[
+        bool,
+        typer.Option(
+            "--score/--no-score",
+            help="Match the samples (pymatgen); --no-score with --save-samples only samples, e.g. on a GPU "
+            "machine without pymatgen.",
+        ),
+    ] = True,
+    from_samples: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-samples", help="Score samples stored by --save-samples (same --data and --limit; no --model)."
+        ),
+    ] = None,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Crystal structure prediction: match rate and RMSE (pymatgen StructureMatcher, DiffCSP's tolerances)
     of samples with each test structure's exact atoms, top-k and top-1, plus validity."""
     from atomdiff.structure.io import read_structures
-    from atomdiff.tasks.evaluate import evaluate_csp, write_result
+    from atomdiff.tasks.evaluate import evaluate_csp, load_csp_samples, score_csp, write_result
     from atomdiff.weights import load_crystal_model
 
-    check_output_suffix(output, (".json",), "--output")
+    if (model is None) == (from_samples is None):
+        raise InputError("give either --model (to sample) or --from-samples (to score stored samples)")
+    if score and output is None:
+        raise InputError("--output is needed to write the scores (or --no-score with --save-samples)")
+    if not score and (save_samples is None or from_samples is not None):
+        raise InputError("--no-score only samples: it needs --model and --save-samples")
+    if output is not None:
+        check_output_suffix(output, (".json",), "--output")
+    if save_samples is not None:
+        check_output_suffix(save_samples, (".npz",), "--save-samples")
     check_sampler(sampler)
     tests = read_structures(data, limit=limit)
-    diffusion = load_crystal_model(model)
-    with progress_bar("test structures") as update:
-        result = evaluate_csp(
-            diffusion,
-            tests,
-            samples,
-            steps=steps,
-            sampler=sampler,
-            seed=seed,
-            batch_size=batch_size,
-            progress=update,
-            patterns=patterns,
-            cfg_scale=cfg,
-        )
+    if from_samples is not None:
+        groups, settings = load_csp_samples(from_samples, tests)
+        with progress_bar("matched") as update:
+            t0 = time.perf_counter()
+            result = {**score_csp(tests, groups, update), **settings, "wall_time_s": time.perf_counter() - t0}
+        model, samples, steps, sampler = settings["model"], settings["samples"], settings["steps"], settings["sampler"]
+        patterns, cfg = settings["patterns"], settings["cfg_scale"] or cfg
+        result["samples_file"] = str(from_samples)
+    else:
+        diffusion = network_on(load_crystal_model(model), device)
+        with progress_bar("test structures") as update:
+            result = evaluate_csp(
+                diffusion,
+                tests,
+                samples,
+                steps=steps,
+                sampler=sampler,
+                seed=seed,
+                batch_size=batch_size,
+                progress=update,
+                patterns=patterns,
+                cfg_scale=cfg,
+                save_samples=save_samples,
+                saved_settings={"model": str(model), "data": str(data)},
+                score=score,
+            )
+        if not score:
+            console.print(
+                f"{len(tests) * samples} samples of {len(tests)} test structures written to {save_samples} "
+                f"in {result['sample_time_s']:.1f} s"
+            )
+            return
     result = {**result, "model": str(model), "data": str(data)}
     write_result(result, output)
     _print_table(
@@ -135,6 +187,7 @@ def denovo(
     comp_cutoff: Annotated[
         float | None, typer.Option(min=0.0, help="Composition fingerprint cutoff for coverage (default 0.1).")
     ] = None,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """De novo generation: validity, coverage (our fingerprints, not CDVAE's), and Wasserstein distances of
     density and number of elements to the test set."""
@@ -145,7 +198,7 @@ def denovo(
     check_output_suffix(output, (".json",), "--output")
     check_sampler(sampler)
     tests = read_structures(data, limit=limit)
-    diffusion = load_crystal_model(model)
+    diffusion = network_on(load_crystal_model(model), device)
     with progress_bar("denoising") as update:
         result = evaluate_denovo(
             diffusion,

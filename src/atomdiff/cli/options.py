@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -107,3 +107,29 @@ def parse_interval(text: str | None) -> tuple[float, float] | None:
 def check_output_suffix(path: Path, allowed: tuple[str, ...], what: str) -> None:
     if path.suffix.lower() not in allowed:
         raise InputError(f"{what} must end in one of {', '.join(allowed)}", path=str(path))
+
+
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where the network runs: cpu, cuda or cuda:N (the sampler's state and random draws stay on the CPU, "
+        "so a seed draws the same noise everywhere).",
+    ),
+]
+
+
+def network_on(diffusion: Any, device: str) -> Any:
+    """``diffusion`` with its network moved to ``device`` (checked: a clear error for an unknown or absent one)."""
+    import torch
+
+    try:
+        target = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device is available here")
+    if target.type not in ("cpu", "cuda"):
+        raise InputError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    diffusion.net.to(target)
+    return diffusion

@@ -111,17 +111,27 @@ class CrystalDiffusion(nn.Module):
         """Conditioning vectors ``(B, cond_dim)`` of encoder inputs ``(B, 2, n_q)`` (see :mod:`pattern_encoder`)."""
         if self.net.pattern_encoder is None:
             raise InputError("this model is not pattern-conditioned (it has no pattern encoder)")
-        return self.net.pattern_encoder(features, radiation)
+        device = next(self.net.parameters()).device
+        return self.net.pattern_encoder(features.to(device), radiation.to(device)).to(features.device)
 
     def _predict(self, tokens, frac, x, n_atoms, batch_idx, t_vec, condition, cfg_scale):
-        """The network's outputs, with classifier-free guidance when a condition and a scale are given."""
+        """The network's outputs, with classifier-free guidance when a condition and a scale are given.
+
+        When the network alone sits on another device (``model.net.to("cuda")``), its inputs
+        go there and its outputs come back: the sampler's state and random draws stay on the CPU, so a seed gives
+        the same draws on every device."""
         gram = self.lattice_noise.gram(x, n_atoms)
-        out = self.net(tokens, frac, x, gram, batch_idx, t_vec, condition)
-        if condition is None or cfg_scale == 0:
-            return out
-        # the unconditioned branch sees the zero vector, as structures whose condition was dropped in training
-        free = self.net(tokens, frac, x, gram, batch_idx, t_vec, torch.zeros_like(condition))
-        return tuple(c + cfg_scale * (c - u) for c, u in zip(out, free, strict=True))
+        device = next(self.net.parameters()).device
+        args = (tokens, frac, x, gram, batch_idx, t_vec)
+        if device != frac.device:
+            args = tuple(a.to(device) for a in args)
+            condition = None if condition is None else condition.to(device)
+        out = self.net(*args, condition)
+        if condition is not None and cfg_scale != 0:
+            # the unconditioned branch sees the zero vector, as structures whose condition was dropped in training
+            free = self.net(*args, torch.zeros_like(condition))
+            out = tuple(c + cfg_scale * (c - u) for c, u in zip(out, free, strict=True))
+        return out if device == frac.device else tuple(o.to(frac.device) for o in out)
 
     # --- training --------------------------------------------------------------------------------------
     def loss(

@@ -50,6 +50,7 @@ from atomdiff.files import atomic_path
 from atomdiff.physics.descriptors import min_distance
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.elements import MAX_Z
+from atomdiff.structure.io import load_structures_npz, read_npz_key, save_structures_npz
 from atomdiff.structure.neighbors import neighbor_list
 from atomdiff.structure.structure import Structure
 from atomdiff.tasks.generate import chunk_seed, sample_structures
@@ -163,7 +164,7 @@ def match_scores(
     return summarise_matches(rms)
 
 
-def evaluate_csp(
+def sample_csp(
     model: CrystalDiffusion,
     tests: Sequence[Structure],
     samples: int = 20,
@@ -175,35 +176,20 @@ def evaluate_csp(
     progress: Progress | None = None,
     patterns: str | None = None,
     cfg_scale: float = DEFAULT_CFG_SCALE,
-) -> dict[str, Any]:
-    """Crystal structure prediction benchmark (see the module docstring).
+) -> list[list[Structure]]:
+    """``samples`` structures with the exact atoms of each test structure (the sampling half of
+    :func:`evaluate_csp`, whose arguments these are); no pymatgen needed, so it runs where only torch is.
 
     Test structures are grouped so that each call of ``model.sample`` holds about ``batch_size`` structures
     (at least one test structure's ``samples``); call ``k`` uses :func:`chunk_seed` ``(seed, k)``.
-
-    Args:
-        progress: called with ``(test structures done, test structures in all)``, fractionally during sampling.
-        patterns: for a pattern-conditioned model: ``"matched"`` conditions the samples of each test structure on
-            a simulated powder pattern of it, with an instrument drawn at random as in training
-            (:mod:`atomdiff.data.generate.patterns`, seeded by ``seed``); ``"mismatched"`` on the pattern of the
-            next test structure (a control: the pattern must drive the answer); ``None``: unconditioned.
-        cfg_scale: classifier-free guidance scale for ``patterns``.
-
-    Returns:
-        ``match_rate``, ``match_rate_top1``, ``rmse``, ``rmse_top1``, ``structural_validity``,
-        ``composition_validity`` (fractions over all samples), ``n_structures``, ``samples``, ``steps``,
-        ``sampler``, ``seed``, ``batch_size``, ``wall_time_s``.
     """
     if not tests:
         raise InputError("no test structure to evaluate")
     if samples < 1 or batch_size < 1:
         raise InputError(f"samples and batch size must be positive, got {samples} and {batch_size}")
-    t0 = time.perf_counter()
-    matcher = make_matcher()
     per_call = max(1, batch_size // samples)
     n = len(tests)
-    rms: list[list[float | None]] = []
-    n_struct = n_comp = 0
+    groups: list[list[Structure]] = []
     conditions = _pattern_conditions(model, tests, patterns, seed)
     for k, start in enumerate(range(0, n, per_call)):
         chunk = tests[start : start + per_call]
@@ -227,22 +213,156 @@ def evaluate_csp(
             condition=condition,
             cfg_scale=cfg_scale if condition is not None else 0.0,
         )
-        for j, test in enumerate(chunk):
-            group = out[j * samples : (j + 1) * samples]
-            struct_ok = [structurally_valid(s) for s in group]
-            comp_ok = [composition_valid(s.numbers) for s in group]
-            n_struct += sum(struct_ok)
-            n_comp += sum(comp_ok)
-            rms.append(rms_distances(matcher, test, group, struct_ok))
+        groups.extend(out[j * samples : (j + 1) * samples] for j in range(len(chunk)))
         if progress is not None:
             progress(start + len(chunk), n)
+    return groups
+
+
+def score_csp(
+    tests: Sequence[Structure], groups: Sequence[Sequence[Structure]], progress: Progress | None = None
+) -> dict[str, Any]:
+    """Match rates, RMSEs and validity of ``groups[i]``, the samples for ``tests[i]`` (pymatgen's matcher).
+
+    Returns:
+        ``match_rate``, ``match_rate_top1``, ``rmse``, ``rmse_top1``, ``structural_validity``,
+        ``composition_validity`` (fractions over all samples), ``n_structures`` and ``samples``.
+    """
+    if len(groups) != len(tests) or not tests:
+        raise InputError(f"{len(groups)} groups of samples for {len(tests)} test structures")
+    matcher = make_matcher()
+    rms: list[list[float | None]] = []
+    n_struct = n_comp = n_samples = 0
+    for i, (test, group) in enumerate(zip(tests, groups, strict=True)):
+        struct_ok = [structurally_valid(s) for s in group]
+        n_struct += sum(struct_ok)
+        n_comp += sum(composition_valid(s.numbers) for s in group)
+        n_samples += len(group)
+        rms.append(rms_distances(matcher, test, group, struct_ok))
+        if progress is not None:
+            progress(i + 1, len(tests))
     scores = summarise_matches(rms)
-    n_samples = n * samples
     return {
         **dataclasses.asdict(scores),
         "structural_validity": n_struct / n_samples,
         "composition_validity": n_comp / n_samples,
-        "n_structures": n,
+        "n_structures": len(tests),
+        "samples": n_samples // len(tests),
+    }
+
+
+def save_csp_samples(groups: Sequence[Sequence[Structure]], file: str | os.PathLike, settings: dict[str, Any]) -> None:
+    """Store the samples of :func:`sample_csp` (test structure ``i``'s in order) with the settings that made
+    them (JSON in the file's key), to be scored later by :func:`load_csp_samples` and :func:`score_csp`."""
+    flat = [
+        s.replace(info={**s.info, "test_index": i, "sample": j}) for i, g in enumerate(groups) for j, s in enumerate(g)
+    ]
+    save_structures_npz(flat, file, json.dumps({**settings, "n_structures": len(groups)}))
+
+
+def load_csp_samples(
+    file: str | os.PathLike, tests: Sequence[Structure]
+) -> tuple[list[list[Structure]], dict[str, Any]]:
+    """The groups and settings stored by :func:`save_csp_samples`, checked against ``tests``: as many test
+    structures, and every sample with its test structure's atoms (else the file belongs to other data or
+    another ``--limit``)."""
+    structures = load_structures_npz(file)
+    try:
+        settings = json.loads(read_npz_key(file) or "")
+        n, k = int(settings["n_structures"]), int(settings["samples"])
+    except (ValueError, KeyError, TypeError):
+        structures = None
+    if structures is None:
+        raise InputError("not a file of stored CSP samples (atomdiff evaluate csp --save-samples)", path=str(file))
+    if n != len(tests) or len(structures) != n * k:
+        raise InputError(
+            f"holds {len(structures)} samples for {n} test structures; the data give {len(tests)} "
+            "(use the --data and --limit the samples were made with)",
+            path=str(file),
+        )
+    groups = [structures[i * k : (i + 1) * k] for i in range(n)]
+    for i, (test, group) in enumerate(zip(tests, groups, strict=True)):
+        want = sorted(test.numbers.tolist())
+        if any(sorted(s.numbers.tolist()) != want for s in group):
+            raise InputError(
+                f"the samples of test structure {i} do not have its atoms ({test.formula}): "
+                "the file was made from other data",
+                path=str(file),
+            )
+    return groups, settings
+
+
+def evaluate_csp(
+    model: CrystalDiffusion,
+    tests: Sequence[Structure],
+    samples: int = 20,
+    *,
+    steps: int = 200,
+    sampler: str = "pc",
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: Progress | None = None,
+    patterns: str | None = None,
+    cfg_scale: float = DEFAULT_CFG_SCALE,
+    save_samples: str | os.PathLike | None = None,
+    saved_settings: dict[str, Any] | None = None,
+    score: bool = True,
+) -> dict[str, Any]:
+    """Crystal structure prediction benchmark (see the module docstring): :func:`sample_csp` then
+    :func:`score_csp`.
+
+    Args:
+        progress: called with ``(work done, work in all)``: sampling, then matching, each counting the test
+            structures (fractionally during sampling).
+        patterns: for a pattern-conditioned model: ``"matched"`` conditions the samples of each test structure on
+            a simulated powder pattern of it, with an instrument drawn at random as in training
+            (:mod:`atomdiff.data.generate.patterns`, seeded by ``seed``); ``"mismatched"`` on the pattern of the
+            next test structure (a control: the pattern must drive the answer); ``None``: unconditioned.
+        cfg_scale: classifier-free guidance scale for ``patterns``.
+        save_samples: also store the samples there (:func:`save_csp_samples`), with the sampling settings and
+            ``saved_settings`` (the model's name, say), before scoring them.
+        score: False: only sample (and store); the result has the settings and ``sample_time_s`` alone.
+
+    Returns:
+        :func:`score_csp`'s entries and ``steps``, ``sampler``, ``seed``, ``batch_size``, ``patterns``,
+        ``cfg_scale``, ``sample_time_s``, ``wall_time_s``.
+    """
+    t0 = time.perf_counter()
+    sample_progress = score_progress = None
+    if progress is not None:
+
+        def sample_progress(done: float, total: float) -> None:
+            progress(done, 2 * total if score else total)
+
+        def score_progress(done: float, total: float) -> None:
+            progress(total + done, 2 * total)
+
+    groups = sample_csp(
+        model,
+        tests,
+        samples,
+        steps=steps,
+        sampler=sampler,
+        seed=seed,
+        batch_size=batch_size,
+        progress=sample_progress,
+        patterns=patterns,
+        cfg_scale=cfg_scale,
+    )
+    settings = csp_settings(samples, steps, sampler, seed, batch_size, patterns, cfg_scale)
+    settings["sample_time_s"] = time.perf_counter() - t0
+    if save_samples is not None:
+        save_csp_samples(groups, save_samples, {**settings, **(saved_settings or {})})
+    if not score:
+        return settings
+    return {**score_csp(tests, groups, score_progress), **settings, "wall_time_s": time.perf_counter() - t0}
+
+
+def csp_settings(
+    samples: int, steps: int, sampler: str, seed: int, batch_size: int, patterns: str | None, cfg_scale: float
+) -> dict[str, Any]:
+    """The sampling settings a CSP result (and a file of stored samples) records."""
+    return {
         "samples": samples,
         "steps": steps,
         "sampler": sampler,
@@ -250,7 +370,6 @@ def evaluate_csp(
         "batch_size": batch_size,
         "patterns": patterns,
         "cfg_scale": cfg_scale if patterns else None,
-        "wall_time_s": time.perf_counter() - t0,
     }
 
 

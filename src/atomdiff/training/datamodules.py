@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,9 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from atomdiff.errors import InputError
-from atomdiff.files import atomic_path
 from atomdiff.structure.batch import StructureBatch
-from atomdiff.structure.io import read_structures
+from atomdiff.structure.io import load_structures_npz, read_structures, save_structures_npz
 from atomdiff.structure.structure import Structure
 
 CACHE_VERSION = 2
@@ -40,49 +38,6 @@ def cache_key(path: str | os.PathLike, limit: int | None) -> str:
 def _cache_file(path: Path, limit: int | None, cache_dir: Path) -> Path:
     digest = hashlib.sha1(cache_key(path, limit).encode()).hexdigest()[:16]
     return cache_dir / f"{path.stem}-{digest}.npz"
-
-
-def _scalar_info(structure: Structure) -> str:
-    """The structure's scalar ``info`` entries (phase labels, ids, ...) as JSON."""
-    return json.dumps({k: v for k, v in structure.info.items() if isinstance(v, str | int | float | bool)})
-
-
-def save_structures_npz(structures: Sequence[Structure], file: str | os.PathLike, key: str = "") -> None:
-    """Write structures as concatenated arrays (numbers, frac, cell, counts, pbc, material ids) and each one's
-    scalar ``info`` entries as JSON text."""
-    with atomic_path(file) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(
-            fh,
-            key=np.array(key),
-            counts=np.array([len(s) for s in structures], dtype=np.int64),
-            numbers=np.concatenate([s.numbers for s in structures]).astype(np.int16),
-            frac=np.concatenate([s.frac for s in structures]),
-            cell=np.stack([s.cell for s in structures]),
-            pbc=np.array([s.pbc for s in structures], dtype=bool),
-            material_id=np.array([str(s.info.get("material_id", "")) for s in structures]),
-            info=np.array([_scalar_info(s) for s in structures]),
-        )
-
-
-def load_structures_npz(file: str | os.PathLike, key: str | None = None) -> list[Structure] | None:
-    """Structures from :func:`save_structures_npz`; ``None`` when ``key`` does not match or the file is bad."""
-    try:
-        with np.load(file, allow_pickle=False) as z:
-            if key is not None and str(z["key"]) != key:
-                return None
-            counts, numbers, frac, cell = z["counts"], z["numbers"], z["frac"], z["cell"]
-            pbc, ids, infos = z["pbc"], z["material_id"], z["info"]
-    except (OSError, ValueError, KeyError):
-        return None
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    out = []
-    for b in range(len(counts)):
-        sel = slice(offsets[b], offsets[b + 1])
-        info = {**json.loads(str(infos[b])), "source": str(file), "row": b}
-        if ids[b]:
-            info["material_id"] = str(ids[b])
-        out.append(Structure(numbers[sel], frac[sel], cell[b], tuple(bool(p) for p in pbc[b]), info))
-    return out
 
 
 def load_structures(
