@@ -105,6 +105,9 @@ def test_weighted_balanced_run_fine_tuned_from_a_prior_resumes(dataset, tmp_path
     tuned = AmorphousDiffusion.load(out / "model").net.state_dict()
     assert start.keys() == tuned.keys()  # the learned loss scale is not exported
     assert any(not torch.equal(start[k], tuned[k]) for k in start)
+    record = json.loads((out / "model" / "config.json").read_text())["training"]
+    assert record["init"]["model"] == str(first / "model")  # the model it started from, with that one's training
+    assert record["init"]["training"]["steps"] == 2 and "init" not in record["init"]["training"]
     assert run(["train", "amorphous", "-o", str(out), "--resume", "--max-steps", "4"]) == 0
     assert json.loads((out / "model" / "config.json").read_text())["training"]["steps"] == 4
 

@@ -279,6 +279,10 @@ def fit_run(
         "n_val": n_val,
         "hardware": hardware_info(accelerator, trainer.num_devices, trainer.num_nodes, trainer.world_size),
     }
+    if getattr(config, "init", ""):  # a fine-tuned model keeps the record of the one it started from
+        from atomdiff.weights import training_record
+
+        module.training_info["init"] = {"model": config.init, "training": training_record(config.init)}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)

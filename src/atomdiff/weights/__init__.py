@@ -6,8 +6,10 @@ A shipped model is a folder ``atomdiff/weights/<name>/`` holding ``model.safeten
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -19,23 +21,43 @@ from atomdiff.models.xanes import XanesSurrogate
 from atomdiff.structure.elements import chemical_symbols
 
 
-def _load(cls, name_or_path: str | os.PathLike, kind: str):
-    """Load ``cls`` from a folder, or from the shipped model of that name and kind."""
+@contextlib.contextmanager
+def _folder(name_or_path: str | os.PathLike, kind: str) -> Iterator[Path]:
+    """The model folder of a path, or of the shipped model of that name and kind."""
     path = Path(name_or_path)
     if path.is_dir():
-        return cls.load(path)
+        yield path
+        return
     root = resources.files(__name__)
     name = str(name_or_path)
     if name and name == path.name and name not in (".", ".."):
         candidate = root / name
         if candidate.is_dir():
             with resources.as_file(candidate) as folder:
-                return cls.load(folder)
+                yield Path(folder)
+            return
     shipped = shipped_models(kind)
     raise InputError(
         f"no model {name!r}: not a folder holding model.safetensors and config.json, nor a shipped {kind} model "
         f"(shipped: {', '.join(shipped) if shipped else 'none installed'})"
     )
+
+
+def _load(cls, name_or_path: str | os.PathLike, kind: str):
+    """Load ``cls`` from a folder, or from the shipped model of that name and kind."""
+    with _folder(name_or_path, kind) as folder:
+        return cls.load(folder)
+
+
+def training_record(name_or_path: str | os.PathLike, kind: str = "crystal_diffusion") -> dict | None:
+    """The ``training`` entry of a model's ``config.json`` (command, settings, hardware, wall time), if any."""
+    with _folder(name_or_path, kind) as folder:
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+    record = config.get("training") if isinstance(config, dict) else None
+    return record if isinstance(record, dict) else None
 
 
 def load_crystal_model(name_or_path: str | os.PathLike) -> CrystalDiffusion:
