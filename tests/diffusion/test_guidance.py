@@ -81,3 +81,42 @@ def test_held_cells_are_kept_exactly_and_guided_positions_still_move():
         model.sample(3, constraint, steps=2, cells=cells)
     with pytest.raises(InputError, match="degenerate"):
         model.sample(2, constraint, steps=2, cells=torch.zeros(2, 3, 3, dtype=torch.float64))
+
+
+def test_repulsion_parts_overlapping_atoms_and_leaves_others_alone():
+    from atomdiff.diffusion.guidance import RepulsionGuidance
+
+    guide = RepulsionGuidance(strength=2.0, r0=1.0)
+    clean = _perovskite()
+    # two atoms 0.2 Å apart across the periodic boundary (frac 0.98 and 0.02 of a 5 Å axis)
+    overlap = Structure([6, 6, 8], [[0.98, 0.5, 0.5], [0.02, 0.5, 0.5], [0.5, 0.0, 0.0]], np.eye(3) * 5.0)
+    batch = StructureBatch.from_structures([clean, overlap])
+    frac = batch.frac.clone().requires_grad_()
+    x0 = torch.zeros(2, 6, dtype=torch.float64, requires_grad=True)
+    moved = StructureBatch(batch.numbers, frac, batch.cell, batch.batch_idx, batch.pbc)
+    penalty = guide.penalty(moved).detach()
+    assert float(penalty[0]) == 0.0 and float(penalty[1]) == pytest.approx(0.8**2)  # each pair once
+    d_frac, d_x = guide.gradients(moved, x0, t=0.5)
+    assert torch.count_nonzero(d_x) == 0 and torch.count_nonzero(d_frac[:5]) == 0  # the clean cell is untouched
+    assert torch.count_nonzero(d_frac[7]) == 0  # the third atom is far from both
+    stepped = batch.replace(frac=batch.frac - 0.01 * d_frac)  # the sampler moves against the direction
+    assert float(guide.penalty(stepped)[1]) < float(penalty[1])
+    assert float(d_frac[5, 0]) > 0 > float(d_frac[6, 0])  # atom at 0.98 moves up to 1 (wraps), the other down
+    assert guide.active(1.0) and not RepulsionGuidance(0.0).active(0.5)
+    with pytest.raises(ValueError):
+        RepulsionGuidance(strength=1.0, r0=0.0)
+
+
+def test_sampling_takes_several_guidance_terms_and_repulsion_keeps_atoms_apart():
+    from atomdiff.diffusion.guidance import RepulsionGuidance
+    from atomdiff.physics.descriptors import min_distance
+
+    model, constraint, guide = _guided_setup()
+    crowded = CompositionConstraint(formula={20: 2, 22: 2, 8: 6})  # ten atoms in cells sized for five
+    plain = model.sample(6, crowded, steps=8, seed=1)
+    apart = model.sample(6, crowded, steps=8, seed=1, guidance=RepulsionGuidance(strength=3.0, r0=1.5))
+    assert np.mean([min_distance(s) for s in apart]) > np.mean([min_distance(s) for s in plain])
+    both = model.sample(2, constraint, steps=6, seed=3, guidance=[guide, RepulsionGuidance(2.0)])
+    again = model.sample(2, constraint, steps=6, seed=3, guidance=(guide, RepulsionGuidance(2.0)))
+    assert all(np.array_equal(s.frac, t.frac) for s, t in zip(both, again, strict=True))
+    assert all(len(s) == 5 for s in both)

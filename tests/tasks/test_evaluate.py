@@ -241,6 +241,8 @@ def test_evaluate_denovo_writes_json(files, tmp_path):
                 "4",
                 "--steps",
                 "3",
+                "--repulsion",
+                "2",
                 "-o",
                 str(out),
             ]
@@ -248,7 +250,7 @@ def test_evaluate_denovo_writes_json(files, tmp_path):
         == 0
     )
     result = json.loads(out.read_text())
-    assert DENOVO_KEYS <= set(result)
+    assert DENOVO_KEYS <= set(result) and result["repulsion"] == 2.0
     assert result["n_generated"] == 4 and result["n_test"] == len(TESTS)
     assert 0.0 <= result["validity"] <= min(result["structural_validity"], result["composition_validity"])
 

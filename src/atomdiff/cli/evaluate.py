@@ -19,6 +19,7 @@ from atomdiff.cli.options import (
     FinishSigma,
     FinishSteps,
     GuidanceInterval,
+    RepulsionOpt,
     RestartSigma,
     RestartSteps,
     Seed,
@@ -98,6 +99,7 @@ def csp(
         ),
     ] = None,
     device: DeviceOpt = "cpu",
+    repulsion: RepulsionOpt = 0.0,
 ) -> None:
     """Crystal structure prediction: match rate and RMSE (pymatgen StructureMatcher, DiffCSP's tolerances)
     of samples with each test structure's exact atoms, top-k and top-1, plus validity."""
@@ -142,6 +144,7 @@ def csp(
                 save_samples=save_samples,
                 saved_settings={"model": str(model), "data": str(data)},
                 score=score,
+                repulsion=repulsion,
             )
         if not score:
             console.print(
@@ -188,6 +191,7 @@ def denovo(
         float | None, typer.Option(min=0.0, help="Composition fingerprint cutoff for coverage (default 0.1).")
     ] = None,
     device: DeviceOpt = "cpu",
+    repulsion: RepulsionOpt = 0.0,
 ) -> None:
     """De novo generation: validity, coverage (our fingerprints, not CDVAE's), and Wasserstein distances of
     density and number of elements to the test set."""
@@ -211,6 +215,7 @@ def denovo(
             struct_cutoff=STRUCT_CUTOFF if struct_cutoff is None else struct_cutoff,
             comp_cutoff=COMP_CUTOFF if comp_cutoff is None else comp_cutoff,
             progress=update,
+            repulsion=repulsion,
         )
     result = {**result, "model": str(model), "data": str(data)}
     write_result(result, output)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from atomdiff.cli.options import Seed
+from atomdiff.cli.options import DEFAULT_REPULSION, RepulsionOpt, Seed
 from atomdiff.errors import InputError
 
 console = Console()
@@ -97,6 +97,7 @@ def generate(
     seed: Seed = 0,
     batch_size: BatchSize = 256,
     overwrite: Annotated[bool, typer.Option(help="Replace the samples of an earlier run in the folder.")] = False,
+    repulsion: RepulsionOpt = DEFAULT_REPULSION,
 ) -> None:
     """Generate crystal structures: one CIF each, samples.extxyz and summary.csv in the output folder."""
     from atomdiff.tasks.generate import check_output_folder
@@ -119,6 +120,7 @@ def generate(
             batch_size=batch_size,
             overwrite=overwrite,
             progress=update,
+            repulsion=repulsion,
         )
     formulas = sorted({s.formula for s in structures})
     shown = ", ".join(formulas[:8]) + (" ..." if len(formulas) > 8 else "")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from atomdiff.diffusion.constraints import CompositionConstraint
-from atomdiff.diffusion.guidance import PhysicsGuidance
+from atomdiff.diffusion.guidance import PhysicsGuidance, RepulsionGuidance
 from atomdiff.diffusion.noise import MASK, LatticeNoise, MaskedSpeciesNoise, WrappedNormalNoise
 from atomdiff.diffusion.noise.lattice import cell_to_log_gram, unvech
 from atomdiff.errors import InputError
@@ -183,7 +183,7 @@ class CrystalDiffusion(nn.Module):
         numbers: Sequence[np.ndarray] | None = None,
         condition: torch.Tensor | None = None,
         progress: Callable[[int, int], None] | None = None,
-        guidance: PhysicsGuidance | None = None,
+        guidance: PhysicsGuidance | RepulsionGuidance | Sequence[PhysicsGuidance | RepulsionGuidance] | None = None,
         cfg_scale: float = 0.0,
         cells: torch.Tensor | None = None,
     ) -> list[Structure]:
@@ -196,7 +196,8 @@ class CrystalDiffusion(nn.Module):
                 (probability-flow ODE for coordinates, deterministic DDIM for the lattice).
             numbers: the exact atomic numbers of each cell (CSP), overriding ``constraint``.
             progress: called with ``(step, steps)``.
-            guidance: steers every step by a measured pattern (see :mod:`atomdiff.diffusion.guidance`).
+            guidance: steers every step by a measured pattern, or keeps atoms apart, or several such terms
+                (see :mod:`atomdiff.diffusion.guidance`).
             condition: ``(n, cond_dim)`` conditioning vectors (e.g. :meth:`encode_patterns`), or ``None``.
             cfg_scale: classifier-free guidance scale ``w`` for ``condition`` (0: plain conditional sampling).
             cells: ``(n, 3, 3)`` known lattices (rows are the cell vectors): the lattice is not sampled but held
@@ -241,6 +242,7 @@ class CrystalDiffusion(nn.Module):
         if cells is not None:
             known_x, known_eps = self.lattice_noise.encode(cells, n_atoms), x
         times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        guides = [] if guidance is None else list(guidance) if isinstance(guidance, list | tuple) else [guidance]
         for k in range(steps):
             t, t_prev = float(times[k]), float(times[k + 1])
             dt = t - t_prev
@@ -255,10 +257,11 @@ class CrystalDiffusion(nn.Module):
                 frac = self.frac_noise.langevin_step(frac, frac_out.double() * norm, t, corrector_snr, gen)
             frac_out, eps, logits = self._predict(tokens, frac, x, n_atoms, batch_idx, t_vec, condition, cfg_scale)
             score, eps = frac_out.double() * norm, eps.double()
-            if guidance is not None and guidance.active(t):
-                score, eps = self._guide(
-                    guidance, tokens, logits, frac, x, score, eps, sigma, norm, batch_idx, t, known_x
-                )
+            for term in guides:
+                if term.active(t):
+                    score, eps = self._guide(
+                        term, tokens, logits, frac, x, score, eps, sigma, norm, batch_idx, t, known_x
+                    )
             frac = self.frac_noise.reverse_step(frac, score, t, dt, gen, ode=sampler == "ode")
             x = self.lattice_noise.reverse_step(x, eps, t, t_prev, gen, ode=sampler == "ode")
             if not fixed_species:
@@ -278,7 +281,7 @@ class CrystalDiffusion(nn.Module):
         return out
 
     def _guide(self, guidance, tokens, logits, frac, x, score, eps, sigma, norm, batch_idx, t, known_x=None):
-        """Add the physics-guidance directions at the denoised estimate to the scores (see its module); with
+        """Add one guidance term's directions at the denoised estimate to the scores (see its module); with
         ``known_x`` (held lattices) the estimate's lattice is the known one."""
         n_atoms = torch.bincount(batch_idx, minlength=x.shape[0])
         ab = self.lattice_noise.alpha_bar(torch.tensor(t, dtype=torch.float64))

@@ -53,7 +53,7 @@ from atomdiff.structure.elements import MAX_Z
 from atomdiff.structure.io import load_structures_npz, read_npz_key, save_structures_npz
 from atomdiff.structure.neighbors import neighbor_list
 from atomdiff.structure.structure import Structure
-from atomdiff.tasks.generate import chunk_seed, sample_structures
+from atomdiff.tasks.generate import chunk_seed, repulsion_guidance, sample_structures
 
 MIN_DISTANCE = 0.5  # Å, structural validity
 MIN_VOLUME = 0.1  # Å³, structural validity
@@ -176,6 +176,7 @@ def sample_csp(
     progress: Progress | None = None,
     patterns: str | None = None,
     cfg_scale: float = DEFAULT_CFG_SCALE,
+    repulsion: float = 0.0,
 ) -> list[list[Structure]]:
     """``samples`` structures with the exact atoms of each test structure (the sampling half of
     :func:`evaluate_csp`, whose arguments these are); no pymatgen needed, so it runs where only torch is.
@@ -191,6 +192,7 @@ def sample_csp(
     n = len(tests)
     groups: list[list[Structure]] = []
     conditions = _pattern_conditions(model, tests, patterns, seed)
+    guide = repulsion_guidance(repulsion)
     for k, start in enumerate(range(0, n, per_call)):
         chunk = tests[start : start + per_call]
         callback = None
@@ -212,6 +214,7 @@ def sample_csp(
             progress=callback,
             condition=condition,
             cfg_scale=cfg_scale if condition is not None else 0.0,
+            guidance=guide,
         )
         groups.extend(out[j * samples : (j + 1) * samples] for j in range(len(chunk)))
         if progress is not None:
@@ -307,6 +310,7 @@ def evaluate_csp(
     save_samples: str | os.PathLike | None = None,
     saved_settings: dict[str, Any] | None = None,
     score: bool = True,
+    repulsion: float = 0.0,
 ) -> dict[str, Any]:
     """Crystal structure prediction benchmark (see the module docstring): :func:`sample_csp` then
     :func:`score_csp`.
@@ -319,6 +323,7 @@ def evaluate_csp(
             (:mod:`atomdiff.data.generate.patterns`, seeded by ``seed``); ``"mismatched"`` on the pattern of the
             next test structure (a control: the pattern must drive the answer); ``None``: unconditioned.
         cfg_scale: classifier-free guidance scale for ``patterns``.
+        repulsion: strength of :class:`~atomdiff.diffusion.guidance.RepulsionGuidance` while sampling (0: off).
         save_samples: also store the samples there (:func:`save_csp_samples`), with the sampling settings and
             ``saved_settings`` (the model's name, say), before scoring them.
         score: False: only sample (and store); the result has the settings and ``sample_time_s`` alone.
@@ -348,8 +353,10 @@ def evaluate_csp(
         progress=sample_progress,
         patterns=patterns,
         cfg_scale=cfg_scale,
+        repulsion=repulsion,
     )
     settings = csp_settings(samples, steps, sampler, seed, batch_size, patterns, cfg_scale)
+    settings["repulsion"] = repulsion
     settings["sample_time_s"] = time.perf_counter() - t0
     if save_samples is not None:
         save_csp_samples(groups, save_samples, {**settings, **(saved_settings or {})})
@@ -465,6 +472,7 @@ def evaluate_denovo(
     struct_cutoff: float = STRUCT_CUTOFF,
     comp_cutoff: float = COMP_CUTOFF,
     progress: Progress | None = None,
+    repulsion: float = 0.0,
 ) -> dict[str, Any]:
     """De novo generation benchmark: ``n`` unconditional samples against ``tests`` (see the module docstring).
 
@@ -483,7 +491,14 @@ def evaluate_denovo(
         raise InputError("no test structure to compare with")
     t0 = time.perf_counter()
     generated = sample_structures(
-        model, n, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size, progress=progress
+        model,
+        n,
+        steps=steps,
+        sampler=sampler,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+        repulsion=repulsion,
     )
     struct_ok = np.array([structurally_valid(s) for s in generated])
     comp_ok = np.array([composition_valid(s.numbers) for s in generated])
@@ -510,6 +525,7 @@ def evaluate_denovo(
         "sampler": sampler,
         "seed": seed,
         "batch_size": batch_size,
+        "repulsion": repulsion,
         "wall_time_s": time.perf_counter() - t0,
         "fingerprints": (
             "atomdiff's own: element fractions and a smeared pair-distance histogram up to 6 Å; "

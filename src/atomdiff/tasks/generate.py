@@ -24,6 +24,7 @@ import numpy as np
 
 from atomdiff.diffusion.constraints import CompositionConstraint
 from atomdiff.diffusion.crystal import CrystalDiffusion
+from atomdiff.diffusion.guidance import RepulsionGuidance
 from atomdiff.errors import InputError
 from atomdiff.files import atomic_path
 from atomdiff.physics.descriptors import min_distance
@@ -48,6 +49,13 @@ def chunk_seed(seed: int, chunk: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(chunk)]).generate_state(1)[0])
 
 
+def repulsion_guidance(strength: float) -> RepulsionGuidance | None:
+    """:class:`RepulsionGuidance` of that strength (defaults otherwise), or ``None`` for 0."""
+    if strength < 0:
+        raise InputError(f"--repulsion must be ≥ 0, got {strength}")
+    return RepulsionGuidance(strength) if strength > 0 else None
+
+
 def sample_structures(
     model: CrystalDiffusion,
     n: int,
@@ -58,11 +66,13 @@ def sample_structures(
     seed: int = 0,
     batch_size: int = 256,
     progress: Progress | None = None,
+    repulsion: float = 0.0,
 ) -> list[Structure]:
     """Draw ``n`` structures in calls of at most ``batch_size`` and check each against ``constraint``.
 
     Args:
         progress: called with ``(steps done, steps in all)`` over every call.
+        repulsion: strength of :class:`~atomdiff.diffusion.guidance.RepulsionGuidance` (0: off).
 
     Raises:
         InputError: the constraint cannot be met by the model (before any sampling), or bad parameters.
@@ -81,7 +91,15 @@ def sample_structures(
             def callback(step: int, _steps: int, done: int = k * steps) -> None:
                 progress(done + step, total)
 
-        out += model.sample(size, constraint, steps=steps, sampler=sampler, seed=chunk_seed(seed, k), progress=callback)
+        out += model.sample(
+            size,
+            constraint,
+            steps=steps,
+            sampler=sampler,
+            seed=chunk_seed(seed, k),
+            progress=callback,
+            guidance=repulsion_guidance(repulsion),
+        )
     for i, s in enumerate(out):
         problems = constraint.check(s.numbers)
         if problems:
@@ -158,11 +176,20 @@ def generate(
     batch_size: int = 256,
     overwrite: bool = False,
     progress: Progress | None = None,
+    repulsion: float = 0.0,
 ) -> list[Structure]:
     """Sample ``n`` structures and write them into ``folder``; nothing is written if the input is refused."""
     check_output_folder(folder, overwrite)
     structures = sample_structures(
-        model, n, constraint, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size, progress=progress
+        model,
+        n,
+        constraint,
+        steps=steps,
+        sampler=sampler,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+        repulsion=repulsion,
     )
     write_samples(structures, folder, overwrite)
     return structures

@@ -69,10 +69,14 @@ class PhysicsGuidance:
             g_frac, g_x = torch.autograd.grad(torch.where(finite, loss, torch.zeros_like(loss)).sum(), (batch.frac, x0))
         g_frac = torch.nan_to_num(g_frac)
         g_x = torch.nan_to_num(g_x)
-        # per-structure RMS normalisation: direction from the data, size from the score
-        n = len(batch)
-        sq = torch.zeros(n, dtype=g_frac.dtype).index_add(0, batch.batch_idx, (g_frac * g_frac).sum(-1))
-        count = torch.bincount(batch.batch_idx, minlength=n).clamp_min(1) * 3
-        rms_f = torch.sqrt(sq / count).clamp_min(1e-30)[batch.batch_idx].unsqueeze(-1)
         rms_x = torch.sqrt((g_x * g_x).mean(-1, keepdim=True)).clamp_min(1e-30)
-        return g_frac / rms_f, g_x / rms_x
+        return normalised_per_structure(g_frac, batch.batch_idx, len(batch)), g_x / rms_x
+
+
+def normalised_per_structure(g_frac: torch.Tensor, batch_idx: torch.Tensor, n: int) -> torch.Tensor:
+    """``g_frac`` divided by its RMS over each structure's coordinates (a zero structure stays zero): the
+    direction from the data, the size from the score."""
+    sq = torch.zeros(n, dtype=g_frac.dtype).index_add(0, batch_idx, (g_frac * g_frac).sum(-1))
+    count = torch.bincount(batch_idx, minlength=n).clamp_min(1) * 3
+    rms = torch.sqrt(sq / count).clamp_min(1e-30)[batch_idx].unsqueeze(-1)
+    return g_frac / rms
