@@ -121,6 +121,7 @@ def test_constraints_are_honoured(model_dir, tmp_path, args, check):
         (["--formula", "CaTiO3", "--atoms", "6-9"], "formula units"),
         (["--atoms", "5-2"], "empty"),
         (["--model", "no-such-model"], "shipped"),
+        (["--device", "quantum"], "--device must be"),
     ],
 )
 def test_bad_constraints_exit_2_and_write_nothing(model_dir, tmp_path, capsys, args, message):

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from atomdiff.cli.options import DEFAULT_REPULSION, RepulsionOpt, Seed
+from atomdiff.cli.options import DEFAULT_REPULSION, DeviceOpt, RepulsionOpt, Seed, network_on
 from atomdiff.errors import InputError
 
 console = Console()
@@ -98,6 +98,7 @@ def generate(
     batch_size: BatchSize = 256,
     overwrite: Annotated[bool, typer.Option(help="Replace the samples of an earlier run in the folder.")] = False,
     repulsion: RepulsionOpt = DEFAULT_REPULSION,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Generate crystal structures: one CIF each, samples.extxyz and summary.csv in the output folder."""
     from atomdiff.tasks.generate import check_output_folder
@@ -107,7 +108,7 @@ def generate(
     constraint = build_constraint(formula, elements, exclude, atoms, counts)
     check_sampler(sampler)
     check_output_folder(output, overwrite)
-    diffusion = load_crystal_model(model)
+    diffusion = network_on(load_crystal_model(model), device)
     with progress_bar("denoising") as update:
         structures = run_generate(
             diffusion,
