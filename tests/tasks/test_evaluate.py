@@ -20,6 +20,7 @@ from atomdiff.tasks.evaluate import (
     composition_valid,
     coverage,
     match_scores,
+    save_csp_samples,
     structurally_valid,
     structure_fingerprints,
 )
@@ -185,6 +186,14 @@ def test_evaluate_csp_samples_stored_then_scored_elsewhere(files, tmp_path):
     assert b["samples_file"] == str(stored) and b["model"] == str(model) and b["sample_time_s"] > 0
     groups = load_structures_npz(stored)
     assert len(groups) == 6 and sorted(groups[2].numbers) == sorted(TESTS[1].numbers)
+    bare = tmp_path / "bare.npz"  # stored through the Python API with the sample count alone
+    save_csp_samples([groups[2 * i : 2 * i + 2] for i in range(3)], bare, {"samples": 2})
+    again = tmp_path / "again.json"
+    assert (
+        run(["evaluate", "csp", "--from-samples", str(bare), "--data", str(data), "--limit", "3", "-o", str(again)])
+        == 0
+    )
+    assert json.loads(again.read_text())["match_rate"] == a["match_rate"]
     other = ["--data", str(data), "-o", str(tmp_path / "x.json")]
     assert run(["evaluate", "csp", "--from-samples", str(stored), *other, "--limit", "2"]) == 2  # other data
     assert run(["evaluate", "csp", "--from-samples", str(data), *other, "--limit", "3"]) == 2  # not a samples file

@@ -124,8 +124,9 @@ def csp(
         with progress_bar("matched") as update:
             t0 = time.perf_counter()
             result = {**score_csp(tests, groups, update), **settings, "wall_time_s": time.perf_counter() - t0}
-        model, samples, steps, sampler = settings["model"], settings["samples"], settings["steps"], settings["sampler"]
-        patterns, cfg = settings["patterns"], settings["cfg_scale"] or cfg
+        model = settings.get("model", "unrecorded")  # files written by the Python API may not name it
+        samples, steps, sampler = settings["samples"], settings.get("steps", "?"), settings.get("sampler", "?")
+        patterns, cfg = settings.get("patterns"), settings.get("cfg_scale") or cfg
         result["samples_file"] = str(from_samples)
     else:
         diffusion = network_on(load_crystal_model(model), device)
