@@ -153,14 +153,21 @@ def summarise_matches(rms: Sequence[Sequence[float | None]]) -> MatchScores:
 
 
 def match_scores(
-    tests: Sequence[Structure], samples: Sequence[Sequence[Structure]], valid: Sequence[Sequence[bool]] | None = None
+    tests: Sequence[Structure],
+    samples: Sequence[Sequence[Structure]],
+    valid: Sequence[Sequence[bool]] | None = None,
+    progress: Progress | None = None,
 ) -> MatchScores:
     """Score ``samples[i]`` (the k samples for ``tests[i]``); only samples with ``valid`` true can match
-    (default: the structurally valid ones)."""
+    (default: the structurally valid ones). ``progress``: called with ``(test structures done, in all)``."""
     matcher = make_matcher()
     if valid is None:
         valid = [[structurally_valid(s) for s in group] for group in samples]
-    rms = [rms_distances(matcher, t, g, v) for t, g, v in zip(tests, samples, valid, strict=True)]
+    rms = []
+    for i, (t, g, v) in enumerate(zip(tests, samples, valid, strict=True)):
+        rms.append(rms_distances(matcher, t, g, v))
+        if progress is not None:
+            progress(i + 1, len(tests))
     return summarise_matches(rms)
 
 
@@ -233,21 +240,13 @@ def score_csp(
     """
     if len(groups) != len(tests) or not tests:
         raise InputError(f"{len(groups)} groups of samples for {len(tests)} test structures")
-    matcher = make_matcher()
-    rms: list[list[float | None]] = []
-    n_struct = n_comp = n_samples = 0
-    for i, (test, group) in enumerate(zip(tests, groups, strict=True)):
-        struct_ok = [structurally_valid(s) for s in group]
-        n_struct += sum(struct_ok)
-        n_comp += sum(composition_valid(s.numbers) for s in group)
-        n_samples += len(group)
-        rms.append(rms_distances(matcher, test, group, struct_ok))
-        if progress is not None:
-            progress(i + 1, len(tests))
-    scores = summarise_matches(rms)
+    struct_ok = [[structurally_valid(s) for s in group] for group in groups]
+    scores = match_scores(tests, groups, struct_ok, progress)
+    n_samples = sum(len(group) for group in groups)
+    n_comp = sum(composition_valid(s.numbers) for group in groups for s in group)
     return {
         **dataclasses.asdict(scores),
-        "structural_validity": n_struct / n_samples,
+        "structural_validity": sum(map(sum, struct_ok)) / n_samples,
         "composition_validity": n_comp / n_samples,
         "n_structures": len(tests),
         "samples": n_samples // len(tests),
