@@ -27,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pymatgen.core import Lattice
 
 from atomdiff.data.patterns import MeasuredPattern
 from atomdiff.diffusion.constraints import CompositionConstraint, parse_formula
 from atomdiff.diffusion.crystal import DEFAULT_CFG_SCALE
 from atomdiff.physics.diffraction import PowderDiffractionModel, two_theta_grid
+from atomdiff.physics.indexing import same_lattice
 from atomdiff.physics.profile import Profile
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.io import read_structures
@@ -74,6 +76,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--relax-steps", type=int, default=100, help="CHGNet steps per sample before refinement (0: none)")
     ap.add_argument("--cell-pass", type=int, default=16, help="second-pass candidates in held cells (0: none)")
+    ap.add_argument(
+        "--cell-guidance", type=float, default=None, help="guidance strength of the second pass (default: --guidance)"
+    )
     ap.add_argument("--index-cells", type=int, default=1, help="indexed cells held in the second pass (0: none)")
     ap.add_argument(
         "--stop-gof", type=float, default=1.05, help="skip relaxation/second pass at Rwp ≤ this × Rexp (0: never)"
@@ -149,6 +154,7 @@ def main() -> None:
             cfg=args.cfg,
             relax_steps=args.relax_steps,
             cell_pass=args.cell_pass,
+            cell_guidance=args.cell_guidance,
             index_cells=args.index_cells,
             stop_gof=args.stop_gof,
             refine_in_group=args.refine_in_group,
@@ -181,6 +187,9 @@ def main() -> None:
             "best_rwp": ranked[0].refinement.rwp if ranked else None,
             "n_distinct": len(ranked),
             "top1_origin": ranked[0].origin if ranked else None,
+            # did the pattern index, and to the true lattice (the second pass holds the indexed cell)?
+            "indexed": bool(solver.indexed_cells()),
+            "indexed_right": any(same_lattice(Lattice(c.primitive), truth_pm.lattice) for c in solver.indexed_cells()),
             "seconds": wall,
         }
         rows.append(row)
@@ -199,7 +208,19 @@ def summarise(settings: dict, rows: list[dict], n_requested: int) -> dict:
         "generated_match_rate": sum(r["any_generated"] for r in rows) / n,
         "mean_best_rwp": float(np.mean([r["best_rwp"] for r in rows if r["best_rwp"] is not None])),
         "mean_seconds_per_pattern": float(np.mean([r["seconds"] for r in rows])),
+        **indexing_rates(rows),
         "rows": rows,
+    }
+
+
+def indexing_rates(rows: list[dict]) -> dict:
+    """Share of the patterns that indexed, and to the true lattice (rows from before session 31 lack both)."""
+    known = [r for r in rows if "indexed" in r]
+    if not known:
+        return {}
+    return {
+        "indexed_rate": sum(r["indexed"] for r in known) / len(known),
+        "indexed_right_rate": sum(r["indexed_right"] for r in known) / len(known),
     }
 
 
@@ -244,6 +265,7 @@ def write_summary(args, rows: list[dict]) -> dict:
         "seed": args.seed,
         "relax_steps": args.relax_steps,
         "cell_pass": args.cell_pass,
+        "cell_guidance": args.cell_guidance,
         "index_cells": args.index_cells,
         "stop_gof": args.stop_gof,
         "refine_in_group": args.refine_in_group,

@@ -87,6 +87,14 @@ def solve(
             "(0: none).",
         ),
     ] = 16,
+    cell_guidance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Physics-guidance strength of the second pass, where the lattice is held at a measured cell and the "
+            "pattern's gradient points to the atoms' places (default: --guidance).",
+        ),
+    ] = None,
     index_cells: Annotated[
         int,
         typer.Option(
@@ -156,6 +164,7 @@ def solve(
         relax_steps=relax_steps,
         relax_filter=relax_filter,
         cell_pass=cell_pass,
+        cell_guidance=cell_guidance,
         index_cells=index_cells,
         stop_gof=stop_gof,
         orderings=orderings,

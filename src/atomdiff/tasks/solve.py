@@ -151,6 +151,8 @@ class SolveSettings:
     index_cells: int = 1
     """The second pass also holds the best cells found by indexing the pattern's peaks (0: no indexing)."""
     stop_gof: float = 1.05
+    """Relaxation and the second pass are skipped once a candidate's Rwp is within this factor of the expected
+    R factor of the pattern's counting noise (:meth:`Solver.fits_to_noise`; 0: never skipped)."""
     ordering_tolerance: float = 0.05
     """The written candidates are also refined with the other orderings (:meth:`Solver.with_orderings`) of the
     species whose scattering powers differ by at most this fraction (X-rays: Cu/Zn, 3.4 %; 0: none)."""
@@ -159,8 +161,8 @@ class SolveSettings:
     ordering_window: float = 1.5
     """Only written candidates with Rwp within this factor of the best are reordered: exchanging species that
     scatter alike changes the calculated pattern little, so a candidate far behind cannot overtake by it."""
-    """Relaxation and the second pass are skipped once a candidate's Rwp is within this factor of the expected
-    R factor of the pattern's counting noise (:meth:`Solver.fits_to_noise`; 0: never skipped)."""
+    cell_guidance: float | None = None
+    """Physics-guidance strength of the second pass (lattice held at a measured cell); ``None``: ``guidance``."""
 
 
 @dataclasses.dataclass
@@ -298,6 +300,8 @@ class Solver:
             raise InputError("--candidates, --top and --refine-keep must be positive")
         if s.guidance < 0:
             raise InputError(f"--guidance must be ≥ 0, got {s.guidance}")
+        if s.cell_guidance is not None and s.cell_guidance < 0:
+            raise InputError(f"--cell-guidance must be ≥ 0, got {s.cell_guidance}")
         if not 0 <= s.free_fraction <= 1:
             raise InputError(f"--free-fraction must be within 0–1, got {s.free_fraction}")
         if s.relax_filter not in CELL_FILTERS:
@@ -515,7 +519,8 @@ class Solver:
         cells = self.held_cells(candidates)
         if not cells:
             return []
-        guidance = PhysicsGuidance(self.target, s.guidance) if s.guidance > 0 else None
+        strength = s.guidance if s.cell_guidance is None else s.cell_guidance
+        guidance = PhysicsGuidance(self.target, strength) if strength > 0 else None
         condition = self.pattern_condition() if s.condition and self.model.conditioned else None
         share, extra = divmod(s.cell_pass, len(cells))
         out: list[Structure] = []
