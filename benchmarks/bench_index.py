@@ -11,8 +11,8 @@ them (:mod:`atomdiff.physics.indexing`). The top solution is
   reflections of the bigger cell that would tell it apart are too weak or absent, so the data cannot);
 - **wrong** otherwise, or **none** when no cell indexes the lines.
 
-Results are split by the true crystal system (spglib on the structure at 0.01 Å); triclinic cells are outside
-what the indexer searches and are reported separately.
+Results are split by the true crystal system (spglib on the structure at 0.01 Å); triclinic cells (searched
+since session 31, by ITO's zone method) are reported apart from the others.
 
     python benchmarks/bench_index.py --data ../shared/data/carbon_24/test.csv --limit 200 \
         -o docs/results/bench_index_carbon24.json

@@ -144,6 +144,30 @@ def test_index_recovers_a_monoclinic_cell(name):
     assert abs(best.zero_shift - ZERO) < 0.004 and best.unindexed == 0
 
 
+def test_index_recovers_a_triclinic_cell():
+    """Six metric parameters, found by ITO's zone search and combining zones: the true lattice first, in its
+    Niggli-reduced basis (lengths within 0.02 %, angles within 0.02°), every line indexed, the zero shift within
+    0.004°."""
+    from pymatgen.core import Lattice
+    from pymatgen.core import Structure as PymatgenStructure
+
+    from atomdiff.physics.indexing import same_lattice
+
+    lattice = Lattice.from_parameters(4.12, 5.31, 6.07, 78.3, 84.6, 71.2)
+    species, coords = ["Cu", "S", "S", "Sn"], [[0.1, 0.2, 0.3], [0.4, 0.75, 0.1], [0.8, 0.35, 0.6], [0.55, 0.1, 0.85]]
+    structure = Structure.from_pymatgen(PymatgenStructure(lattice, species, coords))
+    x, y, sigma = _lab_pattern(structure)
+    peaks = find_peaks(x, y, "two_theta", parse_wavelength("CuKa"), sigma)
+    best = index_peaks(peaks)[0]
+    assert best.system == "triclinic" and best.unindexed == 0, best.describe()
+    assert same_lattice(Lattice(best.primitive), lattice)
+    reduced = lattice.get_niggli_reduced_lattice()
+    np.testing.assert_allclose(best.lengths, reduced.abc, rtol=2e-4)
+    np.testing.assert_allclose(best.angles, reduced.angles, atol=0.02)
+    assert abs(best.zero_shift - ZERO) < 0.004
+    assert best.volume == pytest.approx(lattice.volume, rel=1e-3)
+
+
 def test_a_monoclinic_metric_must_be_positive_definite():
     """q = h²A + k²B + l²C + hlD is a lattice only while D² < 4AC (a real β); beyond, the cell has no lengths."""
     from atomdiff.physics.indexing import _is_metric, _params_to_cell
@@ -218,4 +242,4 @@ def test_noise_alone_has_no_peaks_and_too_few_peaks_are_refused():
     with pytest.raises(InputError, match="wavelength"):
         find_peaks(x, y, "two_theta", None)
     with pytest.raises(InputError, match="unknown crystal system"):
-        index_peaks(peaks, systems=("triclinic",))
+        index_peaks(peaks, systems=("trigonal",))

@@ -35,12 +35,13 @@ def index(
     systems: Annotated[
         str,
         typer.Option(
-            help="Crystal systems searched, comma-separated (the monoclinic search costs the most: ~10 s).",
+            help="Crystal systems searched, comma-separated (the monoclinic search costs the most: ~10 s; the "
+            "monoclinic and triclinic ones are left out when a cell of higher symmetry indexes every line well).",
         ),
-    ] = "cubic,hexagonal,tetragonal,orthorhombic,monoclinic",
+    ] = "cubic,hexagonal,tetragonal,orthorhombic,monoclinic,triclinic",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for peaks.csv and cells.csv.")] = None,
 ) -> None:
-    """Index a powder pattern: find its peaks and the cubic to monoclinic cells that explain them, ranked."""
+    """Index a powder pattern: find its peaks and the cubic to triclinic cells that explain them, ranked."""
     from atomdiff.data.patterns import read_pattern
     from atomdiff.errors import InputError
     from atomdiff.tasks.index import cell_row, index_pattern, write_cells_csv, write_peaks_csv
@@ -69,7 +70,7 @@ def index(
         console.print(f"[yellow]no cell of the searched systems ({systems}) indexes these lines[/yellow]")
         return
     table = Table(title=f"unit cells for {pattern.name}")
-    for col in ("rank", "system", "a, b, c (Å) [β]", "V (Å³)", "zero", "M", "unindexed"):
+    for col in ("rank", "system", "a, b, c (Å) [β | α, β, γ]", "V (Å³)", "zero", "M", "unindexed"):
         table.add_column(col)
     for k, cell in enumerate(cells, 1):
         row = cell_row(k, cell)
@@ -77,7 +78,8 @@ def index(
             str(k),
             f"{cell.system} {cell.centring}",
             f"{row['a']:.5f}, {row['b']:.5f}, {row['c']:.5f}"
-            + (f" [{cell.angles[1]:.3f}°]" if cell.system == "monoclinic" else ""),
+            + (f" [{cell.angles[1]:.3f}°]" if cell.system == "monoclinic" else "")
+            + (" [{:.3f}, {:.3f}, {:.3f}°]".format(*cell.angles) if cell.system == "triclinic" else ""),
             f"{cell.volume:.2f}",
             f"{cell.zero_shift:+.4f}",
             f"M{cell.lines} = {cell.m_n:.1f}",

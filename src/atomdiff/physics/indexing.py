@@ -12,7 +12,12 @@ Two steps, as crystallographers run them before a structure solution:
    the first lines gives a trial lattice by a linear solve (monoclinic: the first line gets indices up to 1,
    three of the next five up to 2; each trial's reciprocal a*c* plane is Gauss-reduced so that one lattice
    reached from many index choices is counted once; the search is skipped when a cell of higher symmetry
-   already indexes every line too well for a monoclinic one to outrank it). Every trial is
+   already indexes every line too well for a monoclinic one to outrank it). Triclinic lattices (six
+   parameters, ``q = h²A + k²B + l²C + klD + hlE + hkF``) are too many for that: they are built as ITO builds
+   them (Visser, J. Appl. Cryst. 2, 89 (1969)), from plane lattices (zones) found in the lines by the relation
+   ``q(hk0) + q(hk̄0) = 2(h²A + k²B)``, two zones that share a row giving five parameters and the lines' votes
+   the sixth (:func:`_triclinic_trials`); searched only when no cell of higher symmetry indexes the lines well,
+   and reported Niggli-reduced. Every trial is
    scored by how many of the first ``lines`` observed lines it indexes; the best are refined (metric
    parameters and zero shift by least squares on the indexed lines), their lattice centring is read from the
    indices of the lines (I, F, C, A, B, R) and they are ranked (:func:`score`) by de Wolff's figure of merit
@@ -22,9 +27,9 @@ Two steps, as crystallographers run them before a structure solution:
 Written here rather than taken from a library: the maintained indexers (DICVOL, TREOR, N-TREOR, GSAS-II's, the
 ObjCryst++ one in pyobjcryst) are not installable from PyPI as wheels (pyobjcryst is source-only and needs the
 ObjCryst++ and Boost.Python libraries; GSAS-II is not on PyPI); ``mlindex`` needs its models downloaded from
-outside PyPI. Triclinic cells are not searched: a pattern of such a cell gets no indexing or a wrong cell
-(``benchmarks/bench_index.py`` measures how often), never one with unindexed lines hidden
-(:attr:`IndexedCell.unindexed` says how many lines a cell leaves out).
+outside PyPI. A pattern whose cell is not found gets no indexing or a wrong cell (``benchmarks/bench_index.py``
+measures how often), never one with unindexed lines hidden (:attr:`IndexedCell.unindexed` says how many lines a
+cell leaves out).
 """
 
 from __future__ import annotations
@@ -41,8 +46,8 @@ from atomdiff.errors import InputError
 from atomdiff.physics.profile import pseudo_voigt
 from atomdiff.physics.radiation import Wavelength
 
-SYSTEMS = ("cubic", "hexagonal", "tetragonal", "orthorhombic", "monoclinic")
-_PARAMETERS = {"cubic": 1, "tetragonal": 2, "hexagonal": 2, "orthorhombic": 3, "monoclinic": 4}
+SYSTEMS = ("cubic", "hexagonal", "tetragonal", "orthorhombic", "monoclinic", "triclinic")
+_PARAMETERS = {"cubic": 1, "tetragonal": 2, "hexagonal": 2, "orthorhombic": 3, "monoclinic": 4, "triclinic": 6}
 MIN_MERIT = 20.0
 """Default smallest figure of merit M_N of a reported solution (de Wolff: below 10–20 a cell is doubtful)."""
 PARAMETER_PENALTY = 3.0
@@ -53,6 +58,7 @@ _CENTRINGS = {
     "hexagonal": ("P", "R"),
     "orthorhombic": ("P", "C", "A", "B", "I", "F"),
     "monoclinic": ("P", "C", "A", "I"),  # unique axis b; C, A and I are settings of one lattice
+    "triclinic": ("P",),  # a reduced cell: every lattice is primitive in some basis
 }
 # conventional → primitive basis (rows: primitive vectors in conventional fractions)
 _PRIMITIVE = {
@@ -99,6 +105,8 @@ def _metric_terms(system: str, hkl: np.ndarray) -> np.ndarray:
         return np.stack([h * h, k * k, l * l], -1)
     if system == "monoclinic":  # unique axis b: q = h²A + k²B + l²C + hlD, D = 2 a* c* cos β*
         return np.stack([h * h, k * k, l * l, h * l], -1)
+    if system == "triclinic":  # q = h²A + k²B + l²C + klD + hlE + hkF, D = 2 b*·c*, E = 2 a*·c*, F = 2 a*·b*
+        return np.stack([h * h, k * k, l * l, k * l, h * l, h * k], -1)
     raise InputError(f"indexing: unknown crystal system {system!r}; known: {', '.join(SYSTEMS)}")
 
 
@@ -110,6 +118,9 @@ def _hkl_set(system: str, limits: tuple[int, int, int]) -> np.ndarray:
         ranges[1] = range(-limits[1], limits[1] + 1)
     if system == "monoclinic":
         ranges[0] = range(-limits[0], limits[0] + 1)
+    if system == "triclinic":  # half of reciprocal space: (h, k, l) and (−h, −k, −l) are one line
+        ranges[0] = range(-limits[0], limits[0] + 1)
+        ranges[1] = range(-limits[1], limits[1] + 1)
     hkl = np.array([t for t in itertools.product(*ranges) if any(t)], dtype=int)
     _, first = np.unique(_metric_terms(system, hkl), axis=0, return_index=True)
     out = hkl[np.sort(first)]
@@ -329,8 +340,8 @@ class IndexedCell:
     """One indexing solution (conventional cell of its system and centring).
 
     Attributes:
-        system: ``"cubic"``, ``"tetragonal"``, ``"hexagonal"``, ``"orthorhombic"`` or ``"monoclinic"`` (unique
-            axis b, β ≥ 90°).
+        system: ``"cubic"``, ``"tetragonal"``, ``"hexagonal"``, ``"orthorhombic"``, ``"monoclinic"`` (unique
+            axis b, β ≥ 90°) or ``"triclinic"`` (a Niggli-reduced cell).
         centring: ``"P"``, ``"I"``, ``"F"``, ``"C"``, ``"A"``, ``"B"`` or ``"R"`` (hexagonal axes).
         lengths: conventional ``a, b, c`` (Å).
         angles: conventional ``α, β, γ`` (degrees).
@@ -360,6 +371,8 @@ class IndexedCell:
         if self.system == "monoclinic":  # b along y, c in the xz plane
             beta = math.radians(self.angles[1])
             return np.array([[a, 0.0, 0.0], [0.0, b, 0.0], [c * math.cos(beta), 0.0, c * math.sin(beta)]])
+        if self.system == "triclinic":  # a along x, b in the xy plane
+            return _cell_from_parameters(self.lengths, self.angles)
         return np.diag([a, b, c])
 
     @property
@@ -384,10 +397,29 @@ class IndexedCell:
             shape = f"a, b, c = {a:.5f}, {b:.5f}, {c:.5f} Å"
         if self.system == "monoclinic":
             shape += f", β = {self.angles[1]:.3f}°"
+        if self.system == "triclinic":
+            shape += ", α, β, γ = {:.3f}, {:.3f}, {:.3f}°".format(*self.angles)
         return (
             f"{self.system} {self.centring}, {shape}, V = {self.volume:.2f} Å³, M{self.lines} = {self.m_n:.1f}, "
             f"{self.unindexed} of {self.lines} lines unindexed"
         )
+
+
+def _cell_from_parameters(lengths: tuple[float, float, float], angles: tuple[float, float, float]) -> np.ndarray:
+    """``(3, 3)`` cell (rows a, b, c; a along x, b in the xy plane) of lengths and angles (degrees)."""
+    a, b, c = lengths
+    ca, cb, cg = (math.cos(math.radians(v)) for v in angles)
+    metric = np.array(
+        [[a * a, a * b * cg, a * c * cb], [a * b * cg, b * b, b * c * ca], [a * c * cb, b * c * ca, c * c]]
+    )
+    return np.linalg.cholesky(metric)
+
+
+def _triclinic_metric(p: np.ndarray) -> np.ndarray:
+    """Reciprocal metric tensors ``(…, 3, 3)`` of triclinic parameters ``(…, 6)`` (A, B, C, D, E, F)."""
+    a, b, c, d, e, f = (p[..., i] for i in range(6))
+    rows = [np.stack([a, f / 2, e / 2], -1), np.stack([f / 2, b, d / 2], -1), np.stack([e / 2, d / 2, c], -1)]
+    return np.stack(rows, -2)
 
 
 def _params_to_cell(system: str, p: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
@@ -404,6 +436,11 @@ def _params_to_cell(system: str, p: np.ndarray) -> tuple[tuple[float, float, flo
         g = np.linalg.inv(np.array([[p[0], 0.0, p[3] / 2], [0.0, p[1], 0.0], [p[3] / 2, 0.0, p[2]]]))
         a, b, c = np.sqrt(np.diag(g))
         return (float(a), float(b), float(c)), (90.0, math.degrees(math.acos(g[0, 2] / (a * c))), 90.0)
+    if system == "triclinic":
+        g = np.linalg.inv(_triclinic_metric(np.asarray(p, dtype=float)))
+        a, b, c = np.sqrt(np.diag(g))
+        angles = (g[1, 2] / (b * c), g[0, 2] / (a * c), g[0, 1] / (a * b))
+        return (float(a), float(b), float(c)), tuple(math.degrees(math.acos(float(v))) for v in angles)
     a, b, c = (1 / math.sqrt(v) for v in p)
     return (a, b, c), (90.0, 90.0, 90.0)
 
@@ -418,6 +455,9 @@ def _volume(system: str, p: np.ndarray) -> np.ndarray:
         return (4 / (3 * p[:, 0])) * math.sqrt(3) / 2 / np.sqrt(p[:, 1])
     if system == "monoclinic":
         det = p[:, 1] * (p[:, 0] * p[:, 2] - p[:, 3] ** 2 / 4)
+        return np.where(det > 0, 1 / np.sqrt(np.where(det > 0, det, 1.0)), np.inf)
+    if system == "triclinic":
+        det = np.linalg.det(_triclinic_metric(p))
         return np.where(det > 0, 1 / np.sqrt(np.where(det > 0, det, 1.0)), np.inf)
     return 1 / np.sqrt(p.prod(axis=1))
 
@@ -459,7 +499,12 @@ def _reduce_monoclinic(p: np.ndarray) -> np.ndarray:
     """Each ``(A, B, C, D)`` in one canonical basis of its lattice: the reciprocal ``a*, c*`` plane Gauss-reduced
     (``A ≤ C``, ``0 ≤ D ≤ A``), so that one lattice found from different index assignments is one trial."""
     p = p.copy()
-    a, c, d = p[:, 0], p[:, 2], p[:, 3]
+    _gauss_reduce(p[:, 0], p[:, 2], p[:, 3])
+    return p
+
+
+def _gauss_reduce(a: np.ndarray, c: np.ndarray, d: np.ndarray) -> None:
+    """Gauss-reduce plane lattices in place: ``q = h²a + l²c + hl·d`` in the basis with ``a ≤ c``, ``0 ≤ d ≤ a``."""
     for _ in range(100):
         swap = a > c
         a[swap], c[swap] = c[swap], a[swap].copy()
@@ -469,13 +514,88 @@ def _reduce_monoclinic(p: np.ndarray) -> np.ndarray:
         c += m * m * a - m * d  # c* ← c* − m a*
         d -= 2 * m * a
     d[:] = np.abs(d)  # h → −h
-    return p
 
 
-def _trials(system: str, q: np.ndarray, base_lines: int, max_index: int) -> np.ndarray:
+def _zones(q: np.ndarray, tol: np.ndarray, base_lines: int, keep: int) -> np.ndarray:
+    """Plane lattices ``(Z, 3)`` (A, B, F: ``q = h²A + k²B + hk·F``, Gauss-reduced) in the observed lines, by
+    ITO's zone search (Visser, J. Appl. Cryst. 2, 89 (1969)): two of the first ``base_lines`` lines, taken as the
+    rows ``h00`` and ``0k0`` of a zone (and their multiples ``h, k ≤ 2``), and a pair of lines ``q_m + q_n =
+    2(h²A + k²B)`` — the reflections ``hk0`` and ``h k̄ 0`` — fix the zone, ``F = (q_m − q_n) / 2hk``. The ``keep``
+    zones that index the most lines (ties: the smaller plane cell first) are returned."""
+    n = len(q)
+    m_idx, n_idx = np.triu_indices(n)  # m == n: a line on which hk0 and h−k0 fall together (F = 0)
+    sums, diffs = q[m_idx] + q[n_idx], np.abs(q[m_idx] - q[n_idx])
+    sum_tol = tol[m_idx] + tol[n_idx]
+    found = []
+    for i, j in itertools.combinations(range(min(base_lines, n)), 2):
+        for h, k in ((1, 1), (1, 2), (2, 1)):
+            target = 2 * (h * h * q[i] + k * k * q[j])
+            hit = np.abs(sums - target) <= sum_tol + 2 * (h * h * tol[i] + k * k * tol[j])
+            f = diffs[hit] / (2 * h * k)
+            f = f[f * f < 4 * q[i] * q[j] * (1 - 1e-6)]
+            found += [(q[i], q[j], v) for v in f]
+    if not found:
+        return np.zeros((0, 3))
+    zones = np.array(found)
+    _gauss_reduce(zones[:, 0], zones[:, 1], zones[:, 2])
+    key = np.column_stack([np.log(zones[:, :2]), zones[:, 2] / np.sqrt(zones[:, 0] * zones[:, 1])])
+    _, first = np.unique(np.round(key / 1e-3).astype(np.int64), axis=0, return_index=True)
+    zones = zones[np.sort(first)]
+    # lines each zone indexes: hk0 with |h|, k up to what the first lines need
+    top = float(q.max() + tol.max())
+    lim = int(min(8, math.ceil(math.sqrt(top / zones[:, 0].min())) + 1))
+    hk = np.array([(h, k) for h in range(-lim, lim + 1) for k in range(0, lim + 1) if k > 0 or h > 0], dtype=float)
+    terms = np.column_stack([hk[:, 0] ** 2, hk[:, 1] ** 2, hk[:, 0] * hk[:, 1]])
+    qc = zones @ terms.T  # (Z, M)
+    count = (np.abs(qc[:, :, None] - q[None, None, :]) <= tol[None, None, :]).any(1).sum(1)
+    area = zones[:, 0] * zones[:, 1] - zones[:, 2] ** 2 / 4  # of the reciprocal plane cell: larger = smaller zone
+    order = np.lexsort((-area, -count))
+    return zones[order[:keep]]
+
+
+def _triclinic_trials(q: np.ndarray, tol: np.ndarray, base_lines: int, zones: int = 30) -> np.ndarray:
+    """Trial ``(A, B, C, D, E, F)`` by combining zones (ITO): two zones that share a row (``a*``, the same
+    ``A`` within 0.2 %) give ``a*, b*, c*`` and the angles ``a*b*``, ``a*c*``; the last angle (``D = 2 b*·c*``)
+    is what makes most lines fall on reflections ``hkl`` with ``k, l ≠ 0``: each line, given small such indices,
+    votes for a ``D``, and the ``D`` values with the most votes (within the lines' tolerance) are the trials.
+    Only positive-definite metrics are returned."""
+    plane = _zones(q, tol, max(base_lines, 8), zones)
+    hkl = np.array(
+        [(h, k, l) for h in range(-2, 3) for k in (1, 2) for l in (-2, -1, 1, 2)],
+        dtype=float,  # noqa: E741
+    )
+    width = float(np.median(tol))
+    out = []
+    for z1, z2 in itertools.permutations(range(len(plane)), 2):
+        for r1 in (0, 1):
+            for r2 in (0, 1):
+                a1, a2 = plane[z1, r1], plane[z2, r2]
+                if z1 > z2 or abs(a1 / a2 - 1) > 2e-3:
+                    continue
+                a, b, f = a1, plane[z1, 1 - r1], plane[z1, 2]
+                c, e = plane[z2, 1 - r2], plane[z2, 2]
+                h, k, l = hkl[:, 0:1], hkl[:, 1:2], hkl[:, 2:3]  # noqa: E741
+                known = h * h * a + k * k * b + l * l * c + h * k * f + h * l * e
+                d = ((q[None, :] - known) / (k * l)).ravel()
+                d = d[d * d < 4 * b * c]
+                if d.size == 0:
+                    continue
+                bins, votes = np.unique(np.round(d / width), return_counts=True)
+                best = bins[np.argsort(-votes, kind="stable")[:6]] * width
+                trial = np.column_stack([np.full(best.size, a), np.full(best.size, b), np.full(best.size, c)])
+                out.append(np.column_stack([trial, best, np.full(best.size, e), np.full(best.size, f)]))
+    if not out:
+        return np.zeros((0, 6))
+    trials = np.concatenate(out)
+    return trials[np.linalg.det(_triclinic_metric(trials)) > 0]
+
+
+def _trials(system: str, q: np.ndarray, base_lines: int, max_index: int, tol: np.ndarray | None = None) -> np.ndarray:
     """Trial metric parameters ``(T, p)`` from small indices given to combinations of the first lines."""
     if system == "monoclinic":
         return _monoclinic_trials(q, base_lines)
+    if system == "triclinic":
+        return _triclinic_trials(q, tol, base_lines)
     p = _PARAMETERS[system]
     limit = max_index if p < 3 else min(max_index, 2)
     terms = np.unique(_metric_terms(system, _hkl_set(system, (limit,) * 3)), axis=0)
@@ -518,6 +638,8 @@ def _count_indexed(system: str, params: np.ndarray, q: np.ndarray, tol: np.ndarr
         return hit.sum(1)
     if system == "monoclinic":
         return _count_monoclinic(params, q, tol, max_l)
+    if system == "triclinic":
+        return _count_triclinic(params, q, tol, max_l)
     hit = np.zeros((params.shape[0], q.shape[0]), dtype=bool)
     for h in range(max_l + 1):
         for k in range(max_l + 1):
@@ -558,8 +680,47 @@ def _count_monoclinic(params: np.ndarray, q: np.ndarray, tol: np.ndarray, max_in
     return counts
 
 
+def _count_triclinic(params: np.ndarray, q: np.ndarray, tol: np.ndarray, max_index: int) -> np.ndarray:
+    """:func:`_count_indexed` for triclinic trials: every reflection within the indices the largest cell of a chunk
+    needs (at most ``max_index``), against every line."""
+    counts = np.zeros(params.shape[0], dtype=int)
+    if params.shape[0] == 0:
+        return counts
+    g = np.linalg.inv(_triclinic_metric(params))
+    lengths = np.sqrt(np.clip(np.diagonal(g, axis1=1, axis2=2), 0, None))  # a, b, c of each trial
+    need = np.minimum(np.ceil(lengths * math.sqrt(float(q.max()))), min(max_index, 8)).astype(int)
+    order = np.lexsort(tuple(need.T))
+    for start in range(0, len(order), 500):
+        rows = order[start : start + 500]
+        terms = _metric_terms("triclinic", _hkl_set("triclinic", tuple(int(v) for v in need[rows].max(0))))
+        qc = (params[rows] @ terms.T).astype(np.float32)  # (T, M)
+        hit = (np.abs(qc[:, :, None] - q[None, None, :].astype(np.float32)) <= tol.astype(np.float32)).any(1)
+        counts[rows] = hit.sum(1)
+    return counts
+
+
+def _reduced_triclinic(p: np.ndarray) -> np.ndarray:
+    """Triclinic parameters of the same lattice in its Niggli-reduced basis."""
+    from pymatgen.core import Lattice
+
+    lengths, angles = _params_to_cell("triclinic", p)
+    cell = np.array(Lattice(_cell_from_parameters(lengths, angles)).get_niggli_reduced_lattice().matrix)
+    g = np.linalg.inv(cell @ cell.T)
+    return np.array([g[0, 0], g[1, 1], g[2, 2], 2 * g[1, 2], 2 * g[0, 2], 2 * g[0, 1]])
+
+
 def _signature(system: str, p: np.ndarray) -> tuple[int, ...]:
-    """Metric parameters rounded to 0.5 % (one refined trial per lattice)."""
+    """Metric parameters rounded to 0.5 % (one refined trial per lattice; triclinic: of the Niggli-reduced cell,
+    lengths to 0.5 %, angles to 0.5°)."""
+    if system == "triclinic":
+        from pymatgen.core import Lattice
+
+        lengths, angles = _params_to_cell(system, p)
+        reduced = Lattice(_cell_from_parameters(lengths, angles)).get_niggli_reduced_lattice()
+        return (
+            *np.round(np.log(reduced.abc) / 0.005).astype(int),
+            *np.round(np.array(reduced.angles) / 0.5).astype(int),
+        )
     if system == "monoclinic":
         return (*np.round(np.log(p[:3]) / 0.005).astype(int), int(round(p[3] / math.sqrt(p[0] * p[2]) / 0.005)))
     return tuple(np.round(np.log(p) / 0.005).astype(int))
@@ -571,6 +732,8 @@ def _is_metric(system: str, p: np.ndarray) -> bool:
     beyond, and the cell lengths came out NaN (measured)."""
     if system == "monoclinic":
         return bool(np.all(p[:3] > 0) and p[3] * p[3] < 4 * p[0] * p[2] * (1 - 1e-9))
+    if system == "triclinic":
+        return bool(np.all(np.linalg.eigvalsh(_triclinic_metric(np.asarray(p, dtype=float))) > 0))
     return bool(np.all(p > 0))
 
 
@@ -697,9 +860,9 @@ def index_peaks(
     for system in sorted(systems, key=SYSTEMS.index):
         if n < _PARAMETERS[system] + 2:  # too few lines to tell such a cell from a wrong one
             continue
-        if system == "monoclinic" and _settled(found, min_merit):
+        if system in ("monoclinic", "triclinic") and _settled(found, min_merit, system):
             continue
-        trials = _trials(system, q, base_lines, max_index)
+        trials = _trials(system, q, base_lines, max_index, tol)
         if trials.size == 0:
             continue
         trials = trials[_volume(system, trials) <= max_volume]
@@ -743,6 +906,8 @@ def index_peaks(
             if not _is_metric(system, trials[k]):
                 continue
             p, z, hkl, qc = _refine(system, trials[k], peaks, n, tol, zero_shift)
+            if system == "triclinic":  # reported in the Niggli-reduced basis (the lines are reassigned in it below)
+                p = _reduced_triclinic(p)
             lengths, angles = _params_to_cell(system, p)
             if _volume(system, p[None, :])[0] > max_volume:
                 continue
@@ -768,12 +933,12 @@ MAX_MERIT = 1000.0
 Ga2O3 patterns of the tests reach M20 ≈ 450–480)."""
 
 
-def _settled(found: list[IndexedCell], min_merit: float) -> bool:
-    """Whether a solution of higher symmetry indexes every line so well that no monoclinic cell could outrank it:
-    that would need M_N above its score × 3^(4 − 1) ≥ :data:`MAX_MERIT`. Then the (costly) monoclinic search is
-    skipped."""
+def _settled(found: list[IndexedCell], min_merit: float, system: str = "monoclinic") -> bool:
+    """Whether a solution of higher symmetry indexes every line so well that no cell of ``system`` (monoclinic or
+    triclinic) could outrank it: that would need M_N above its score × 3^(parameters − 1) ≥ :data:`MAX_MERIT`.
+    Then the (costly) search of that system is skipped."""
     scores = [score(c) for c in found if c.m_n >= min_merit and c.unindexed == 0]
-    return bool(scores) and max(scores) * PARAMETER_PENALTY ** (_PARAMETERS["monoclinic"] - 1) >= MAX_MERIT
+    return bool(scores) and max(scores) * PARAMETER_PENALTY ** (_PARAMETERS[system] - 1) >= MAX_MERIT
 
 
 def index_pattern(
@@ -790,7 +955,7 @@ def index_pattern(
     return peaks, index_peaks(peaks, zero_shift=axis == "two_theta", **options)
 
 
-_SYMMETRY_ORDER = {"cubic": 0, "hexagonal": 1, "tetragonal": 2, "orthorhombic": 3, "monoclinic": 4}
+_SYMMETRY_ORDER = {"cubic": 0, "hexagonal": 1, "tetragonal": 2, "orthorhombic": 3, "monoclinic": 4, "triclinic": 5}
 
 
 def score(cell: IndexedCell) -> float:
