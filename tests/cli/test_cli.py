@@ -193,8 +193,8 @@ def test_index_writes_peaks_and_cells(tmp_path, capsys):
     # only the systems asked for: cubic cannot index kesterite's lines
     assert run(["index", pattern, "--wavelength", "CuKa", "--systems", "cubic"]) == 0
     assert "no cell of the searched systems (cubic)" in capsys.readouterr().out
-    assert run(["index", pattern, "--systems", "cubic,triclinic"]) == 2
-    assert "unknown crystal system 'triclinic'" in capsys.readouterr().err
+    assert run(["index", pattern, "--systems", "cubic,trigonal"]) == 2
+    assert "unknown crystal system 'trigonal'" in capsys.readouterr().err
 
 
 def test_demo(tmp_path):
