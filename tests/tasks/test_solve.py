@@ -78,10 +78,12 @@ def test_solve_writes_ranked_cifs_table_plots_and_report(tiny_model, tmp_path: P
     page = (tmp_path / "report.html").read_text()
     assert "<canvas" in page and "data:image/png;base64," in page and "http" not in page.split("<body>")[1]
     assert result.ranked[0].rank == 1
-    # the pattern was indexed (cubic P, 3.9 Å) and that cell held in the second pass
-    (cell,) = list(csv.DictReader(open(tmp_path / "indexing.csv")))
+    # the pattern was indexed (cubic P, 3.9 Å, first) and that cell held in the second pass
+    cell = list(csv.DictReader(open(tmp_path / "indexing.csv")))[0]
     assert (cell["system"], cell["centring"]) == ("cubic", "P") and float(cell["a"]) == pytest.approx(3.9, rel=1e-3)
-    assert "indexing the pattern" in page and [c.system for c in result.indexed] == ["cubic"]
+    assert "indexing the pattern" in page and result.indexed[0].system == "cubic"
+    assert len(result.held_indexed) == 1 and result.held_indexed[0] is result.indexed[0]
+    assert "held in the second pass" in page
     # the wall time of every stage, in the order they ran, with the settings
     summary = json.loads((tmp_path / "summary.json").read_text())
     stages = list(summary["stage_seconds"])
@@ -321,7 +323,7 @@ def test_the_second_pass_also_holds_the_cell_that_indexes_the_pattern(tiny_model
     fast = (RefinementStage(("zero_shift",), 0.0, 1),)
     settings = SolveSettings(stages=fast, cell_pass=4, cell_pass_cells=2, relax_steps=0, steps=3)
     solver = Solver(tiny_model, target, CompositionConstraint(formula={20: 1, 22: 1, 8: 3}), settings)
-    (indexed,) = solver.indexed_cells()
+    indexed = solver.indexed_cells()[0]
     assert (indexed.system, indexed.centring) == ("cubic", "P")
     assert indexed.lengths[0] == pytest.approx(3.9, rel=2e-4)
     wrong = _perovskite(3.6).replace(cell=np.diag([3.6, 3.6, 4.1]))
@@ -334,8 +336,15 @@ def test_the_second_pass_also_holds_the_cell_that_indexes_the_pattern(tiny_model
     assert a2 == pytest.approx(b2) and c2 / a2 > 1.05 and a2 < 3.8
     samples = solver.generate_in_cells(solver.refine([wrong]))
     assert len(samples) == 4 and np.allclose(samples[0].cell, cell, atol=1e-9)
+    assert len(solver.held_indexed) == 1 and solver.held_indexed[0] is indexed
     # a refined cubic candidate is the indexed lattice: held once
     assert len(solver.held_cells(solver.refine([_perovskite(3.9)]))) == 1
+    # an indexed cell ranked first that no candidate can fill (11 formula units, more atoms than any sample) is
+    # passed over for the next one
+    big = dataclasses.replace(indexed, lengths=(3.9 * 2.2,) * 3)
+    solver._indexed = [big, indexed]
+    held = solver.held_cells(solver.refine([wrong]))
+    assert np.allclose(held[0][1], cell, atol=1e-9) and [c is indexed for c in solver.held_indexed] == [True]
 
 
 def test_cell_contents_fill_an_indexed_cell_with_whole_formula_units():

@@ -99,8 +99,8 @@ def solve(
         int,
         typer.Option(
             min=0,
-            help="The second pass also holds the best this many cells found by indexing the pattern's peaks "
-            "(0: no indexing).",
+            help="The second pass also holds up to this many cells found by indexing the pattern's peaks, the best "
+            "that the candidates' composition can fill (0: no indexing).",
         ),
     ] = 1,
     stop_gof: Annotated[

@@ -261,9 +261,13 @@ def write_solve_report(path, pattern, ranked, plots, candidates, settings, resul
             f"tells apart (refined and ranked with the rest; ΔAIC says whether the data decide):</p><ul>{items}</ul>"
         )
     if indexed:
-        items = "".join(f"<li>{html.escape(cell.describe())}</li>" for cell in indexed)
-        held = "" if "second pass" in result.skipped else ", held in the second pass"
-        sections.append(f"<p>Cell(s) from indexing the pattern's peaks{held}:</p><ul>{items}</ul>")
+        held = [] if "second pass" in result.skipped else result.held_indexed
+        items = "".join(
+            f"<li>{html.escape(cell.describe())}{' — held in the second pass' if any(cell is h for h in held) else ''}"
+            "</li>"
+            for cell in indexed
+        )
+        sections.append(f"<p>Cells from indexing the pattern's peaks, best first:</p><ul>{items}</ul>")
     sections += refined_sections(ranked, plots)
     ordered = sorted(candidates, key=lambda c: (c.rank is None, c.rank or 0, c.refinement.rwp))
     rows = [candidate_row(c) for c in ordered]

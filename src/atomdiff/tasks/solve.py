@@ -32,7 +32,8 @@ what it had written):
 
 - ``generated.extxyz``: every raw candidate as sampled (written first; the second pass's are appended);
 - ``relaxed.extxyz``: the start of each candidate's kept refinement (as sampled or relaxed; symmetry made exact);
-- ``indexing.csv``: the cell(s) found by indexing the pattern and held in the second pass (when any index);
+- ``indexing.csv``: the cells found by indexing the pattern, best first (when any index; the report says which
+  the second pass held);
 - ``01_<formula>_<space group>.cif`` … the ranked, distinct, refined candidates (symmetrised CIF with the
   space group; name order is rank order);
 - ``candidates.csv``: rank, formula, space group, Rwp, number of parameters, ΔAIC, lattice, shortest distance,
@@ -149,7 +150,8 @@ class SolveSettings:
     cell_pass_cells: int = 2
     """How many distinct refined cells (best first) the second pass holds."""
     index_cells: int = 1
-    """The second pass also holds the best cells found by indexing the pattern's peaks (0: no indexing)."""
+    """The second pass also holds up to this many cells found by indexing the pattern's peaks (0: no indexing):
+    the best-ranked ones that the candidates' composition can fill (:meth:`Solver.held_cells`)."""
     stop_gof: float = 1.05
     """Relaxation and the second pass are skipped once a candidate's Rwp is within this factor of the expected
     R factor of the pattern's counting noise (:meth:`Solver.fits_to_noise`; 0: never skipped)."""
@@ -316,10 +318,12 @@ class Solver:
         self.skipped: list[str] = []
         """Steps :meth:`run` skipped because a candidate already fitted to the counting noise."""
         self._indexed: list[IndexedCell] | None = None
+        self.held_indexed: list[IndexedCell] = []
+        """The indexed cells the second pass held (:meth:`held_cells`)."""
 
     def indexed_cells(self) -> list[IndexedCell]:
-        """The best ``index_cells`` lattices found by indexing the measured pattern's peaks
-        (:mod:`atomdiff.physics.indexing`); none when the pattern has too few peaks to index or none index."""
+        """The lattices found by indexing the measured pattern's peaks (:mod:`atomdiff.physics.indexing`, best
+        first); none when the pattern has too few peaks to index, none index, or ``index_cells`` is 0."""
         if self._indexed is None:
             self._indexed = []
             if self.settings.index_cells > 0:
@@ -328,7 +332,7 @@ class Solver:
                 x, y = model.x.cpu().numpy(), self.target.y_obs.cpu().numpy()
                 try:
                     _, cells = index_pattern(x, y, model.axis, model.wavelength, sigma)
-                    self._indexed = cells[: self.settings.index_cells]
+                    self._indexed = cells
                 except InputError:  # too few peaks
                     self._indexed = []
         return self._indexed
@@ -486,10 +490,12 @@ class Solver:
         return [st for st, _ in chosen]
 
     def held_cells(self, candidates: Sequence[Candidate]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``(numbers, cell)`` of each cell the second pass holds: first the primitive cells of the lattices that
-        index the pattern (:meth:`indexed_cells`), filled with the composition of the best refined candidate
-        whose volume per atom fits that cell (a multiple of its formula unit within 15 % of the volume, and no
-        more atoms than the largest first-pass sample), then
+        """``(numbers, cell)`` of each cell the second pass holds: first the primitive cells of up to
+        ``index_cells`` lattices that index the pattern (:meth:`indexed_cells`, best first), each filled with the
+        composition of the best refined candidate whose volume per atom fits that cell (a multiple of its formula
+        unit within 15 % of the volume, and no more atoms than the largest first-pass sample; a cell that no
+        candidate fills is passed over: a low-symmetry pattern can index to a large monoclinic cell of
+        coincidences, ranked above its true triclinic one, that no carbon-24 cell could fill), then
         the :meth:`best_cells` (their Bravais symmetry made exact, :func:`lattice_with_its_symmetry`) that are
         not the lattice of an indexed cell already held."""
         from pymatgen.core import Lattice
@@ -497,13 +503,17 @@ class Solver:
         ok = sorted((c for c in candidates if not c.rejected and c.refinement.complete), key=lambda c: c.refinement.rwp)
         largest = max((len(c.sample) for c in candidates), default=0)
         held: list[tuple[np.ndarray, np.ndarray]] = []
+        self.held_indexed = []
         for indexed in self.indexed_cells():
+            if len(self.held_indexed) == self.settings.index_cells:
+                break
             cell = indexed.primitive
             volume = abs(float(np.linalg.det(cell)))
             for c in ok:
                 contents = cell_contents_for(c.refinement.structure, volume)
                 if contents is not None and len(contents) <= largest:  # no bigger cells than the model made
                     held.append((contents, cell))
+                    self.held_indexed.append(indexed)
                     break
         lattices = [Lattice(cell) for _, cell in held]
         for st in self.best_cells(candidates):
@@ -955,6 +965,8 @@ class SolveResult:
     candidates: list[Candidate]
     folder: Path
     indexed: list[IndexedCell] = dataclasses.field(default_factory=list)
+    held_indexed: list[IndexedCell] = dataclasses.field(default_factory=list)
+    """The indexed cells the second pass held."""
     expected_rwp: float | None = None
     """Rexp of the pattern's counting noise (``None`` when its weights are not counts or uncertainties)."""
     skipped: list[str] = dataclasses.field(default_factory=list)
@@ -1027,7 +1039,13 @@ def solve(
     plots = write_ranked(ranked, target, pattern, folder, settings)
     write_candidates_csv(candidates, folder / "candidates.csv")
     result = SolveResult(
-        ranked, candidates, folder, solver.indexed_cells(), target.expected_rwp(), list(solver.skipped)
+        ranked,
+        candidates,
+        folder,
+        solver.indexed_cells(),
+        solver.held_indexed,
+        target.expected_rwp(),
+        list(solver.skipped),
     )
     write_solve_report(folder / "report.html", pattern, ranked[: settings.top], plots, candidates, settings, result)
     clock.charge("write")
