@@ -58,7 +58,7 @@ def simulate_measurement(structure, seed: int) -> MeasuredPattern:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--data", help="test CSV (not needed with --merge)")
     ap.add_argument("--model", default="perov5")
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--start", type=int, default=0)
@@ -112,6 +112,8 @@ def main() -> None:
     if args.merge:
         merge(args.merge, args.output)
         return
+    if not args.data:
+        ap.error("--data is required (except with --merge)")
 
     structures = read_structures(args.data)
     tests = structures[args.start : args.start + args.limit]
