@@ -371,8 +371,10 @@ class IndexedCell:
         if self.system == "monoclinic":  # b along y, c in the xz plane
             beta = math.radians(self.angles[1])
             return np.array([[a, 0.0, 0.0], [0.0, b, 0.0], [c * math.cos(beta), 0.0, c * math.sin(beta)]])
-        if self.system == "triclinic":  # a along x, b in the xy plane
-            return _cell_from_parameters(self.lengths, self.angles)
+        if self.system == "triclinic":
+            from pymatgen.core import Lattice
+
+            return np.array(Lattice.from_parameters(*self.lengths, *self.angles).matrix)
         return np.diag([a, b, c])
 
     @property
@@ -403,16 +405,6 @@ class IndexedCell:
             f"{self.system} {self.centring}, {shape}, V = {self.volume:.2f} Å³, M{self.lines} = {self.m_n:.1f}, "
             f"{self.unindexed} of {self.lines} lines unindexed"
         )
-
-
-def _cell_from_parameters(lengths: tuple[float, float, float], angles: tuple[float, float, float]) -> np.ndarray:
-    """``(3, 3)`` cell (rows a, b, c; a along x, b in the xy plane) of lengths and angles (degrees)."""
-    a, b, c = lengths
-    ca, cb, cg = (math.cos(math.radians(v)) for v in angles)
-    metric = np.array(
-        [[a * a, a * b * cg, a * c * cb], [a * b * cg, b * b, b * c * ca], [a * c * cb, b * c * ca, c * c]]
-    )
-    return np.linalg.cholesky(metric)
 
 
 def _triclinic_metric(p: np.ndarray) -> np.ndarray:
@@ -560,30 +552,25 @@ def _triclinic_trials(q: np.ndarray, tol: np.ndarray, base_lines: int, zones: in
     votes for a ``D``, and the ``D`` values with the most votes (within the lines' tolerance) are the trials.
     Only positive-definite metrics are returned."""
     plane = _zones(q, tol, max(base_lines, 8), zones)
-    hkl = np.array(
-        [(h, k, l) for h in range(-2, 3) for k in (1, 2) for l in (-2, -1, 1, 2)],
-        dtype=float,  # noqa: E741
-    )
+    hkl = np.array([(h, k, l) for h in range(-2, 3) for k in (1, 2) for l in (-2, -1, 1, 2)], dtype=float)  # noqa: E741
+    h, k, l = hkl[:, 0:1], hkl[:, 1:2], hkl[:, 2:3]  # noqa: E741
     width = float(np.median(tol))
     out = []
-    for z1, z2 in itertools.permutations(range(len(plane)), 2):
-        for r1 in (0, 1):
-            for r2 in (0, 1):
-                a1, a2 = plane[z1, r1], plane[z2, r2]
-                if z1 > z2 or abs(a1 / a2 - 1) > 2e-3:
-                    continue
-                a, b, f = a1, plane[z1, 1 - r1], plane[z1, 2]
-                c, e = plane[z2, 1 - r2], plane[z2, 2]
-                h, k, l = hkl[:, 0:1], hkl[:, 1:2], hkl[:, 2:3]  # noqa: E741
-                known = h * h * a + k * k * b + l * l * c + h * k * f + h * l * e
-                d = ((q[None, :] - known) / (k * l)).ravel()
-                d = d[d * d < 4 * b * c]
-                if d.size == 0:
-                    continue
-                bins, votes = np.unique(np.round(d / width), return_counts=True)
-                best = bins[np.argsort(-votes, kind="stable")[:6]] * width
-                trial = np.column_stack([np.full(best.size, a), np.full(best.size, b), np.full(best.size, c)])
-                out.append(np.column_stack([trial, best, np.full(best.size, e), np.full(best.size, f)]))
+    for z1, z2 in itertools.combinations(range(len(plane)), 2):
+        for r1, r2 in itertools.product((0, 1), repeat=2):
+            if abs(plane[z1, r1] / plane[z2, r2] - 1) > 2e-3:
+                continue
+            a, b, f = plane[z1, r1], plane[z1, 1 - r1], plane[z1, 2]
+            c, e = plane[z2, 1 - r2], plane[z2, 2]
+            known = h * h * a + k * k * b + l * l * c + h * k * f + h * l * e
+            d = ((q[None, :] - known) / (k * l)).ravel()
+            d = d[d * d < 4 * b * c]
+            if d.size == 0:
+                continue
+            bins, votes = np.unique(np.round(d / width), return_counts=True)
+            trials = np.tile([a, b, c, 0.0, e, f], (min(6, bins.size), 1))
+            trials[:, 3] = bins[np.argsort(-votes, kind="stable")[:6]] * width
+            out.append(trials)
     if not out:
         return np.zeros((0, 6))
     trials = np.concatenate(out)
@@ -703,8 +690,8 @@ def _reduced_triclinic(p: np.ndarray) -> np.ndarray:
     """Triclinic parameters of the same lattice in its Niggli-reduced basis."""
     from pymatgen.core import Lattice
 
-    lengths, angles = _params_to_cell("triclinic", p)
-    cell = np.array(Lattice(_cell_from_parameters(lengths, angles)).get_niggli_reduced_lattice().matrix)
+    direct = np.linalg.cholesky(np.linalg.inv(_triclinic_metric(np.asarray(p, dtype=float))))  # rows a, b, c
+    cell = np.array(Lattice(direct).get_niggli_reduced_lattice().matrix)
     g = np.linalg.inv(cell @ cell.T)
     return np.array([g[0, 0], g[1, 1], g[2, 2], 2 * g[1, 2], 2 * g[0, 2], 2 * g[0, 1]])
 
@@ -713,14 +700,8 @@ def _signature(system: str, p: np.ndarray) -> tuple[int, ...]:
     """Metric parameters rounded to 0.5 % (one refined trial per lattice; triclinic: of the Niggli-reduced cell,
     lengths to 0.5 %, angles to 0.5°)."""
     if system == "triclinic":
-        from pymatgen.core import Lattice
-
-        lengths, angles = _params_to_cell(system, p)
-        reduced = Lattice(_cell_from_parameters(lengths, angles)).get_niggli_reduced_lattice()
-        return (
-            *np.round(np.log(reduced.abc) / 0.005).astype(int),
-            *np.round(np.array(reduced.angles) / 0.5).astype(int),
-        )
+        lengths, angles = _params_to_cell(system, _reduced_triclinic(p))
+        return (*np.round(np.log(lengths) / 0.005).astype(int), *np.round(np.array(angles) / 0.5).astype(int))
     if system == "monoclinic":
         return (*np.round(np.log(p[:3]) / 0.005).astype(int), int(round(p[3] / math.sqrt(p[0] * p[2]) / 0.005)))
     return tuple(np.round(np.log(p) / 0.005).astype(int))
