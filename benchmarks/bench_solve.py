@@ -81,6 +81,9 @@ def main() -> None:
     )
     ap.add_argument("--index-cells", type=int, default=1, help="indexed cells held in the second pass (0: none)")
     ap.add_argument(
+        "--index-share", type=float, default=None, help="share of the second pass in the indexed cells (default: even)"
+    )
+    ap.add_argument(
         "--stop-gof", type=float, default=1.05, help="skip relaxation/second pass at Rwp ≤ this × Rexp (0: never)"
     )
     ap.add_argument(
@@ -158,6 +161,7 @@ def main() -> None:
             cell_pass=args.cell_pass,
             cell_guidance=args.cell_guidance,
             index_cells=args.index_cells,
+            index_share=args.index_share,
             stop_gof=args.stop_gof,
             refine_in_group=args.refine_in_group,
             ordering_tolerance=args.ordering_tolerance,
@@ -274,6 +278,7 @@ def write_summary(args, rows: list[dict]) -> dict:
         "cell_pass": args.cell_pass,
         "cell_guidance": args.cell_guidance,
         "index_cells": args.index_cells,
+        "index_share": args.index_share,
         "stop_gof": args.stop_gof,
         "refine_in_group": args.refine_in_group,
         "ordering_tolerance": args.ordering_tolerance,

@@ -347,6 +347,31 @@ def test_the_second_pass_also_holds_the_cell_that_indexes_the_pattern(tiny_model
     assert np.allclose(held[0][1], cell, atol=1e-9) and [c is indexed for c in solver.held_indexed] == [True]
 
 
+def test_the_index_share_puts_that_share_of_the_second_pass_in_the_indexed_cells(tiny_model):
+    """With ``index_share`` the indexed cells (held first) get that share of the second pass, the refined cells
+    the rest, each group shared out evenly; with only one kind of cell held, or without it, all share evenly."""
+    from atomdiff.tasks.solve import Solver, build_target
+
+    target = build_target(measured(_perovskite(), two_theta_grid(15, 80, 0.04)), "xray", "CuKa1", Profile(cutoff=20))
+    fast = (RefinementStage(("zero_shift",), 0.0, 1),)
+    settings = SolveSettings(stages=fast, cell_pass=8, relax_steps=0, steps=3, index_share=0.75)
+    solver = Solver(tiny_model, target, CompositionConstraint(formula={20: 1, 22: 1, 8: 3}), settings)
+    wrong = _perovskite(3.6).replace(cell=np.diag([3.6, 3.6, 4.1]))
+    samples = solver.generate_in_cells(solver.refine([wrong]))  # the indexed cubic cell, then the refined one
+    assert len(solver.held_indexed) == 1 and len(samples) == 8
+    assert [np.allclose(s.cell, samples[0].cell) for s in samples] == [True] * 6 + [False] * 2
+    solver.held_indexed = solver.held_indexed * 2  # two indexed cells and one refined
+    assert solver.cell_shares(3) == [3, 3, 2]
+    assert solver.cell_shares(2) == [4, 4]  # only indexed cells held
+    solver.held_indexed = []
+    assert solver.cell_shares(3) == [3, 3, 2]
+    even = Solver(tiny_model, target, solver.constraint, dataclasses.replace(settings, index_share=None))
+    even.held_indexed = solver.held_indexed
+    assert even.cell_shares(2) == [4, 4]
+    with pytest.raises(InputError, match="index-share"):
+        Solver(tiny_model, target, solver.constraint, dataclasses.replace(settings, index_share=1.5))
+
+
 def test_cell_contents_fill_an_indexed_cell_with_whole_formula_units():
     from atomdiff.tasks.solve import cell_contents_for
 

@@ -103,6 +103,15 @@ def solve(
             "that the candidates' composition can fill (0: no indexing).",
         ),
     ] = 1,
+    index_share: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of the second pass's candidates sampled in the indexed cells, the rest in the refined cells "
+            "(default: every held cell gets the same number).",
+        ),
+    ] = None,
     stop_gof: Annotated[
         float,
         typer.Option(
@@ -166,6 +175,7 @@ def solve(
         cell_pass=cell_pass,
         cell_guidance=cell_guidance,
         index_cells=index_cells,
+        index_share=index_share,
         stop_gof=stop_gof,
         orderings=orderings,
         ordering_tolerance=ordering_tolerance,

@@ -165,6 +165,9 @@ class SolveSettings:
     scatter alike changes the calculated pattern little, so a candidate far behind cannot overtake by it."""
     cell_guidance: float | None = None
     """Physics-guidance strength of the second pass (lattice held at a measured cell); ``None``: ``guidance``."""
+    index_share: float | None = None
+    """Share of the second pass's samples drawn in the held indexed cells, the rest in the refined cells
+    (:meth:`Solver.cell_shares`); ``None``: every held cell gets the same number."""
 
 
 @dataclasses.dataclass
@@ -304,6 +307,8 @@ class Solver:
             raise InputError(f"--guidance must be ≥ 0, got {s.guidance}")
         if s.cell_guidance is not None and s.cell_guidance < 0:
             raise InputError(f"--cell-guidance must be ≥ 0, got {s.cell_guidance}")
+        if s.index_share is not None and not 0 <= s.index_share <= 1:
+            raise InputError(f"--index-share must be within 0–1, got {s.index_share}")
         if not 0 <= s.free_fraction <= 1:
             raise InputError(f"--free-fraction must be within 0–1, got {s.free_fraction}")
         if s.relax_filter not in CELL_FILTERS:
@@ -522,9 +527,24 @@ class Solver:
                 held.append((st.numbers, cell))
         return held
 
+    def cell_shares(self, n_cells: int) -> list[int]:
+        """How many of the ``cell_pass`` samples each of ``n_cells`` held cells gets (the first
+        ``len(held_indexed)`` are the indexed ones): ``index_share`` of them to the indexed cells and the rest to
+        the refined ones when both are held, each group shared out evenly (the first cells get the remainder);
+        all evenly otherwise."""
+        s = self.settings
+        n_indexed = len(self.held_indexed)
+        if s.index_share is None or n_indexed in (0, n_cells):
+            return largest_remainder(s.cell_pass, [1.0] * n_cells) if n_cells else []
+        to_indexed = round(s.cell_pass * s.index_share)
+        return largest_remainder(to_indexed, [1.0] * n_indexed) + largest_remainder(
+            s.cell_pass - to_indexed, [1.0] * (n_cells - n_indexed)
+        )
+
     def generate_in_cells(self, candidates: Sequence[Candidate], progress: Progress | None = None) -> list[Structure]:
-        """``cell_pass`` samples with the lattice held at the :meth:`held_cells` (shared out evenly), each with
-        the cell contents chosen for it; guided and conditioned as the first pass."""
+        """``cell_pass`` samples with the lattice held at the :meth:`held_cells` (shared out as
+        :meth:`cell_shares` says), each with the cell contents chosen for it; guided and conditioned as the first
+        pass."""
         s = self.settings
         cells = self.held_cells(candidates)
         if not cells:
@@ -532,10 +552,8 @@ class Solver:
         strength = s.guidance if s.cell_guidance is None else s.cell_guidance
         guidance = PhysicsGuidance(self.target, strength) if strength > 0 else None
         condition = self.pattern_condition() if s.condition and self.model.conditioned else None
-        share, extra = divmod(s.cell_pass, len(cells))
         out: list[Structure] = []
-        for j, (numbers, cell) in enumerate(cells):
-            n = share + (j < extra)
+        for j, ((numbers, cell), n) in enumerate(zip(cells, self.cell_shares(len(cells)), strict=True)):
             if n == 0:
                 continue
 
