@@ -80,6 +80,8 @@ def main() -> None:
         "--cell-guidance", type=float, default=None, help="guidance strength of the second pass (default: --guidance)"
     )
     ap.add_argument("--index-cells", type=int, default=1, help="indexed cells held in the second pass (0: none)")
+    ap.add_argument("--restarts", type=int, default=0, help="restarted candidates after the second pass (0: none)")
+    ap.add_argument("--restart-level", type=float, default=0.3, help="noise level the restarts start from")
     ap.add_argument(
         "--index-share", type=float, default=None, help="share of the second pass in the indexed cells (default: even)"
     )
@@ -162,6 +164,8 @@ def main() -> None:
             cell_guidance=args.cell_guidance,
             index_cells=args.index_cells,
             index_share=args.index_share,
+            restarts=args.restarts,
+            restart_level=args.restart_level,
             stop_gof=args.stop_gof,
             refine_in_group=args.refine_in_group,
             ordering_tolerance=args.ordering_tolerance,
@@ -279,6 +283,8 @@ def write_summary(args, rows: list[dict]) -> dict:
         "cell_guidance": args.cell_guidance,
         "index_cells": args.index_cells,
         "index_share": args.index_share,
+        "restarts": args.restarts,
+        "restart_level": args.restart_level,
         "stop_gof": args.stop_gof,
         "refine_in_group": args.refine_in_group,
         "ordering_tolerance": args.ordering_tolerance,

@@ -514,6 +514,38 @@ def test_a_fit_to_the_counting_noise_skips_relaxation_and_the_second_pass(tiny_m
         Solver(tiny_model, target, constraint, SolveSettings(relax_filter="exp"))
 
 
+def test_restarts_redraw_the_best_distinct_candidates_in_their_cells(tiny_model):
+    """The restart pass re-noises the best distinct candidates' refined structures and denoises them again in
+    their (symmetry-exact) cells: the samples keep those cells and cell contents, shared out evenly, and are
+    refined as candidates after the others; a fit to the counting noise skips it."""
+    from atomdiff.tasks.solve import Solver, build_target, lattice_with_its_symmetry
+
+    target = build_target(_counted(_perovskite()), "xray", "CuKa1", Profile(cutoff=20))
+    fast = (RefinementStage(("lattice", "zero_shift"), 0.0, 2),)
+    constraint = CompositionConstraint(formula={20: 1, 22: 1, 8: 3})
+    swapped = _perovskite(3.95).replace(numbers=np.array([22, 20, 8, 8, 8]))
+    settings = SolveSettings(stages=fast, cell_pass=0, relax_steps=0, steps=4, restarts=3, restart_from=2, stop_gof=0)
+    solver = Solver(tiny_model, target, constraint, settings)
+    solver.generate = lambda progress=None: [swapped, _perovskite(3.6)]
+    candidates = solver.run()
+    assert len(candidates) == 5 and [c.index for c in candidates] == [0, 1, 2, 3, 4]
+    first = sorted(candidates[:2], key=lambda c: c.refinement.rwp)
+    for c, start in zip(candidates[2:], [first[0], first[0], first[1]], strict=True):
+        held = lattice_with_its_symmetry(start.refinement.structure.cell)
+        assert np.allclose(c.sample.cell, held, atol=1e-6)
+        assert sorted(c.sample.numbers) == sorted(start.refinement.structure.numbers)
+    full = (
+        RefinementStage(("lattice", "zero_shift", "profile"), 0.0, 3),
+        RefinementStage(("lattice", "b_iso"), 0.0, 3),
+    )
+    noise = dataclasses.replace(settings, stages=full, stop_gof=SolveSettings().stop_gof)
+    done = Solver(tiny_model, target, constraint, noise)
+    done.generate = lambda progress=None: [_perovskite(3.92)]
+    assert len(done.run()) == 1 and "restarts" in done.skipped
+    with pytest.raises(InputError, match="restart-level"):
+        Solver(tiny_model, target, constraint, dataclasses.replace(settings, restart_level=0.0))
+
+
 def test_the_report_says_what_a_fit_to_the_noise_skipped(tiny_model, tmp_path: Path, monkeypatch):
     from atomdiff.tasks.solve import Solver
 

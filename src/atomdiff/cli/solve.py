@@ -103,6 +103,18 @@ def solve(
             "that the candidates' composition can fill (0: no indexing).",
         ),
     ] = 1,
+    restarts: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Restart pass: this many candidates re-noised from the best distinct ones (to --restart-level) "
+            "and denoised again in their cells under the second pass's guidance (0: none).",
+        ),
+    ] = 0,
+    restart_level: Annotated[
+        float,
+        typer.Option(min=0.01, max=1.0, help="Noise level (diffusion time, 0–1) the restarts start from."),
+    ] = 0.3,
     index_share: Annotated[
         float | None,
         typer.Option(
@@ -176,6 +188,8 @@ def solve(
         cell_guidance=cell_guidance,
         index_cells=index_cells,
         index_share=index_share,
+        restarts=restarts,
+        restart_level=restart_level,
         stop_gof=stop_gof,
         orderings=orderings,
         ordering_tolerance=ordering_tolerance,

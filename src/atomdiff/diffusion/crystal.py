@@ -186,6 +186,7 @@ class CrystalDiffusion(nn.Module):
         guidance: PhysicsGuidance | RepulsionGuidance | Sequence[PhysicsGuidance | RepulsionGuidance] | None = None,
         cfg_scale: float = 0.0,
         cells: torch.Tensor | None = None,
+        start: tuple[Sequence[np.ndarray], float] | None = None,
     ) -> list[Structure]:
         """Generate ``n`` structures.
 
@@ -205,6 +206,10 @@ class CrystalDiffusion(nn.Module):
                 noise draw per structure (inpainting by replacement), and written to the output unchanged.
                 Needs ``numbers`` or a ``formula``-constrained ``constraint`` sized for the cells, or an atom
                 count the cell's volume suits (the sampler draws sizes as usual).
+            start: ``(fractional coordinates of each structure, t0)``: instead of drawing from the prior, start
+                from these positions noised to level ``t0`` (0 < t0 ≤ 1) and denoise from there in ``steps``
+                steps (a restart, as SDEdit: a structure near the answer is re-noised and re-denoised under
+                guidance). Needs ``numbers`` matching the coordinates and held ``cells``.
         """
         if sampler not in ("pc", "ode"):
             raise InputError(f"sampler must be 'pc' or 'ode', got {sampler!r}")
@@ -241,7 +246,20 @@ class CrystalDiffusion(nn.Module):
         x = self.lattice_noise.sample_prior(n, gen)
         if cells is not None:
             known_x, known_eps = self.lattice_noise.encode(cells, n_atoms), x
-        times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        t_start = 1.0
+        if start is not None:
+            positions, t_start = start
+            t_start = float(t_start)
+            if cells is None or not fixed_species:
+                raise InputError("a restart needs the species (numbers) and the cells held")
+            if not 0 < t_start <= 1:
+                raise InputError(f"a restart's noise level must be within (0, 1], got {t_start}")
+            if [len(p) for p in positions] != sizes.tolist():
+                raise InputError("the restart positions must have one row per atom of each structure")
+            sigma0 = self.frac_noise.sigma(torch.tensor(t_start, dtype=torch.float64))
+            start_frac = torch.as_tensor(np.concatenate(positions), dtype=torch.float64)
+            frac = torch.remainder(start_frac + sigma0 * torch.randn(frac.shape, generator=gen, dtype=frac.dtype), 1.0)
+        times = torch.linspace(t_start, 0.0, steps + 1, dtype=torch.float64)
         guides = [] if guidance is None else list(guidance) if isinstance(guidance, list | tuple) else [guidance]
         for k in range(steps):
             t, t_prev = float(times[k]), float(times[k + 1])

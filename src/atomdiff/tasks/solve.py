@@ -18,6 +18,8 @@ The steps (:meth:`Solver.run`):
    first-pass candidate with the right cell but the wrong arrangement (kesterite's stannite ordering) thus
    becomes the start of the right one, and samples whose cells came out 5–10 % off (which relaxation and
    refinement do not repair) are redrawn in the measured cell (as sampled, then relaxed at fixed cell);
+   Optionally (``restarts``), the best distinct candidates are then re-noised part-way and denoised again in
+   their cells under the same guidance (:meth:`Solver.restart`);
 5. rank by Rwp, removing duplicates and physically impossible structures; the other orderings of the written
    candidates' species that the radiation hardly tells apart (Cu/Zn for X-rays) are refined and ranked with
    them (:meth:`Solver.with_orderings`); the written candidates are refined
@@ -165,6 +167,14 @@ class SolveSettings:
     scatter alike changes the calculated pattern little, so a candidate far behind cannot overtake by it."""
     cell_guidance: float | None = None
     """Physics-guidance strength of the second pass (lattice held at a measured cell); ``None``: ``guidance``."""
+    restarts: int = 0
+    """Restart pass after the second: this many samples re-noised from the best distinct candidates' refined
+    structures (to ``restart_level``) and denoised again in their cells under the second pass's guidance
+    (:meth:`Solver.restart`; 0: none)."""
+    restart_from: int = 4
+    """How many of the best distinct candidates the restarts start from (shared out evenly)."""
+    restart_level: float = 0.3
+    """Noise level (diffusion time, 0–1) a restart starts from; its steps are this share of ``steps``."""
     index_share: float | None = None
     """Share of the second pass's samples drawn in the held indexed cells, the rest in the refined cells
     (:meth:`Solver.cell_shares`); ``None``: every held cell gets the same number."""
@@ -307,6 +317,8 @@ class Solver:
             raise InputError(f"--guidance must be ≥ 0, got {s.guidance}")
         if s.cell_guidance is not None and s.cell_guidance < 0:
             raise InputError(f"--cell-guidance must be ≥ 0, got {s.cell_guidance}")
+        if s.restarts < 0 or s.restart_from < 1 or not 0 < s.restart_level <= 1:
+            raise InputError("--restarts must be ≥ 0, --restart-from ≥ 1 and --restart-level within (0, 1]")
         if s.index_share is not None and not 0 <= s.index_share <= 1:
             raise InputError(f"--index-share must be within 0–1, got {s.index_share}")
         if not 0 <= s.free_fraction <= 1:
@@ -363,6 +375,15 @@ class Solver:
                 if on_samples is not None:
                     on_samples(samples + held)
                 candidates += self.refine_and_relax(held, progress, len(samples), hold_cell=True, where=" in cells")
+                samples = samples + held
+        if s.restarts and candidates and self.fits_to_noise(candidates):
+            self.skipped.append("restarts")
+        elif s.restarts and candidates:
+            again = self.restart(candidates, progress)
+            if again:
+                if on_samples is not None:
+                    on_samples(samples + again)
+                candidates += self.refine_and_relax(again, progress, len(samples), hold_cell=True, where=" restarted")
         return candidates
 
     def fits_to_noise(self, candidates: Sequence[Candidate]) -> bool:
@@ -545,33 +566,71 @@ class Solver:
         """``cell_pass`` samples with the lattice held at the :meth:`held_cells` (shared out as
         :meth:`cell_shares` says), each with the cell contents chosen for it; guided and conditioned as the first
         pass."""
-        s = self.settings
         cells = self.held_cells(candidates)
-        if not cells:
+        shares = self.cell_shares(len(cells))
+        return self._sample_held(
+            [(numbers, cell, None, n) for (numbers, cell), n in zip(cells, shares, strict=True)],
+            self.settings.steps,
+            1000,
+            "generate in cells",
+            progress,
+        )
+
+    def restart(self, candidates: Sequence[Candidate], progress: Progress | None = None) -> list[Structure]:
+        """``restarts`` samples from the refined structures of the ``restart_from`` best distinct candidates
+        (:meth:`rank`), shared out evenly: each structure's coordinates noised to ``restart_level`` and denoised
+        again with its cell held (Bravais symmetry made exact) under the second pass's guidance, in
+        ``restart_level`` × ``steps`` steps (SDEdit-style). Least squares from a structure with a few atoms
+        0.3–0.5 Å off stops in the nearest minimum (a carbon-24 candidate at normalised RMS 0.25 from the truth
+        refined to Rwp 9.7 % against the truth's 9.0 %); the pattern's gradient at the denoised estimate, with
+        the model keeping the bonding sensible, can carry those atoms further."""
+        s = self.settings
+        best = self.rank(list(candidates))[: s.restart_from]
+        if not best:
             return []
+        jobs = []
+        for c, n in zip(best, largest_remainder(s.restarts, [1.0] * len(best)), strict=True):
+            st = c.refinement.structure
+            jobs.append((st.numbers, lattice_with_its_symmetry(st.cell), st.frac, n))
+        steps = max(1, math.ceil(s.steps * s.restart_level))
+        return self._sample_held(jobs, steps, 2000, "restart", progress)
+
+    def _sample_held(
+        self,
+        jobs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None, int]],
+        steps: int,
+        seed_offset: int,
+        stage: str,
+        progress: Progress | None,
+    ) -> list[Structure]:
+        """Samples with the lattice held: for each job ``(numbers, cell, start coordinates or None, n)``, ``n``
+        samples of those cell contents in that cell, from the prior or restarted from the coordinates at
+        ``restart_level``; guided with ``cell_guidance`` and conditioned as the first pass."""
+        s = self.settings
         strength = s.guidance if s.cell_guidance is None else s.cell_guidance
         guidance = PhysicsGuidance(self.target, strength) if strength > 0 else None
         condition = self.pattern_condition() if s.condition and self.model.conditioned else None
         out: list[Structure] = []
-        for j, ((numbers, cell), n) in enumerate(zip(cells, self.cell_shares(len(cells)), strict=True)):
+        for j, (numbers, cell, start, n) in enumerate(jobs):
             if n == 0:
                 continue
 
             def tick(step: int, total: int, done: int = j) -> None:
                 if progress is not None:
-                    progress("generate in cells", done * total + step, len(cells) * total)
+                    progress(stage, done * total + step, len(jobs) * total)
 
             out += self.model.sample(
                 n,
-                steps=s.steps,
+                steps=steps,
                 sampler=s.sampler,
-                seed=chunk_seed(s.seed, 1000 + j),
+                seed=chunk_seed(s.seed, seed_offset + j),
                 numbers=[np.asarray(numbers)] * n,
                 cells=torch.as_tensor(np.asarray(cell, dtype=float)).expand(n, 3, 3).clone(),
                 guidance=guidance,
                 progress=tick,
                 condition=None if condition is None else condition.expand(n, -1),
                 cfg_scale=s.cfg if condition is not None else 0.0,
+                start=None if start is None else ([np.asarray(start)] * n, s.restart_level),
             )
         return out
 
