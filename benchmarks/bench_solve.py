@@ -62,6 +62,11 @@ def main() -> None:
     ap.add_argument("--model", default="perov5")
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--start", type=int, default=0)
+    ap.add_argument(
+        "--only",
+        type=lambda text: {int(k) for k in text.split(",")},
+        help="comma-separated test indices: solve only these of --start/--limit (a targeted re-run)",
+    )
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=0.5)
     ap.add_argument("--steps", type=int, default=100)
@@ -76,15 +81,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--relax-steps", type=int, default=100, help="CHGNet steps per sample before refinement (0: none)")
     ap.add_argument("--cell-pass", type=int, default=16, help="second-pass candidates in held cells (0: none)")
-    ap.add_argument(
-        "--cell-guidance", type=float, default=None, help="guidance strength of the second pass (default: --guidance)"
-    )
+    ap.add_argument("--cell-guidance", type=float, default=3.0, help="guidance strength of the second pass")
     ap.add_argument("--index-cells", type=int, default=1, help="indexed cells held in the second pass (0: none)")
     ap.add_argument("--restarts", type=int, default=0, help="restarted candidates after the second pass (0: none)")
     ap.add_argument("--restart-level", type=float, default=0.3, help="noise level the restarts start from")
-    ap.add_argument(
-        "--index-share", type=float, default=None, help="share of the second pass in the indexed cells (default: even)"
-    )
+    ap.add_argument("--index-share", type=float, default=0.75, help="share of the second pass in the indexed cells")
     ap.add_argument(
         "--stop-gof", type=float, default=1.05, help="skip relaxation/second pass at Rwp ≤ this × Rexp (0: never)"
     )
@@ -129,7 +130,8 @@ def main() -> None:
     if args.resume and args.output and args.output.exists():
         rows = json.loads(args.output.read_text())["rows"]
     done = {(r["index"], r["repeat"]) for r in rows}
-    runs = [(k, r) for k in range(len(tests)) for r in range(args.repeats)]
+    wanted = [k for k in range(len(tests)) if not args.only or args.start + k in args.only]
+    runs = [(k, r) for k in wanted for r in range(args.repeats)]
     args.n_requested = len(runs)
     for k, repeat in runs:
         if (args.start + k, repeat) in done:
@@ -283,6 +285,7 @@ def write_summary(args, rows: list[dict]) -> dict:
         "cell_guidance": args.cell_guidance,
         "index_cells": args.index_cells,
         "index_share": args.index_share,
+        "only": sorted(args.only) if args.only else None,
         "restarts": args.restarts,
         "restart_level": args.restart_level,
         "stop_gof": args.stop_gof,

@@ -88,13 +88,13 @@ def solve(
         ),
     ] = 16,
     cell_guidance: Annotated[
-        float | None,
+        float,
         typer.Option(
             min=0.0,
             help="Physics-guidance strength of the second pass, where the lattice is held at a measured cell and the "
-            "pattern's gradient points to the atoms' places (default: --guidance).",
+            "pattern's gradient points to the atoms' places.",
         ),
-    ] = None,
+    ] = 3.0,
     index_cells: Annotated[
         int,
         typer.Option(
@@ -116,14 +116,14 @@ def solve(
         typer.Option(min=0.01, max=1.0, help="Noise level (diffusion time, 0–1) the restarts start from."),
     ] = 0.3,
     index_share: Annotated[
-        float | None,
+        float,
         typer.Option(
             min=0.0,
             max=1.0,
-            help="Share of the second pass's candidates sampled in the indexed cells, the rest in the refined cells "
-            "(default: every held cell gets the same number).",
+            help="Share of the second pass's candidates sampled in the cells found by indexing the pattern, the rest "
+            "in the refined cells of the first pass's best candidates.",
         ),
-    ] = None,
+    ] = 0.75,
     stop_gof: Annotated[
         float,
         typer.Option(

@@ -165,8 +165,11 @@ class SolveSettings:
     ordering_window: float = 1.5
     """Only written candidates with Rwp within this factor of the best are reordered: exchanging species that
     scatter alike changes the calculated pattern little, so a candidate far behind cannot overtake by it."""
-    cell_guidance: float | None = None
-    """Physics-guidance strength of the second pass (lattice held at a measured cell); ``None``: ``guidance``."""
+    cell_guidance: float | None = 3.0
+    """Physics-guidance strength of the second pass (lattice held at a measured cell); ``None``: ``guidance``.
+    With the lattice held the pattern's gradient points each atom to its place, and a stronger pull pays: on
+    carbon-24 patterns the second pass's best samples came out at normalised RMS 0.02–0.04 from the truth at 3,
+    0.12 at 0.5 (session 31); the bundled kesterite pattern was solved for seeds 0–5 at 3 (session 32)."""
     restarts: int = 0
     """Restart pass after the second: this many samples re-noised from the best distinct candidates' refined
     structures (to ``restart_level``) and denoised again in their cells under the second pass's guidance
@@ -175,9 +178,11 @@ class SolveSettings:
     """How many of the best distinct candidates the restarts start from (shared out evenly)."""
     restart_level: float = 0.3
     """Noise level (diffusion time, 0–1) a restart starts from; its steps are this share of ``steps``."""
-    index_share: float | None = None
+    index_share: float | None = 0.75
     """Share of the second pass's samples drawn in the held indexed cells, the rest in the refined cells
-    (:meth:`Solver.cell_shares`); ``None``: every held cell gets the same number."""
+    (:meth:`Solver.cell_shares`); ``None``: every held cell gets the same number. 12 of 16 samples in the
+    indexed cell instead of 6 solved 36 of the first 100 carbon-24 patterns instead of 28 (none lost), at the
+    same cost; kesterite was still solved for seeds 0–5 (session 32)."""
 
 
 @dataclasses.dataclass
