@@ -246,7 +246,8 @@ def merge(paths: list[Path], output: Path | None) -> None:
     if output is None:
         raise SystemExit("--merge needs -o/--output")
     parts = [json.loads(p.read_text()) for p in paths]
-    derived = {"n_patterns", "n_requested", "rows"} | {k for k in parts[0] if k.endswith(("_rate", "_rwp", "_pattern"))}
+    derived = {"n_patterns", "n_requested", "rows", "only"}
+    derived |= {k for k in parts[0] if k.endswith(("_rate", "_rwp", "_pattern"))}
     settings = {k: v for k, v in parts[0].items() if k not in derived}
     for path, part in zip(paths[1:], parts[1:], strict=True):
         other = {k: v for k, v in part.items() if k not in derived}
@@ -255,6 +256,8 @@ def merge(paths: list[Path], output: Path | None) -> None:
     rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: (r["index"], r["repeat"]))
     if len({(r["index"], r["repeat"]) for r in rows}) != len(rows):
         raise SystemExit("the chunks overlap (a pattern appears twice)")
+    if all(part.get("only") for part in parts):  # targeted re-runs: the patterns chosen in all
+        settings["only"] = sorted({k for part in parts for k in part["only"]})
     summary = summarise(settings, rows, sum(part["n_requested"] for part in parts))
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
     write_json(summary, output)
