@@ -323,7 +323,10 @@ class Solver:
         if s.cell_guidance is not None and s.cell_guidance < 0:
             raise InputError(f"--cell-guidance must be ≥ 0, got {s.cell_guidance}")
         if s.restarts < 0 or s.restart_from < 1 or not 0 < s.restart_level <= 1:
-            raise InputError("--restarts must be ≥ 0, --restart-from ≥ 1 and --restart-level within (0, 1]")
+            raise InputError(
+                f"--restarts must be ≥ 0 (got {s.restarts}), --restart-level within (0, 1] (got {s.restart_level}) "
+                f"and restart_from ≥ 1 (got {s.restart_from})"
+            )
         if s.index_share is not None and not 0 <= s.index_share <= 1:
             raise InputError(f"--index-share must be within 0–1, got {s.index_share}")
         if not 0 <= s.free_fraction <= 1:
