@@ -85,6 +85,9 @@ def main() -> None:
     ap.add_argument("--index-cells", type=int, default=1, help="indexed cells held in the second pass (0: none)")
     ap.add_argument("--restarts", type=int, default=0, help="restarted candidates after the second pass (0: none)")
     ap.add_argument("--restart-level", type=float, default=0.3, help="noise level the restarts start from")
+    ap.add_argument(
+        "--index-contents", type=int, default=2, help="contents an indexed cell is held with (element list only)"
+    )
     ap.add_argument("--index-share", type=float, default=0.75, help="share of the second pass in the indexed cells")
     ap.add_argument(
         "--stop-gof", type=float, default=1.05, help="skip relaxation/second pass at Rwp ≤ this × Rexp (0: never)"
@@ -165,6 +168,7 @@ def main() -> None:
             cell_pass=args.cell_pass,
             cell_guidance=args.cell_guidance,
             index_cells=args.index_cells,
+            index_contents=args.index_contents,
             index_share=args.index_share,
             restarts=args.restarts,
             restart_level=args.restart_level,
@@ -205,6 +209,9 @@ def main() -> None:
                 same_lattice(Lattice(c.primitive), truth_pm.lattice) for c in solver.indexed_cells()[:1]
             ),
             "held_right": any(same_lattice(Lattice(c.primitive), truth_pm.lattice) for c in solver.held_indexed),
+            # atoms in the indexed cells held (each content) and in the truth's primitive cell
+            "held_atoms": [len(numbers) for numbers, _ in solver.held[: len(solver.held_indexed)]],
+            "truth_primitive_atoms": len(truth_pm.get_primitive_structure()),
             "seconds": wall,
         }
         rows.append(row)
@@ -287,6 +294,7 @@ def write_summary(args, rows: list[dict]) -> dict:
         "cell_pass": args.cell_pass,
         "cell_guidance": args.cell_guidance,
         "index_cells": args.index_cells,
+        "index_contents": args.index_contents,
         "index_share": args.index_share,
         "only": sorted(args.only) if args.only else None,
         "restarts": args.restarts,

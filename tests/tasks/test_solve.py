@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -345,6 +346,12 @@ def test_the_second_pass_also_holds_the_cell_that_indexes_the_pattern(tiny_model
     solver._indexed = [big, indexed]
     held = solver.held_cells(solver.refine([wrong]))
     assert np.allclose(held[0][1], cell, atol=1e-9) and [c is indexed for c in solver.held_indexed] == [True]
+    # from the element list only, the indexed cell is held with the likeliest content for its volume: one
+    # formula unit (the training cells are 5-atom ones of 55–64 Å³; ten atoms in 59 Å³ are far too dense)
+    listed = Solver(tiny_model, target, CompositionConstraint(required=frozenset({20, 22, 8})), settings)
+    held = listed.held_cells(listed.refine([wrong]))
+    assert sorted(held[0][0]) == [8, 8, 8, 20, 22] and listed.held_weights == [1.0]
+    assert np.allclose(held[0][1], cell, atol=1e-9) and listed.held[0] is held[0]
 
 
 def test_the_index_share_puts_that_share_of_the_second_pass_in_the_indexed_cells(tiny_model):
@@ -370,6 +377,36 @@ def test_the_index_share_puts_that_share_of_the_second_pass_in_the_indexed_cells
     assert even.cell_shares(2) == [4, 4]
     with pytest.raises(InputError, match="index-share"):
         Solver(tiny_model, target, solver.constraint, dataclasses.replace(settings, index_share=1.5))
+
+
+def test_with_an_element_list_an_indexed_cell_is_held_with_the_likeliest_contents():
+    """Without a formula the atom count of an indexed cell is weighed from the training cells: how many have
+    that primitive content, times the likelihood of its volume per atom. A 44 Å³ carbon cell (6.3 Å³ per atom
+    for 7 atoms, a count never seen) is held with 8 atoms first and 6 second; at 37.8 Å³ with 6 only (8 or 5
+    have under 1/8 of the weight); the shares of the indexed cell's samples follow the weights."""
+    from types import SimpleNamespace
+
+    from atomdiff.tasks.solve import Solver
+
+    stats = DataStatistics(
+        cells={"C6": 10, "C8": 10},
+        primitive_cells={"C2": 5, "C6": 10, "C8": 10},
+        volume_per_atom=[math.log(6.3), 0.1],
+        elements=[6],
+    )
+    carbon = CompositionConstraint(required=frozenset({6}), atoms=(1, 24))
+    solver = Solver(SimpleNamespace(stats=stats), None, carbon, SolveSettings())
+    options = solver.indexed_contents(7 * 6.3, [], 24)
+    assert [len(n) for n, _ in options] == [8, 6] and set(options[0][0]) == {6}
+    assert options[0][1] > options[1][1] > 0.125 and sum(w for _, w in options) == pytest.approx(1.0)
+    assert [len(n) for n, _ in solver.indexed_contents(7 * 6.3, [], 7)] == [6, 7]  # no more atoms than sampled
+    assert [(len(n), w) for n, w in solver.indexed_contents(6 * 6.3, [], 24)] == [(6, 1.0)]
+    one = Solver(SimpleNamespace(stats=stats), None, carbon, SolveSettings(index_contents=1))
+    assert [len(n) for n, _ in one.indexed_contents(7 * 6.3, [], 24)] == [8]
+    solver.held_indexed, solver.held_weights = ["cell", "cell"], [w for _, w in options]
+    assert solver.cell_shares(3) == [7, 5, 4]  # 12 of 16 to the indexed cell, shared 0.57 : 0.43
+    with pytest.raises(InputError, match="index-contents"):
+        Solver(None, None, carbon, SolveSettings(index_contents=0))
 
 
 def test_cell_contents_fill_an_indexed_cell_with_whole_formula_units():

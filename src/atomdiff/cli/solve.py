@@ -115,6 +115,14 @@ def solve(
         float,
         typer.Option(min=0.01, max=1.0, help="Noise level (diffusion time, 0–1) the restarts start from."),
     ] = 0.3,
+    index_contents: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --elements and no --formula: each indexed cell is held with up to this many cell contents, "
+            "the likeliest for its volume first (by the model's training cells).",
+        ),
+    ] = 2,
     index_share: Annotated[
         float,
         typer.Option(
@@ -187,6 +195,7 @@ def solve(
         cell_pass=cell_pass,
         cell_guidance=cell_guidance,
         index_cells=index_cells,
+        index_contents=index_contents,
         index_share=index_share,
         restarts=restarts,
         restart_level=restart_level,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from atomdiff.diffusion.constraints import CompositionConstraint
+from atomdiff.diffusion.constraints import CompositionConstraint, parse_formula
 from atomdiff.diffusion.guidance import PhysicsGuidance, RepulsionGuidance
 from atomdiff.diffusion.noise import MASK, LatticeNoise, MaskedSpeciesNoise, WrappedNormalNoise
 from atomdiff.diffusion.noise.lattice import cell_to_log_gram, unvech
@@ -42,13 +42,18 @@ class DataStatistics:
 
     ``cells`` counts the training cells by content (the cell's formula, e.g. ``"Cu2S4SnZn"`` for kesterite's
     8-atom cell): the compositions and cell sizes an element-list solve proposes (models exported before it
-    existed have none)."""
+    existed have none). ``volume_per_atom`` is the mean and standard deviation of ln(V / N) (V in Å³) over the
+    training cells and ``primitive_cells`` counts them by the content of their primitive cell (carbon-24 stores
+    2-atom primitive cells as 6-atom ones); models exported before session 33 have neither
+    (:meth:`log_volume_per_atom` and :meth:`content_count` then estimate them from what they have)."""
 
     lattice_mean: list[float] = dataclasses.field(default_factory=lambda: [0.0] * 6)
     lattice_std: list[float] = dataclasses.field(default_factory=lambda: [1.0] * 6)
     atom_counts: dict[int, int] = dataclasses.field(default_factory=lambda: {1: 1})
     elements: list[int] = dataclasses.field(default_factory=list)
     cells: dict[str, int] = dataclasses.field(default_factory=dict)
+    volume_per_atom: list[float] | None = None
+    primitive_cells: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_structures(cls, structures: Sequence[Structure]) -> DataStatistics:
@@ -60,19 +65,51 @@ class DataStatistics:
         elements = sorted({int(z) for s in structures for z in s.numbers})
         cells = Counter(s.formula for s in structures)
         std = x.std(0).clamp_min(0.05) if len(structures) > 1 else torch.ones(6, dtype=x.dtype)
+        log_v = np.log([s.volume / len(s) for s in structures])
+        volume = [float(log_v.mean()), float(max(log_v.std(), 0.02)) if len(structures) > 1 else 0.3]
+        primitive = Counter(
+            Structure.from_pymatgen(s.to_pymatgen().get_primitive_structure()).formula for s in structures
+        )
         return cls(
-            x.mean(0).tolist(), std.tolist(), dict(sorted(counts.items())), elements, dict(sorted(cells.items()))
+            x.mean(0).tolist(),
+            std.tolist(),
+            dict(sorted(counts.items())),
+            elements,
+            dict(sorted(cells.items())),
+            volume,
+            dict(sorted(primitive.items())),
         )
 
     @property
     def max_atoms(self) -> int:
         return max(self.atom_counts)
 
+    def content_count(self, content: dict[int, int]) -> int:
+        """How many training cells have ``content`` (Z → count) as their primitive cell (``primitive_cells``);
+        where that is not recorded, how many hold a whole number of copies of it (``cells``: a primitive cell may
+        have been stored as a supercell)."""
+        if self.primitive_cells:
+            return sum(count for text, count in self.primitive_cells.items() if parse_formula(text) == content)
+        total = 0
+        for text, count in self.cells.items():
+            other = parse_formula(text)
+            if set(other) != set(content):
+                continue
+            ratios = {other[z] / content[z] for z in content}
+            k = next(iter(ratios))
+            if len(ratios) == 1 and k >= 1 and k == int(k):
+                total += count
+        return total
+
     def log_volume_per_atom(self) -> tuple[float, float]:
-        """Mean and spread of ln(V / N) (Å³ per atom) of the training cells, read from the lattice statistics:
-        the trace of log(G / N^(2/3)) is 2 ln(V / N), so the mean is half the sum of the diagonal means. The
-        spread takes the diagonal components as independent (their covariance is not stored): half the root of
-        the sum of their variances."""
+        """Mean and spread of ln(V / N) (Å³ per atom) of the training cells: ``volume_per_atom`` where recorded,
+        else read from the lattice statistics: the trace of log(G / N^(2/3)) is 2 ln(V / N), so the mean is half
+        the sum of the diagonal means, and the spread takes the diagonal components as independent (their
+        covariance is not stored), half the root of the sum of their variances. That spread is too wide, the
+        diagonal components being anticorrelated (a cell stretched one way is squeezed another): carbon-24's
+        training cells give 0.366 where their ln(V / N) has a standard deviation of 0.104."""
+        if self.volume_per_atom is not None:
+            return float(self.volume_per_atom[0]), float(self.volume_per_atom[1])
         mean = 0.5 * sum(self.lattice_mean[:3])
         spread = 0.5 * math.sqrt(sum(s * s for s in self.lattice_std[:3]))
         return mean, spread

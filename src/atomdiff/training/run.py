@@ -130,8 +130,8 @@ def _init_model(config: TrainConfig, train_structures: list) -> CrystalDiffusion
     """The crystal model named by ``config.init``, with a pattern encoder added when ``config.patterns`` > 0.
 
     The lattice normalisation stays the base model's (its weights were learned in it); the atom counts and
-    cell contents become those of the new training data (what the sampler draws and an element-list solve
-    proposes), and the elements those of both."""
+    cell contents and volume per atom become those of the new training data (what the sampler draws and an
+    element-list solve proposes), and the elements those of both."""
     from atomdiff.weights import load_crystal_model
 
     base = load_crystal_model(config.init)
@@ -144,6 +144,8 @@ def _init_model(config: TrainConfig, train_structures: list) -> CrystalDiffusion
         atom_counts=new.atom_counts,
         elements=sorted(set(base.stats.elements) | set(new.elements)),
         cells=new.cells,
+        volume_per_atom=new.volume_per_atom,
+        primitive_cells=new.primitive_cells,
     )
     model = CrystalDiffusion(net, stats, base.frac_noise.sigma_min, base.frac_noise.sigma_max)
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
