@@ -88,6 +88,12 @@ def main() -> None:
     ap.add_argument(
         "--index-contents", type=int, default=2, help="contents an indexed cell is held with (element list only)"
     )
+    ap.add_argument(
+        "--held-contents",
+        default="auto",
+        choices=["auto", "statistics", "candidates"],
+        help="how an indexed cell is filled (statistics, the best candidate's, or auto: statistics without formula)",
+    )
     ap.add_argument("--index-share", type=float, default=0.75, help="share of the second pass in the indexed cells")
     ap.add_argument(
         "--stop-gof", type=float, default=1.05, help="skip relaxation/second pass at Rwp ≤ this × Rexp (0: never)"
@@ -169,6 +175,7 @@ def main() -> None:
             cell_guidance=args.cell_guidance,
             index_cells=args.index_cells,
             index_contents=args.index_contents,
+            held_contents=args.held_contents,
             index_share=args.index_share,
             restarts=args.restarts,
             restart_level=args.restart_level,
@@ -295,6 +302,7 @@ def write_summary(args, rows: list[dict]) -> dict:
         "cell_guidance": args.cell_guidance,
         "index_cells": args.index_cells,
         "index_contents": args.index_contents,
+        "held_contents": args.held_contents,
         "index_share": args.index_share,
         "only": sorted(args.only) if args.only else None,
         "restarts": args.restarts,

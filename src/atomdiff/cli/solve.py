@@ -123,6 +123,14 @@ def solve(
             "the likeliest for its volume first (by the model's training cells).",
         ),
     ] = 2,
+    held_contents: Annotated[
+        str,
+        typer.Option(
+            help="How an indexed cell is filled: statistics (the likeliest contents for its volume from the "
+            "model's training cells), candidates (the best candidate's formula unit at its volume per atom) or "
+            "auto (statistics without --formula, candidates with it).",
+        ),
+    ] = "auto",
     index_share: Annotated[
         float,
         typer.Option(
@@ -196,6 +204,7 @@ def solve(
         cell_guidance=cell_guidance,
         index_cells=index_cells,
         index_contents=index_contents,
+        held_contents=held_contents,
         index_share=index_share,
         restarts=restarts,
         restart_level=restart_level,

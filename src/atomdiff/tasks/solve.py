@@ -155,8 +155,13 @@ class SolveSettings:
     """The second pass also holds up to this many cells found by indexing the pattern's peaks (0: no indexing):
     the best-ranked ones that the candidates' composition can fill (:meth:`Solver.held_cells`)."""
     index_contents: int = 2
-    """With an element list only, each indexed cell is held with up to this many cell contents, the likeliest
-    for its volume first (:meth:`Solver.indexed_contents`)."""
+    """Each indexed cell filled by the statistics (``held_contents``) is held with up to this many cell contents,
+    the likeliest for its volume first (:meth:`Solver.indexed_contents`)."""
+    held_contents: str = "auto"
+    """How an indexed cell is filled (:meth:`Solver.held_cells`): "statistics" (the likeliest contents for its
+    volume from the training cells, :meth:`Solver.indexed_contents`), "candidates" (the formula unit of the best
+    refined candidate at its volume per atom) or "auto" (statistics with an element list only, candidates with a
+    formula)."""
     stop_gof: float = 1.05
     """Relaxation and the second pass are skipped once a candidate's Rwp is within this factor of the expected
     R factor of the pattern's counting noise (:meth:`Solver.fits_to_noise`; 0: never skipped)."""
@@ -330,6 +335,8 @@ class Solver:
                 f"--restarts must be ≥ 0 (got {s.restarts}), --restart-level within (0, 1] (got {s.restart_level}) "
                 f"and restart_from ≥ 1 (got {s.restart_from})"
             )
+        if s.held_contents not in ("auto", "statistics", "candidates"):
+            raise InputError(f"--held-contents must be auto, statistics or candidates, got {s.held_contents!r}")
         if s.index_share is not None and not 0 <= s.index_share <= 1:
             raise InputError(f"--index-share must be within 0–1, got {s.index_share}")
         if not 0 <= s.free_fraction <= 1:
@@ -538,15 +545,15 @@ class Solver:
         :meth:`best_cells` (their Bravais symmetry made exact, :func:`lattice_with_its_symmetry`) that are not the
         lattice of an indexed cell already held.
 
-        With a formula, an indexed cell is filled with the composition of the best refined candidate whose volume
-        per atom fits that cell (a multiple of its formula unit within 15 % of the volume, and no more atoms than
-        the largest first-pass sample). With an element list only, the atom count is not known, and the best
-        candidate's volume per atom is a poor guide to it (carbon-24 pattern 1: the right cell held with 5 atoms
-        from a candidate at 8 Å³ per atom, where the truth has 6 at 6.9), so the cell is held with each of up to
-        ``index_contents`` contents, the likeliest first (:meth:`indexed_contents`), and ``held_weights`` says how
-        its share of the samples is split between them. A cell that no content fills is passed over: a
-        low-symmetry pattern can index to a large monoclinic cell of coincidences, ranked above its true triclinic
-        one, that no carbon-24 cell could fill."""
+        How an indexed cell is filled is ``held_contents``'s choice (:meth:`by_statistics`). From the candidates:
+        with the composition of the best refined candidate whose volume per atom fits that cell (a multiple of its
+        formula unit within 15 % of the volume, and no more atoms than the largest first-pass sample). With an
+        element list only that is a poor guide (carbon-24 pattern 1: the right cell held with 5 atoms from a
+        candidate at 8 Å³ per atom, where the truth has 6 at 6.9), so by default the cell is then held with each
+        of up to ``index_contents`` contents, the likeliest first (:meth:`indexed_contents`), and
+        ``held_weights`` says how its share of the samples is split between them. A cell that no content fills is
+        passed over: a low-symmetry pattern can index to a large monoclinic cell of coincidences, ranked above its
+        true triclinic one, that no carbon-24 cell could fill."""
         from pymatgen.core import Lattice
 
         ok = sorted((c for c in candidates if not c.rejected and c.refinement.complete), key=lambda c: c.refinement.rwp)
@@ -560,7 +567,7 @@ class Solver:
                 break
             cell = indexed.primitive
             volume = abs(float(np.linalg.det(cell)))
-            if self.constraint.formula is None:
+            if self.by_statistics():
                 options = self.indexed_contents(volume, [c.refinement.structure for c in ok], largest)
             else:
                 options = []
@@ -582,6 +589,12 @@ class Solver:
         self.held = held
         return held
 
+    def by_statistics(self) -> bool:
+        """Whether the indexed cells are filled by :meth:`indexed_contents` (``held_contents``: "statistics", or
+        "auto" without a formula) rather than from the best candidate's volume per atom ("candidates")."""
+        mode = self.settings.held_contents
+        return mode == "statistics" or (mode == "auto" and self.constraint.formula is None)
+
     def indexed_contents(
         self, volume: float, refined: Sequence[Structure], largest: int
     ) -> list[tuple[np.ndarray, float]]:
@@ -601,11 +614,16 @@ class Solver:
 
         stats = self.model.stats
         units: set[tuple[tuple[int, int], ...]] = set()
-        contents = list(self.constraint.cell_proposals(stats.cells))
-        for st in refined:
-            numbers = np.asarray(st.numbers)
-            if not self.constraint.check(numbers):
-                contents.append({int(z): int(n) for z, n in zip(*np.unique(numbers, return_counts=True), strict=True)})
+        if self.constraint.formula is not None:
+            contents = [self.constraint.formula]
+        else:
+            contents = list(self.constraint.cell_proposals(stats.cells))
+            for st in refined:
+                numbers = np.asarray(st.numbers)
+                if not self.constraint.check(numbers):
+                    contents.append(
+                        {int(z): int(n) for z, n in zip(*np.unique(numbers, return_counts=True), strict=True)}
+                    )
         for content in contents:
             k = 0
             for n in content.values():
