@@ -756,7 +756,9 @@ def _refine(
     for _ in range(3):
         q = 1 / _to_d(x - z, peaks.axis, lam) ** 2
         hkl, _, ok = _assign(system, p, q, tol, centring)
-        if ok.sum() < p.size + int(zero) + 1:
+        # one line more than parameters, so that the fit is tested; exactly as many only when there are no more
+        # lines (a cubic cell from two lines: a and the zero shift)
+        if ok.sum() < p.size + int(zero) + int(n > p.size + int(zero)):
             break
         terms = _metric_terms(system, hkl[ok])
         xo, so = x[ok], np.maximum(peaks.sigma_x[:n][ok], 1e-6)
@@ -825,8 +827,8 @@ def index_peaks(
         if system not in SYSTEMS:
             raise InputError(f"indexing: unknown crystal system {system!r}; known: {', '.join(SYSTEMS)}")
     n = min(lines, len(peaks))
-    if n < 3:
-        raise InputError(f"indexing needs at least 3 peaks; the pattern has {len(peaks)}")
+    if n < 2:
+        raise InputError(f"indexing needs at least 2 peaks; the pattern has {len(peaks)}")
     x = peaks.x[:n]
     q = 1 / peaks.d[:n] ** 2
     width = float(np.median(peaks.fwhm[:n]))
@@ -839,8 +841,11 @@ def index_peaks(
 
     found: list[IndexedCell] = []
     for system in sorted(systems, key=SYSTEMS.index):
-        if n < _PARAMETERS[system] + 2:  # too few lines to tell such a cell from a wrong one
+        # too few lines to tell such a cell from a wrong one; a cubic cell from two lines only when it indexes both
+        # (diamond has just 111 and 220 below 90° with Cu Kα: their ratio, 3 : 8, is the test)
+        if n < _PARAMETERS[system] + (1 if system == "cubic" else 2):
             continue
+        allowed_miss = 0 if n < _PARAMETERS[system] + 2 else max_unindexed
         if system in ("monoclinic", "triclinic") and _settled(found, min_merit, system):
             continue
         trials = _trials(system, q, base_lines, max_index, tol)
@@ -860,7 +865,7 @@ def index_peaks(
                 for s in range(0, len(trials), 20000)
             ]
         )
-        trials = trials[pre >= first - max_unindexed]
+        trials = trials[pre >= first - allowed_miss]
         if trials.size == 0:
             continue
         count = _count_indexed(system, trials, q, tol, max_l)
@@ -897,7 +902,7 @@ def index_peaks(
             for centring in _CENTRINGS[system]:
                 hkl_c, qc_c, ok_c = _assign(system, p, qz, fine, centring)
                 miss = int((~ok_c).sum())
-                if miss > max_unindexed:
+                if miss > allowed_miss:
                     continue
                 qcc = np.where(ok_c, qc_c, np.nan)
                 m = _figure_of_merit(system, p, qz, qcc, centring, floor, fine)
