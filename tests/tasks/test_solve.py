@@ -84,7 +84,8 @@ def test_solve_writes_ranked_cifs_table_plots_and_report(tiny_model, tmp_path: P
     assert (cell["system"], cell["centring"]) == ("cubic", "P") and float(cell["a"]) == pytest.approx(3.9, rel=1e-3)
     assert "indexing the pattern" in page and result.indexed[0].system == "cubic"
     assert len(result.held_indexed) == 1 and result.held_indexed[0] is result.indexed[0]
-    assert "held in the second pass" in page
+    assert "held in the second pass with CaO3Ti" in page and result.held_contents == [("CaO3Ti", 1.0)]
+    assert result.held_note(result.indexed[0]) == " — held in the second pass with CaO3Ti"
     # the wall time of every stage, in the order they ran, with the settings
     summary = json.loads((tmp_path / "summary.json").read_text())
     stages = list(summary["stage_seconds"])

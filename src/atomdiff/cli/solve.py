@@ -241,9 +241,8 @@ def solve(
             c.file,
         )
     console.print(table)
-    held = "" if "second pass" in result.skipped else " (held in the second pass)"
     for cell in result.indexed:
-        console.print(f"indexed: {cell.describe()}{held}")
+        console.print(f"indexed: {cell.describe()}{result.held_note(cell)}")
     if result.skipped:
         console.print(
             f"a candidate fitted to the counting noise (Rwp ≤ {stop_gof:g} × Rexp = "

@@ -261,12 +261,7 @@ def write_solve_report(path, pattern, ranked, plots, candidates, settings, resul
             f"tells apart (refined and ranked with the rest; ΔAIC says whether the data decide):</p><ul>{items}</ul>"
         )
     if indexed:
-        held = [] if "second pass" in result.skipped else result.held_indexed
-        items = "".join(
-            f"<li>{html.escape(cell.describe())}{' — held in the second pass' if any(cell is h for h in held) else ''}"
-            "</li>"
-            for cell in indexed
-        )
+        items = "".join(f"<li>{html.escape(cell.describe() + result.held_note(cell))}</li>" for cell in indexed)
         sections.append(f"<p>Cells from indexing the pattern's peaks, best first:</p><ul>{items}</ul>")
     sections += refined_sections(ranked, plots)
     ordered = sorted(candidates, key=lambda c: (c.rank is None, c.rank or 0, c.refinement.rwp))

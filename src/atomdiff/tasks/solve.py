@@ -649,6 +649,12 @@ class Solver:
             (np.array([z for z, n in sorted(c.items()) for _ in range(n)], dtype=np.int64), w / total) for c, w in keep
         ]
 
+    def cell_weights(self) -> list[float]:
+        """The share of its cell's samples each entry of ``held_indexed`` gets (``held_weights``; 1 each when they
+        were not set for these entries)."""
+        n_indexed = len(self.held_indexed)
+        return list(self.held_weights) if len(self.held_weights) == n_indexed else [1.0] * n_indexed
+
     def cell_shares(self, n_cells: int) -> list[int]:
         """How many of the ``cell_pass`` samples each of ``n_cells`` held cells gets (the first
         ``len(held_indexed)`` are the indexed ones, shared as ``held_weights`` say): ``index_share`` of them to
@@ -656,7 +662,7 @@ class Solver:
         first cells get the remainder); all evenly otherwise."""
         s = self.settings
         n_indexed = len(self.held_indexed)
-        weights = self.held_weights if len(self.held_weights) == n_indexed else [1.0] * n_indexed
+        weights = self.cell_weights()
         if s.index_share is None or n_indexed in (0, n_cells):
             return largest_remainder(s.cell_pass, list(weights) + [1.0] * (n_cells - n_indexed)) if n_cells else []
         to_indexed = round(s.cell_pass * s.index_share)
@@ -1146,7 +1152,7 @@ class SolveResult:
     folder: Path
     indexed: list[IndexedCell] = dataclasses.field(default_factory=list)
     held_indexed: list[IndexedCell] = dataclasses.field(default_factory=list)
-    """The indexed cells the second pass held."""
+    """The indexed cells the second pass held (one entry per content held in it)."""
     expected_rwp: float | None = None
     """Rexp of the pattern's counting noise (``None`` when its weights are not counts or uncertainties)."""
     skipped: list[str] = dataclasses.field(default_factory=list)
@@ -1154,6 +1160,21 @@ class SolveResult:
     stage_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     """Wall time of each stage (the progress stages, ``"setup"`` before the first and ``"write"`` after the
     last), in the order they ran."""
+    held_contents: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    """For each entry of ``held_indexed``: the cell formula it was held with and its share of that cell's
+    samples."""
+
+    def held_note(self, cell: IndexedCell) -> str:
+        """What the second pass did with an indexed cell, for the reports: "" when it was not held (or the second
+        pass was skipped), else which contents it was held with and their shares."""
+        if "second pass" in self.skipped:
+            return ""
+        held = [
+            f"{formula} ({share:.0%})" if share < 1 else formula
+            for other, (formula, share) in zip(self.held_indexed, self.held_contents, strict=False)
+            if other is cell
+        ]
+        return f" — held in the second pass with {', '.join(held)}" if held else ""
 
 
 class StageClock:
@@ -1226,6 +1247,10 @@ def solve(
         solver.held_indexed,
         target.expected_rwp(),
         list(solver.skipped),
+        held_contents=[
+            (Structure(numbers, np.zeros((len(numbers), 3)), cell).formula, share)
+            for (numbers, cell), share in zip(solver.held, solver.cell_weights(), strict=False)
+        ],
     )
     write_solve_report(folder / "report.html", pattern, ranked[: settings.top], plots, candidates, settings, result)
     clock.charge("write")
