@@ -90,9 +90,9 @@ def main() -> None:
     )
     ap.add_argument(
         "--held-contents",
-        default="auto",
-        choices=["auto", "statistics", "candidates"],
-        help="how an indexed cell is filled (statistics, the best candidate's, or auto: statistics without formula)",
+        default="statistics",
+        choices=["statistics", "candidates"],
+        help="how an indexed cell is filled (the training cells' statistics, or the best candidate's contents)",
     )
     ap.add_argument("--index-share", type=float, default=0.75, help="share of the second pass in the indexed cells")
     ap.add_argument(

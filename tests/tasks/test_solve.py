@@ -384,8 +384,8 @@ def test_with_an_element_list_an_indexed_cell_is_held_with_the_likeliest_content
     """Without a formula the atom count of an indexed cell is weighed from the training cells: how many have
     that primitive content, times the likelihood of its volume per atom. A 44 Å³ carbon cell (6.3 Å³ per atom
     for 7 atoms, a count never seen) is held with 8 atoms first and 6 second; at 37.8 Å³ with 6 only (8 or 5
-    have under 1/8 of the weight); the shares of the indexed cell's samples follow the weights. With a formula
-    the candidates fill it by default; by the statistics, multiples of the formula's unit are weighed."""
+    have under 1/8 of the weight); the shares of the indexed cell's samples follow the weights. With a formula,
+    multiples of the formula's unit are weighed."""
     from types import SimpleNamespace
 
     from atomdiff.tasks.solve import Solver
@@ -409,12 +409,14 @@ def test_with_an_element_list_an_indexed_cell_is_held_with_the_likeliest_content
     assert solver.cell_shares(3) == [7, 5, 4]  # 12 of 16 to the indexed cell, shared 0.57 : 0.43
     with pytest.raises(InputError, match="index-contents"):
         Solver(None, None, carbon, SolveSettings(index_contents=0))
-    # with a formula the cell is filled from the candidates unless asked otherwise; then with the formula's unit
+    # no content whose volume per atom is more than 3 standard deviations off (13.1 Å³ for 24 atoms)
+    assert solver.indexed_contents(24 * 6.3 * math.exp(0.31), [], 24) == []
+    # with a formula, multiples of the formula's unit are weighed; "candidates" is the rule before session 33
     c10 = CompositionConstraint(formula={6: 10})
-    assert solver.by_statistics() and not Solver(None, None, c10, SolveSettings()).by_statistics()
-    by_statistics = Solver(SimpleNamespace(stats=stats), None, c10, SolveSettings(held_contents="statistics"))
+    by_statistics = Solver(SimpleNamespace(stats=stats), None, c10, SolveSettings())
     assert by_statistics.by_statistics()
     assert [len(n) for n, _ in by_statistics.indexed_contents(7 * 6.3, [], 24)] == [8, 6]
+    assert not Solver(None, None, c10, SolveSettings(held_contents="candidates")).by_statistics()
     with pytest.raises(InputError, match="held-contents"):
         Solver(None, None, carbon, SolveSettings(held_contents="guess"))
 

@@ -127,10 +127,9 @@ def solve(
         str,
         typer.Option(
             help="How an indexed cell is filled: statistics (the likeliest contents for its volume from the "
-            "model's training cells), candidates (the best candidate's formula unit at its volume per atom) or "
-            "auto (statistics without --formula, candidates with it).",
+            "model's training cells) or candidates (the best candidate's formula unit at its volume per atom).",
         ),
-    ] = "auto",
+    ] = "statistics",
     index_share: Annotated[
         float,
         typer.Option(

@@ -157,11 +157,10 @@ class SolveSettings:
     index_contents: int = 2
     """Each indexed cell filled by the statistics (``held_contents``) is held with up to this many cell contents,
     the likeliest for its volume first (:meth:`Solver.indexed_contents`)."""
-    held_contents: str = "auto"
+    held_contents: str = "statistics"
     """How an indexed cell is filled (:meth:`Solver.held_cells`): "statistics" (the likeliest contents for its
-    volume from the training cells, :meth:`Solver.indexed_contents`), "candidates" (the formula unit of the best
-    refined candidate at its volume per atom) or "auto" (statistics with an element list only, candidates with a
-    formula)."""
+    volume from the training cells, :meth:`Solver.indexed_contents`) or "candidates" (the formula unit of the best
+    refined candidate at its volume per atom, the rule before session 33)."""
     stop_gof: float = 1.05
     """Relaxation and the second pass are skipped once a candidate's Rwp is within this factor of the expected
     R factor of the pattern's counting noise (:meth:`Solver.fits_to_noise`; 0: never skipped)."""
@@ -309,6 +308,11 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-")
 
 
+MAX_VOLUME_Z = 3.0
+"""An indexed cell is not filled with a content whose ln(V / N) is further than this many standard deviations from
+the training cells' mean (:meth:`Solver.indexed_contents`)."""
+
+
 class Solver:
     """Generate → guide → refine → rank for one pattern."""
 
@@ -335,8 +339,8 @@ class Solver:
                 f"--restarts must be ≥ 0 (got {s.restarts}), --restart-level within (0, 1] (got {s.restart_level}) "
                 f"and restart_from ≥ 1 (got {s.restart_from})"
             )
-        if s.held_contents not in ("auto", "statistics", "candidates"):
-            raise InputError(f"--held-contents must be auto, statistics or candidates, got {s.held_contents!r}")
+        if s.held_contents not in ("statistics", "candidates"):
+            raise InputError(f"--held-contents must be statistics or candidates, got {s.held_contents!r}")
         if s.index_share is not None and not 0 <= s.index_share <= 1:
             raise InputError(f"--index-share must be within 0–1, got {s.index_share}")
         if not 0 <= s.free_fraction <= 1:
@@ -545,15 +549,16 @@ class Solver:
         :meth:`best_cells` (their Bravais symmetry made exact, :func:`lattice_with_its_symmetry`) that are not the
         lattice of an indexed cell already held.
 
-        How an indexed cell is filled is ``held_contents``'s choice (:meth:`by_statistics`). From the candidates:
-        with the composition of the best refined candidate whose volume per atom fits that cell (a multiple of its
-        formula unit within 15 % of the volume, and no more atoms than the largest first-pass sample). With an
-        element list only that is a poor guide (carbon-24 pattern 1: the right cell held with 5 atoms from a
-        candidate at 8 Å³ per atom, where the truth has 6 at 6.9), so by default the cell is then held with each
-        of up to ``index_contents`` contents, the likeliest first (:meth:`indexed_contents`), and
-        ``held_weights`` says how its share of the samples is split between them. A cell that no content fills is
-        passed over: a low-symmetry pattern can index to a large monoclinic cell of coincidences, ranked above its
-        true triclinic one, that no carbon-24 cell could fill."""
+        How an indexed cell is filled is ``held_contents``'s choice (:meth:`by_statistics`). By default each
+        indexed cell is held with up to ``index_contents`` contents, the likeliest for its volume from the
+        training cells first (:meth:`indexed_contents`), and ``held_weights`` says how its share of the samples
+        is split between them. The rule before session 33 ("candidates") filled it with the composition of the
+        best refined candidate whose volume per atom fits that cell (a multiple of its formula unit within 15 % of
+        the volume, and no more atoms than the largest first-pass sample); a wrong candidate is a poor guide to
+        the atom count (carbon-24 pattern 1 from its element list: the right cell held with 5 atoms from a
+        candidate at 8 Å³ per atom, where the truth has 6 at 6.9). A cell that no content fills is passed over: a
+        low-symmetry pattern can index to a large monoclinic cell of coincidences, ranked above its true
+        triclinic one, that no carbon-24 cell could fill."""
         from pymatgen.core import Lattice
 
         ok = sorted((c for c in candidates if not c.rejected and c.refinement.complete), key=lambda c: c.refinement.rwp)
@@ -590,10 +595,9 @@ class Solver:
         return held
 
     def by_statistics(self) -> bool:
-        """Whether the indexed cells are filled by :meth:`indexed_contents` (``held_contents``: "statistics", or
-        "auto" without a formula) rather than from the best candidate's volume per atom ("candidates")."""
-        mode = self.settings.held_contents
-        return mode == "statistics" or (mode == "auto" and self.constraint.formula is None)
+        """Whether the indexed cells are filled by :meth:`indexed_contents` (``held_contents`` "statistics")
+        rather than from the best candidate's volume per atom ("candidates")."""
+        return self.settings.held_contents == "statistics"
 
     def indexed_contents(
         self, volume: float, refined: Sequence[Structure], largest: int
@@ -609,7 +613,9 @@ class Solver:
         :meth:`DataStatistics.log_volume_per_atom`). With carbon-24's statistics this puts the true atom count of
         the primitive cell first for 141 and within the first two for 193 of the first 200 test structures,
         given their true cells (the likelihood alone: 84 and 152); only contents with at least
-        ``1/(4·index_contents)`` of the weight are kept."""
+        ``1/(4·index_contents)`` of the weight are kept, and none whose volume per atom lies more than
+        :data:`MAX_VOLUME_Z` standard deviations from the training cells' (a cell of coincidences that indexes
+        a low-symmetry pattern is often far too big for any sampled cell size)."""
         from math import gcd
 
         stats = self.model.stats
@@ -636,6 +642,8 @@ class Solver:
             for k in range(1, largest // size + 1):
                 content = {z: n * k for z, n in unit}
                 z_score = (math.log(volume / (k * size)) - mean) / spread
+                if abs(z_score) > MAX_VOLUME_Z:  # no plausible filling: the cell is passed over
+                    continue
                 scored.append((math.log(stats.content_count(content) + 0.5) - 0.5 * z_score**2, content))
         if not scored:
             return []
