@@ -85,9 +85,7 @@ def main() -> None:
     ap.add_argument("--index-cells", type=int, default=1, help="indexed cells held in the second pass (0: none)")
     ap.add_argument("--restarts", type=int, default=0, help="restarted candidates after the second pass (0: none)")
     ap.add_argument("--restart-level", type=float, default=0.3, help="noise level the restarts start from")
-    ap.add_argument(
-        "--index-contents", type=int, default=2, help="contents an indexed cell is held with (element list only)"
-    )
+    ap.add_argument("--index-contents", type=int, default=2, help="contents an indexed cell is held with (at most)")
     ap.add_argument(
         "--held-contents",
         default="statistics",

@@ -119,8 +119,8 @@ def solve(
         int,
         typer.Option(
             min=1,
-            help="With --elements and no --formula: each indexed cell is held with up to this many cell contents, "
-            "the likeliest for its volume first (by the model's training cells).",
+            help="Each indexed cell is held with up to this many cell contents, the likeliest for its volume first "
+            "(by the model's training cells; with --held-contents statistics).",
         ),
     ] = 2,
     held_contents: Annotated[

@@ -602,16 +602,17 @@ class Solver:
     def indexed_contents(
         self, volume: float, refined: Sequence[Structure], largest: int
     ) -> list[tuple[np.ndarray, float]]:
-        """Up to ``index_contents`` cell contents (atomic numbers) for an indexed primitive cell of ``volume`` Å³
-        when only the elements are known, each with its share (summing to 1), likeliest first.
+        """Up to ``index_contents`` cell contents (atomic numbers) for an indexed primitive cell of ``volume`` Å³,
+        each with its share (summing to 1), likeliest first.
 
-        The contents tried are whole multiples, of at most ``largest`` atoms, of the formula units of the
-        model's training cells that the constraint allows (:meth:`CompositionConstraint.cell_proposals`) and of
-        the refined candidates that it allows. A content of N atoms is weighted by how many training cells hold
-        a whole number of copies of it (:meth:`DataStatistics.cells_holding`, plus ½ so that an unseen one keeps
-        a chance) times the likelihood of V / N under the training cells' volume per atom (normal in ln(V / N),
+        The contents tried are whole multiples, of at most ``largest`` atoms, of the formula's unit when a formula
+        is given; with an element list, of the formula units of the model's training cells that the constraint
+        allows (:meth:`CompositionConstraint.cell_proposals`) and of the refined candidates that it allows. A
+        content of N atoms is weighted by how many training cells have it as their primitive cell
+        (:meth:`DataStatistics.content_count`, plus ½ so that an unseen one keeps a chance) times the likelihood
+        of V / N under the training cells' volume per atom (normal in ln(V / N),
         :meth:`DataStatistics.log_volume_per_atom`). With carbon-24's statistics this puts the true atom count of
-        the primitive cell first for 141 and within the first two for 193 of the first 200 test structures,
+        the primitive cell first for 146 and within the first two for 194 of the first 200 test structures,
         given their true cells (the likelihood alone: 84 and 152); only contents with at least
         ``1/(4·index_contents)`` of the weight are kept, and none whose volume per atom lies more than
         :data:`MAX_VOLUME_Z` standard deviations from the training cells' (a cell of coincidences that indexes

@@ -129,9 +129,9 @@ def _encoder_settings() -> dict:
 def _init_model(config: TrainConfig, train_structures: list) -> CrystalDiffusion:
     """The crystal model named by ``config.init``, with a pattern encoder added when ``config.patterns`` > 0.
 
-    The lattice normalisation stays the base model's (its weights were learned in it); the atom counts and
-    cell contents and volume per atom become those of the new training data (what the sampler draws and an
-    element-list solve proposes), and the elements those of both."""
+    The lattice normalisation stays the base model's (its weights were learned in it); the atom counts, cell
+    contents, primitive contents and volume per atom become those of the new training data (what the sampler draws
+    and a solve proposes), and the elements those of both."""
     from atomdiff.weights import load_crystal_model
 
     base = load_crystal_model(config.init)
