@@ -29,7 +29,7 @@ from atomdiff.errors import InputError
 from atomdiff.models.crystal import CrystalNetConfig, CrystalScoreNet
 from atomdiff.models.persistence import load_module, save_module
 from atomdiff.structure.batch import StructureBatch
-from atomdiff.structure.structure import Structure
+from atomdiff.structure.structure import Structure, hill_formula
 
 #: classifier-free guidance scale used by default for a pattern-conditioned model (best one-sample match rate of
 #: ``perov5_pattern`` among 0–3, docs/crystal_diffusion.md)
@@ -67,9 +67,7 @@ class DataStatistics:
         std = x.std(0).clamp_min(0.05) if len(structures) > 1 else torch.ones(6, dtype=x.dtype)
         log_v = np.log([s.volume / len(s) for s in structures])
         volume = [float(log_v.mean()), float(max(log_v.std(), 0.02)) if len(structures) > 1 else 0.3]
-        primitive = Counter(
-            Structure.from_pymatgen(s.to_pymatgen().get_primitive_structure()).formula for s in structures
-        )
+        primitive = Counter(hill_formula(s.to_pymatgen().get_primitive_structure().atomic_numbers) for s in structures)
         return cls(
             x.mean(0).tolist(),
             std.tolist(),

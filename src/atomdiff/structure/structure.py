@@ -18,6 +18,14 @@ if TYPE_CHECKING:  # pragma: no cover
 _AVOGADRO = 6.02214076e23
 
 
+def hill_formula(numbers) -> str:
+    """Formula of the atomic numbers ``numbers`` in Hill order (``C`` first, then ``H``, then alphabetical), e.g.
+    ``CaO3Ti``."""
+    counts = Counter(chemical_symbols[int(z)] for z in numbers)
+    order = sorted(counts, key=lambda s: (s != "C", s != "H" if "C" in counts else False, s))
+    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Structure:
     """A periodic arrangement of atoms.
@@ -82,9 +90,7 @@ class Structure:
     @property
     def formula(self) -> str:
         """Formula of the cell in Hill order (``C`` first, then ``H``, then alphabetical), e.g. ``CaO3Ti``."""
-        counts = Counter(self.symbols)
-        order = sorted(counts, key=lambda s: (s != "C", s != "H" if "C" in counts else False, s))
-        return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
+        return hill_formula(self.numbers)
 
     @property
     def density(self) -> float:

@@ -76,7 +76,7 @@ from atomdiff.refine import DEFAULT_STAGES, Refinement, RefinementStage, Rietvel
 from atomdiff.structure.batch import StructureBatch
 from atomdiff.structure.elements import chemical_symbols
 from atomdiff.structure.io import write_structures
-from atomdiff.structure.structure import Structure
+from atomdiff.structure.structure import Structure, hill_formula
 from atomdiff.tasks.generate import chunk_seed
 
 LATTICE_COLUMNS = ("a", "b", "c", "alpha", "beta", "gamma")
@@ -1257,8 +1257,8 @@ def solve(
         target.expected_rwp(),
         list(solver.skipped),
         held_contents=[
-            (Structure(numbers, np.zeros((len(numbers), 3)), cell).formula, share)
-            for (numbers, cell), share in zip(solver.held, solver.cell_weights(), strict=False)
+            (hill_formula(numbers), share)
+            for (numbers, _), share in zip(solver.held, solver.cell_weights(), strict=False)
         ],
     )
     write_solve_report(folder / "report.html", pattern, ranked[: settings.top], plots, candidates, settings, result)
