@@ -774,7 +774,8 @@ def _refine(
             fit = least_squares(resid, v0, x_scale=np.abs(v0) + 1e-3)
         except ValueError:
             break
-        if not np.all(np.isfinite(fit.x)) or np.any(fit.x[: p.size] <= 0) or not _is_metric(system, fit.x[: p.size]):
+        # the cross terms of a monoclinic or triclinic metric may be negative: _is_metric checks what must hold
+        if not np.all(np.isfinite(fit.x)) or not _is_metric(system, fit.x[: p.size]):
             break
         p = fit.x[: p.size]
         z = float(fit.x[p.size]) if zero else 0.0
