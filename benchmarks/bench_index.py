@@ -58,6 +58,7 @@ def outcome(structure, cell) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
+    ap.add_argument("--start", type=int, default=0, help="first structure (0-based) of the CSV")
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--output", type=Path)
@@ -65,7 +66,7 @@ def main() -> None:
 
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    structures = read_structures(args.data)[: args.limit]
+    structures = read_structures(args.data)[args.start : args.start + args.limit]
     wavelength = parse_wavelength("CuKa")
     model = PowderDiffractionModel(
         "xray", wavelength, two_theta_grid(10, 90, 0.02), profile=PROFILE, zero_shift=0.02, b_iso=0.5
@@ -73,7 +74,7 @@ def main() -> None:
     x = model.x.numpy()
     rows = []
     t0 = time.perf_counter()
-    for k, structure in enumerate(structures):
+    for k, structure in enumerate(structures, start=args.start):
         system = SpacegroupAnalyzer(structure.to_pymatgen(), symprec=0.01).get_crystal_system()
         y = simulate(model, structure).y[0].numpy()
         counts, sigma = add_counting_noise(y, 2e4, 200 - 0.5 * x, seed=args.seed + k)
@@ -119,7 +120,8 @@ def main() -> None:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         record = {
-            "command": f"python benchmarks/bench_index.py --data {args.data} --limit {args.limit} --seed {args.seed}",
+            "command": f"python benchmarks/bench_index.py --data {args.data} --start {args.start} --limit {args.limit} "
+            f"--seed {args.seed}",
             "threads": torch.get_num_threads(),
             "summary": summary,
             "by_system": by_system,

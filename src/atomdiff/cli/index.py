@@ -19,6 +19,15 @@ def index(
     ] = "CuKa1",
     axis: Annotated[str | None, typer.Option(help="two_theta or q (default: from the file, else two_theta).")] = None,
     lines: Annotated[int, typer.Option(min=3, help="Index the first this many peaks.")] = 20,
+    triclinic_lines: Annotated[
+        int,
+        typer.Option(
+            min=3,
+            help="Search, refine and check triclinic cells on the first this many peaks (their figure of merit is "
+            "still over the first --lines): more lines than cells of higher symmetry get, since six parameters "
+            "fit few lines. Falls back to --lines when no triclinic cell indexes that many.",
+        ),
+    ] = 30,
     top: Annotated[int, typer.Option(min=1, help="Solutions to report.")] = 5,
     significance: Annotated[
         float, typer.Option(min=1.0, help="A peak stands this many standard uncertainties above the background.")
@@ -55,6 +64,7 @@ def index(
         lam,
         significance=significance,
         lines=lines,
+        triclinic_lines=triclinic_lines,
         top=top,
         max_volume=max_volume,
         max_unindexed=max_unindexed,

@@ -49,6 +49,11 @@ from atomdiff.physics.radiation import Wavelength
 SYSTEMS = ("cubic", "hexagonal", "tetragonal", "orthorhombic", "monoclinic", "triclinic")
 _PARAMETERS = {"cubic": 1, "tetragonal": 2, "hexagonal": 2, "orthorhombic": 3, "monoclinic": 4, "triclinic": 6}
 MIN_MERIT = 20.0
+VOTED_D = 200
+VOTE_WIDTH = 3.0
+ZONES = 60
+VOTE_H = 4
+ZONE_LINES = 14
 """Default smallest figure of merit M_N of a reported solution (de Wolff: below 10–20 a cell is doubtful)."""
 PARAMETER_PENALTY = 3.0
 UNINDEXED_PENALTY = 2.0
@@ -511,21 +516,27 @@ def _gauss_reduce(a: np.ndarray, c: np.ndarray, d: np.ndarray) -> None:
 def _zones(q: np.ndarray, tol: np.ndarray, base_lines: int, keep: int) -> np.ndarray:
     """Plane lattices ``(Z, 3)`` (A, B, F: ``q = h²A + k²B + hk·F``, Gauss-reduced) in the observed lines, by
     ITO's zone search (Visser, J. Appl. Cryst. 2, 89 (1969)): two of the first ``base_lines`` lines, taken as the
-    rows ``h00`` and ``0k0`` of a zone (and their multiples ``h, k ≤ 2``), and a pair of lines ``q_m + q_n =
-    2(h²A + k²B)`` — the reflections ``hk0`` and ``h k̄ 0`` — fix the zone, ``F = (q_m − q_n) / 2hk``. The ``keep``
-    zones that index the most lines (ties: the smaller plane cell first) are returned."""
+    rows ``h00`` and ``0k0`` of a zone (or as their second orders ``200``, ``020``: the first order of a row can
+    be too weak to be seen), with their multiples ``h, k ≤ 2``, and a pair of lines ``q_m + q_n = 2(h²A + k²B)``
+    — the reflections ``hk0`` and ``h k̄ 0`` — fix the zone, ``F = (q_m − q_n) / 2hk``. The ``keep`` zones most
+    unlikely to index their lines by chance are returned (:func:`_zone_scores`)."""
     n = len(q)
     m_idx, n_idx = np.triu_indices(n)  # m == n: a line on which hk0 and h−k0 fall together (F = 0)
     sums, diffs = q[m_idx] + q[n_idx], np.abs(q[m_idx] - q[n_idx])
     sum_tol = tol[m_idx] + tol[n_idx]
+    base = min(base_lines, n)
+    rows = np.concatenate([q[:base], q[:base] / 4])
+    row_tol = np.concatenate([tol[:base], tol[:base] / 4])
     found = []
-    for i, j in itertools.combinations(range(min(base_lines, n)), 2):
+    for i, j in itertools.combinations(range(rows.size), 2):
+        if j == i + base:  # one line as a row and as its own second order
+            continue
         for h, k in ((1, 1), (1, 2), (2, 1)):
-            target = 2 * (h * h * q[i] + k * k * q[j])
-            hit = np.abs(sums - target) <= sum_tol + 2 * (h * h * tol[i] + k * k * tol[j])
+            target = 2 * (h * h * rows[i] + k * k * rows[j])
+            hit = np.abs(sums - target) <= sum_tol + 2 * (h * h * row_tol[i] + k * k * row_tol[j])
             f = diffs[hit] / (2 * h * k)
-            f = f[f * f < 4 * q[i] * q[j] * (1 - 1e-6)]
-            found += [(q[i], q[j], v) for v in f]
+            f = f[f * f < 4 * rows[i] * rows[j] * (1 - 1e-6)]
+            found += [(rows[i], rows[j], v) for v in f]
     if not found:
         return np.zeros((0, 3))
     zones = np.array(found)
@@ -533,27 +544,63 @@ def _zones(q: np.ndarray, tol: np.ndarray, base_lines: int, keep: int) -> np.nda
     key = np.column_stack([np.log(zones[:, :2]), zones[:, 2] / np.sqrt(zones[:, 0] * zones[:, 1])])
     _, first = np.unique(np.round(key / 1e-3).astype(np.int64), axis=0, return_index=True)
     zones = zones[np.sort(first)]
-    # lines each zone indexes: hk0 with |h|, k up to what the first lines need
+    order = np.argsort(-_zone_scores(zones, q, tol), kind="stable")
+    return zones[order[:keep]]
+
+
+def _zone_scores(zones: np.ndarray, q: np.ndarray, tol: np.ndarray) -> np.ndarray:
+    """How unlikely it is that each zone ``(Z, 3)`` indexes its lines by chance: ``Σ −ln p`` over the lines it
+    indexes, ``p = min(1, π tol / S)`` the chance that a line falls within ``tol`` of some reflection ``hk0`` of a
+    plane lattice of reciprocal cell area ``S = √(AB − F²/4)`` (its ``±(hk)`` pairs lie at a uniform ``π / 2S``
+    per unit of q). A zone of many reflections indexes most lines whatever they are; counting indexed lines
+    alone let such zones crowd out the true ones."""
     top = float(q.max() + tol.max())
     lim = int(min(8, math.ceil(math.sqrt(top / zones[:, 0].min())) + 1))
     hk = np.array([(h, k) for h in range(-lim, lim + 1) for k in range(0, lim + 1) if k > 0 or h > 0], dtype=float)
     terms = np.column_stack([hk[:, 0] ** 2, hk[:, 1] ** 2, hk[:, 0] * hk[:, 1]])
     qc = zones @ terms.T  # (Z, M)
-    count = (np.abs(qc[:, :, None] - q[None, None, :]) <= tol[None, None, :]).any(1).sum(1)
-    area = zones[:, 0] * zones[:, 1] - zones[:, 2] ** 2 / 4  # of the reciprocal plane cell: larger = smaller zone
-    order = np.lexsort((-area, -count))
-    return zones[order[:keep]]
+    hit = (np.abs(qc[:, :, None] - q[None, None, :]) <= tol[None, None, :]).any(1)  # (Z, n)
+    area = np.sqrt(np.maximum(zones[:, 0] * zones[:, 1] - zones[:, 2] ** 2 / 4, 1e-30))
+    surprise = -np.log(np.minimum(math.pi * tol[None, :] / area[:, None], 1.0))
+    return (hit * surprise).sum(1)
 
 
-def _triclinic_trials(q: np.ndarray, tol: np.ndarray, base_lines: int, zones: int = 30) -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def _vote_indices(h_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns ``h, k, l`` of the reflections that vote for ``D``: ``|h| ≤ h_max``, ``k`` 1 or 2, ``l`` ±1 or ±2."""
+    hkl = np.array(
+        [(h, k, l) for h in range(-h_max, h_max + 1) for k in (1, 2) for l in (-2, -1, 1, 2)],  # noqa: E741
+        dtype=float,
+    )
+    return hkl[:, 0:1], hkl[:, 1:2], hkl[:, 2:3]
+
+
+def _most_voted(d: np.ndarray, w: float, top: int) -> np.ndarray:
+    """The ``top`` values that most of the votes ``d`` lie within ``± w`` of (each the mean of its votes), the
+    windows not overlapping. A window, not fixed bins: the votes for the true value scatter by the errors of
+    five trial parameters and of the line (with the zero shift not yet known), more than a line's tolerance, and
+    bins split them."""
+    d = np.sort(d)
+    lo, hi = np.searchsorted(d, d - w, "left"), np.searchsorted(d, d + w, "right")
+    votes = hi - lo
+    out: list[float] = []
+    free = np.ones(d.size, dtype=bool)
+    for i in np.argsort(-votes, kind="stable"):
+        if len(out) == top:
+            break
+        if free[i]:
+            out.append(float(d[lo[i] : hi[i]].mean()))
+            free[np.searchsorted(d, d[i] - 2 * w, "left") : np.searchsorted(d, d[i] + 2 * w, "right")] = False
+    return np.array(out)
+
+
+def _triclinic_trials(q: np.ndarray, tol: np.ndarray, base_lines: int) -> np.ndarray:
     """Trial ``(A, B, C, D, E, F)`` by combining zones (ITO): two zones that share a row (``a*``, the same
     ``A`` within 0.2 %) give ``a*, b*, c*`` and the angles ``a*b*``, ``a*c*``; the last angle (``D = 2 b*·c*``)
     is what makes most lines fall on reflections ``hkl`` with ``k, l ≠ 0``: each line, given small such indices,
     votes for a ``D``, and the ``D`` values with the most votes (within the lines' tolerance) are the trials.
     Only positive-definite metrics are returned."""
-    plane = _zones(q, tol, max(base_lines, 8), zones)
-    hkl = np.array([(h, k, l) for h in range(-2, 3) for k in (1, 2) for l in (-2, -1, 1, 2)], dtype=float)  # noqa: E741
-    h, k, l = hkl[:, 0:1], hkl[:, 1:2], hkl[:, 2:3]  # noqa: E741
+    plane = _zones(q, tol, max(base_lines, ZONE_LINES), ZONES)
     width = float(np.median(tol))
     out = []
     for z1, z2 in itertools.combinations(range(len(plane)), 2):
@@ -562,14 +609,15 @@ def _triclinic_trials(q: np.ndarray, tol: np.ndarray, base_lines: int, zones: in
                 continue
             a, b, f = plane[z1, r1], plane[z1, 1 - r1], plane[z1, 2]
             c, e = plane[z2, 1 - r2], plane[z2, 2]
+            h, k, l = _vote_indices(min(VOTE_H, int(math.sqrt(q.max() / a))))  # noqa: E741
             known = h * h * a + k * k * b + l * l * c + h * k * f + h * l * e
             d = ((q[None, :] - known) / (k * l)).ravel()
             d = d[d * d < 4 * b * c]
             if d.size == 0:
                 continue
-            bins, votes = np.unique(np.round(d / width), return_counts=True)
-            trials = np.tile([a, b, c, 0.0, e, f], (min(6, bins.size), 1))
-            trials[:, 3] = bins[np.argsort(-votes, kind="stable")[:6]] * width
+            voted = _most_voted(d, VOTE_WIDTH * width, VOTED_D)
+            trials = np.tile([a, b, c, 0.0, e, f], (voted.size, 1))
+            trials[:, 3] = voted
             out.append(trials)
     if not out:
         return np.zeros((0, 6))
@@ -668,11 +716,16 @@ def _count_monoclinic(params: np.ndarray, q: np.ndarray, tol: np.ndarray, max_in
 
 
 def _count_triclinic(params: np.ndarray, q: np.ndarray, tol: np.ndarray, max_index: int) -> np.ndarray:
-    """:func:`_count_indexed` for triclinic trials: every reflection within the indices the largest cell of a chunk
-    needs (at most ``max_index``), against every line."""
-    counts = np.zeros(params.shape[0], dtype=int)
+    """:func:`_count_indexed` for triclinic trials."""
+    return _triclinic_hits(params, q, tol, max_index).sum(1)
+
+
+def _triclinic_hits(params: np.ndarray, q: np.ndarray, tol: np.ndarray, max_index: int) -> np.ndarray:
+    """Which lines ``(T, n)`` each triclinic trial indexes: every reflection within the indices the largest cell
+    of a chunk needs (at most ``max_index``), against every line."""
+    hits = np.zeros((params.shape[0], q.size), dtype=bool)
     if params.shape[0] == 0:
-        return counts
+        return hits
     g = np.linalg.inv(_triclinic_metric(params))
     lengths = np.sqrt(np.clip(np.diagonal(g, axis1=1, axis2=2), 0, None))  # a, b, c of each trial
     need = np.minimum(np.ceil(lengths * math.sqrt(float(q.max()))), min(max_index, 8)).astype(int)
@@ -681,9 +734,18 @@ def _count_triclinic(params: np.ndarray, q: np.ndarray, tol: np.ndarray, max_ind
         rows = order[start : start + 500]
         terms = _metric_terms("triclinic", _hkl_set("triclinic", tuple(int(v) for v in need[rows].max(0))))
         qc = (params[rows] @ terms.T).astype(np.float32)  # (T, M)
-        hit = (np.abs(qc[:, :, None] - q[None, None, :].astype(np.float32)) <= tol.astype(np.float32)).any(1)
-        counts[rows] = hit.sum(1)
-    return counts
+        hits[rows] = (np.abs(qc[:, :, None] - q[None, None, :].astype(np.float32)) <= tol.astype(np.float32)).any(1)
+    return hits
+
+
+def _chance_scores(hits: np.ndarray, volume: np.ndarray, q: np.ndarray, tol: np.ndarray) -> np.ndarray:
+    """How unlikely it is that primitive cells of ``volume`` (T,) index the lines ``hits`` (T, n) by chance:
+    ``Σ −ln p`` over the indexed lines, ``p = min(1, 2 tol · π V √q)`` the chance that a line falls within
+    ``tol`` of a reflection (the ``±hkl`` pairs of a P lattice lie at ``π V √q`` per unit of q). What trials
+    are refined by: a large cell indexes nearly any line, a small one that indexes them all cannot by chance."""
+    density = math.pi * volume[:, None] * np.sqrt(q)[None, :]
+    surprise = -np.log(np.minimum(2 * tol[None, :] * density, 1.0))
+    return (hits * surprise).sum(1)
 
 
 def _reduced_triclinic(p: np.ndarray) -> np.ndarray:
@@ -814,8 +876,10 @@ def index_peaks(
     max_index: int = 4,
     refine_trials: int = 40,
     min_merit: float = MIN_MERIT,
+    triclinic_lines: int = 30,
 ) -> list[IndexedCell]:
-    """Index the first ``lines`` peaks; the best solutions (at most ``top``, distinct), best first.
+    """Index the first ``lines`` peaks (a triclinic cell: the first ``triclinic_lines``); the best solutions (at
+    most ``top``, distinct), best first.
 
     ``tolerance``: how far (axis units) a line may lie from its reflection in the trial search (default: 0.6 of
     the median peak width or half the line's own width, whichever is larger, but at least three standard
@@ -830,18 +894,30 @@ def index_peaks(
     n = min(lines, len(peaks))
     if n < 2:
         raise InputError(f"indexing needs at least 2 peaks; the pattern has {len(peaks)}")
-    x = peaks.x[:n]
-    q = 1 / peaks.d[:n] ** 2
     width = float(np.median(peaks.fwhm[:n]))
+    n_all = min(max(lines, triclinic_lines), len(peaks))
+    x_all = peaks.x[:n_all]
     # a line fitted much wider than the rest is two or more reflections in one: its position is their centroid
-    tol_x = np.maximum(tolerance if tolerance is not None else np.maximum(0.6 * width, 0.5 * peaks.fwhm[:n]), 0)
-    tol_x = np.maximum(tol_x, 3 * peaks.sigma_x[:n])
-    tol = tol_x * _dq2_dx(x, peaks.axis, peaks.wavelength)
-    fine = tol / 2.0
-    floor = peaks.sigma_x[:n] * _dq2_dx(x, peaks.axis, peaks.wavelength)
+    tol_x = tolerance if tolerance is not None else np.maximum(0.6 * width, 0.5 * peaks.fwhm[:n_all])
+    tol_x = np.maximum(np.maximum(tol_x, 0), 3 * peaks.sigma_x[:n_all])
+    tol_all = tol_x * _dq2_dx(x_all, peaks.axis, peaks.wavelength)
+    floor_all = peaks.sigma_x[:n_all] * _dq2_dx(x_all, peaks.axis, peaks.wavelength)
 
     found: list[IndexedCell] = []
-    for system in sorted(systems, key=SYSTEMS.index):
+    n_rank = min(lines, len(peaks))
+    # a triclinic cell is searched, refined and checked on more lines: six parameters fitted to the few lines with
+    # h ≠ 0 (a short axis puts the first ten or more lines in one zone) leave near-equal cells that only more lines
+    # tell apart; where no triclinic cell indexes that many (overlaps among the later lines), the first `lines`
+    passes = [(system, n_rank) for system in sorted(systems, key=SYSTEMS.index)]
+    if "triclinic" in systems and min(triclinic_lines, len(peaks)) > n_rank:
+        passes[-1] = ("triclinic", min(triclinic_lines, len(peaks)))
+        passes.append(("triclinic", n_rank))
+    for system, n in passes:
+        if system == "triclinic" and n == n_rank and any(c.system == "triclinic" for c in found):
+            continue
+        x, tol, floor = x_all[:n], tol_all[:n], floor_all[:n]
+        q = 1 / peaks.d[:n] ** 2
+        fine = tol / 2.0
         # too few lines to tell such a cell from a wrong one; a cubic cell from two lines only when it indexes both
         # (diamond has just 111 and 220 below 90° with Cu Kα: their ratio, 3 : 8, is the test)
         if n < _PARAMETERS[system] + (1 if system == "cubic" else 2):
@@ -869,7 +945,11 @@ def index_peaks(
         trials = trials[pre >= first - allowed_miss]
         if trials.size == 0:
             continue
-        count = _count_indexed(system, trials, q, tol, max_l)
+        if system == "triclinic":
+            hits = _triclinic_hits(trials, q, tol, max_l)
+            count = hits.sum(1)
+        else:
+            count = _count_indexed(system, trials, q, tol, max_l)
         # a trial from three lines is off by their errors (and the zero shift), so it may index only part of the
         # higher lines before it is refined: refine those that index at least 60 %
         need = max(int(math.ceil(0.6 * n)), _PARAMETERS[system] + 1)
@@ -879,7 +959,10 @@ def index_peaks(
         seen: set[tuple[int, ...]] = set()
         # refine the trials that index the most lines and, apart, the smallest cells that index enough of them:
         # big cells index nearly any line by coincidence and could crowd out the right one
-        for order in (good[np.lexsort((volume[good], -count[good]))], good[np.argsort(volume[good])]):
+        most = good[np.lexsort((volume[good], -count[good]))]
+        if system == "triclinic":  # triclinic trials are many, and a big cell indexes as many lines as the true one
+            most = good[np.argsort(-_chance_scores(hits[good], volume[good], q, tol), kind="stable")]
+        for order in (most, good[np.argsort(volume[good])]):
             taken = 0
             for k in order:  # one trial per lattice (metric parameters within 0.5 %)
                 if taken == refine_trials:
@@ -902,16 +985,18 @@ def index_peaks(
             options = []
             for centring in _CENTRINGS[system]:
                 hkl_c, qc_c, ok_c = _assign(system, p, qz, fine, centring)
-                miss = int((~ok_c).sum())
-                if miss > allowed_miss:
+                if int((~ok_c).sum()) > allowed_miss:
                     continue
-                qcc = np.where(ok_c, qc_c, np.nan)
-                m = _figure_of_merit(system, p, qz, qcc, centring, floor, fine)
-                options.append((m, centring, miss, np.where(ok_c[:, None], hkl_c, -1)))
+                # ranked by the first `lines` only, as the other systems are (a figure of merit over more lines
+                # is lower, and a triclinic cell would lose to coincidences of higher symmetry on that alone)
+                r = n_rank
+                qcc = np.where(ok_c[:r], qc_c[:r], np.nan)
+                m = _figure_of_merit(system, p, qz[:r], qcc, centring, floor[:r], fine[:r])
+                options.append((m, centring, int((~ok_c[:r]).sum()), np.where(ok_c[:r, None], hkl_c[:r], -1)))
             if not options:
                 continue
             m, centring, miss, hkl_c = max(options, key=lambda o: o[0])
-            found.append(IndexedCell(system, centring, lengths, angles, z, m, n, miss, hkl_c))
+            found.append(IndexedCell(system, centring, lengths, angles, z, m, n_rank, miss, hkl_c))
     return _rank(found, top, min_merit)
 
 
