@@ -257,8 +257,8 @@ SHORT_AXIS = {  # six carbon atoms (at least 1.35 Å apart) in a triclinic cell 
 @pytest.mark.parametrize("case", sorted(SHORT_AXIS))
 def test_index_recovers_a_triclinic_cell_with_a_short_axis(case):
     """A 2.46 Å axis (as in layered carbon) puts the first ten or so lines in one zone, so ITO's second zone needs a
-    row among later lines, and the last angle has few lines to vote for it: the true lattice comes first (before
-    session 34: no cell, or a wrong one)."""
+    row among later lines, and the last angle has few lines to vote for it: the true lattice comes first (case 4
+    did not, before session 34's changes to the triclinic search; case 1 did)."""
     from pymatgen.core import Lattice
     from pymatgen.core import Structure as PymatgenStructure
 
