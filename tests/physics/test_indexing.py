@@ -160,18 +160,23 @@ def test_index_recovers_a_monoclinic_cell(name):
     assert abs(best.zero_shift - ZERO) < 0.004 and best.unindexed == 0
 
 
+def _four_atom_triclinic(lattice) -> Structure:
+    from pymatgen.core import Structure as PymatgenStructure
+
+    species, coords = ["Cu", "S", "S", "Sn"], [[0.1, 0.2, 0.3], [0.4, 0.75, 0.1], [0.8, 0.35, 0.6], [0.55, 0.1, 0.85]]
+    return Structure.from_pymatgen(PymatgenStructure(lattice, species, coords))
+
+
 def test_index_recovers_a_triclinic_cell():
     """Six metric parameters, found by ITO's zone search and combining zones: the true lattice first, in its
     Niggli-reduced basis (lengths within 0.02 %, angles within 0.02°), every line indexed, the zero shift within
     0.004°."""
     from pymatgen.core import Lattice
-    from pymatgen.core import Structure as PymatgenStructure
 
     from atomdiff.physics.indexing import same_lattice
 
     lattice = Lattice.from_parameters(4.12, 5.31, 6.07, 78.3, 84.6, 71.2)
-    species, coords = ["Cu", "S", "S", "Sn"], [[0.1, 0.2, 0.3], [0.4, 0.75, 0.1], [0.8, 0.35, 0.6], [0.55, 0.1, 0.85]]
-    structure = Structure.from_pymatgen(PymatgenStructure(lattice, species, coords))
+    structure = _four_atom_triclinic(lattice)
     x, y, sigma = _lab_pattern(structure)
     peaks = find_peaks(x, y, "two_theta", parse_wavelength("CuKa"), sigma)
     best = index_peaks(peaks)[0]
@@ -276,13 +281,11 @@ def test_triclinic_least_squares_keeps_negative_cross_terms():
     """Refining the true metric of a cell whose reciprocal cross terms are negative stays there, every line indexed
     (least squares used to stop at the trial whenever a parameter came out negative)."""
     from pymatgen.core import Lattice
-    from pymatgen.core import Structure as PymatgenStructure
 
     from atomdiff.physics.indexing import _dq2_dx, _refine
 
     lattice = Lattice.from_parameters(4.12, 5.31, 6.07, 78.3, 84.6, 71.2)
-    species, coords = ["Cu", "S", "S", "Sn"], [[0.1, 0.2, 0.3], [0.4, 0.75, 0.1], [0.8, 0.35, 0.6], [0.55, 0.1, 0.85]]
-    structure = Structure.from_pymatgen(PymatgenStructure(lattice, species, coords))
+    structure = _four_atom_triclinic(lattice)
     x, y, sigma = _lab_pattern(structure)
     peaks = find_peaks(x, y, "two_theta", parse_wavelength("CuKa"), sigma)
     g = np.linalg.inv(lattice.matrix @ lattice.matrix.T)

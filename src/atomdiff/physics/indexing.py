@@ -49,12 +49,19 @@ from atomdiff.physics.radiation import Wavelength
 SYSTEMS = ("cubic", "hexagonal", "tetragonal", "orthorhombic", "monoclinic", "triclinic")
 _PARAMETERS = {"cubic": 1, "tetragonal": 2, "hexagonal": 2, "orthorhombic": 3, "monoclinic": 4, "triclinic": 6}
 MIN_MERIT = 20.0
-VOTED_D = 200
-VOTE_WIDTH = 3.0
-ZONES = 60
-VOTE_H = 4
-ZONE_LINES = 14
 """Default smallest figure of merit M_N of a reported solution (de Wolff: below 10–20 a cell is doubtful)."""
+ZONE_LINES = 14
+"""Triclinic search: rows of zones are taken from this many first lines (a short axis puts the first ten or more
+lines in one zone, and the second zone's other row comes later)."""
+ZONES = 60
+"""Triclinic search: zones kept, those least likely to index their lines by chance first."""
+VOTE_H = 4
+"""Triclinic search: largest |h| (along the shared row) of the reflections that vote for the last angle."""
+VOTE_WIDTH = 3.0
+"""Triclinic search: votes for the last angle within ± this many median line tolerances count together."""
+VOTED_D = 200
+"""Triclinic search: values of the last angle tried per pair of zones, most voted first (the trials are then
+counted against the lines and ranked by chance, which is cheap next to missing the true one)."""
 PARAMETER_PENALTY = 3.0
 UNINDEXED_PENALTY = 2.0
 _CENTRINGS = {
