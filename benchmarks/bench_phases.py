@@ -17,6 +17,12 @@ one (pymatgen's StructureMatcher, the crystal issue's tolerances) and its space 
 is given but the element list: a phase is generated for each composition of Cu, Zn, Sn and S the model's
 training cells hold (``atomdiff phases --elements Cu,Zn,Sn,S``), the compound of all four first.
 
+With ``--displace S`` the kesterite candidate (given, or the known phase of ``--generate``) is not the structure
+that made the pattern: its free coordinates in its space group (I-4) are moved at random, S Å root-mean-square
+over the atoms (seeded by the noise seed), as a main phase that is only approximately right would be (a generated
+one, or one from a database at another temperature). ``--fix-positions`` keeps every phase's coordinates as
+given (``analyse_phases(positions_above=None)``); by default the main phase's are refined jointly.
+
 Cu2SnS3, the third secondary phase the issue names, is not included: no reference structure of it ships with
 atomdiff or its dependencies, and its monoclinic (Cc) coordinates are not available offline.
 """
@@ -27,17 +33,38 @@ import argparse
 import json
 import time
 
+import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
 
 from atomdiff.data.patterns import MeasuredPattern
 from atomdiff.diffusion.constraints import parse_formula
 from atomdiff.examples import example_path, sphalerite, tin_sulfide
 from atomdiff.physics.diffraction import PowderDiffractionModel, two_theta_grid
+from atomdiff.refine import symmetrised, symmetry_constraints
 from atomdiff.structure import read_structure
 from atomdiff.tasks.demo import LAB_PROFILE
 from atomdiff.tasks.phases import analyse_phases, generated_phases, search_compositions
 from atomdiff.tasks.simulate import mixture_counts
 from atomdiff.weights import choose_crystal_model, load_crystal_model
+
+
+def displaced(structure, rms: float, seed: int):
+    """``structure`` with its free coordinates in its space group moved at random, ``rms`` Å over the atoms."""
+    exact = symmetrised(structure, 0.01)
+    basis = symmetry_constraints(exact, 1e-3).position_basis
+    dfrac = (basis @ np.random.default_rng(seed).normal(size=basis.shape[1])).reshape(-1, 3)
+    dfrac *= rms / np.sqrt(((dfrac @ exact.cell) ** 2).sum(1).mean())
+    return exact.replace(frac=exact.frac + dfrac)
+
+
+def rms_off(analysis, truth) -> float | None:
+    """RMS distance (Å) of the kesterite phase's atoms from the true ones (same atom order), or ``None``."""
+    phase = next((p for p in analysis.phases if p.name == "kesterite"), None)
+    if phase is None or len(phase.refinement.structure) != len(truth):
+        return None
+    d = phase.refinement.structure.frac - truth.frac
+    d -= np.round(d)
+    return round(float(np.sqrt(((d @ truth.cell) ** 2).sum(1).mean())), 4)
 
 
 def main() -> None:
@@ -52,6 +79,8 @@ def main() -> None:
     )
     parser.add_argument("--model", default=None, help="crystal model for --generate (default: the solve's choice)")
     parser.add_argument("--candidates", type=int, default=20, help="candidates per generated phase")
+    parser.add_argument("--displace", type=float, default=0.0, help="kesterite candidate's coordinates off by (Å)")
+    parser.add_argument("--fix-positions", action="store_true", help="refine no phase's coordinates")
     parser.add_argument("-o", "--output", default=None)
     args = parser.parse_args()
     kesterite = read_structure(example_path("kesterite_Cu2ZnSnS4.cif"))
@@ -75,6 +104,7 @@ def main() -> None:
                 w = percent / 100
                 counts = mixture_counts(model, [(kesterite, 1 - w), (structure, w)], 2e4, 150.0, seed)
                 pattern = MeasuredPattern(model.x.numpy(), counts, None, "two_theta", f"{name}_{percent:g}wt_{seed}")
+                given = displaced(kesterite, args.displace, seed) if args.displace > 0 else kesterite
                 t0 = time.perf_counter()
                 if args.search:
                     made = generated_phases(
@@ -85,7 +115,7 @@ def main() -> None:
                 elif args.generate:
                     made = generated_phases(
                         pattern,
-                        [("kesterite", kesterite)],
+                        [("kesterite", given)],
                         [(k, parse_formula(k)) for k in secondary],
                         lambda text: load_crystal_model(
                             args.model or choose_crystal_model(set(parse_formula(text)), True)
@@ -93,10 +123,10 @@ def main() -> None:
                         candidates=args.candidates,
                         seed=seed,
                     )
-                    candidates = [("kesterite", kesterite)] + [(n.removeprefix("generated "), s) for n, s in made]
+                    candidates = [("kesterite", given)] + [(n.removeprefix("generated "), s) for n, s in made]
                 else:
-                    candidates = [("kesterite", kesterite), ("SnS", secondary["SnS"]), ("ZnS", secondary["ZnS"])]
-                analysis = analyse_phases(pattern, candidates)
+                    candidates = [("kesterite", given), ("SnS", secondary["SnS"]), ("ZnS", secondary["ZnS"])]
+                analysis = analyse_phases(pattern, candidates, positions_above=None if args.fix_positions else 0.2)
                 seconds = time.perf_counter() - t0
                 found = {p.name: (100 * p.weight_fraction, 100 * p.sigma) for p in analysis.phases}
                 error = found[name][0] - percent if name in found else None
@@ -109,6 +139,7 @@ def main() -> None:
                     "error_wt_percent": None if error is None else round(error, 3),
                     "absent_phase_dropped": absent not in found,
                     "other_phases": sorted(set(found) - {"kesterite", "SnS", "ZnS"}),
+                    "kesterite_rms_off": rms_off(analysis, kesterite),
                     "rwp": analysis.rwp,
                     "gof": analysis.gof,
                     "warning": analysis.warning(),
@@ -138,6 +169,7 @@ def main() -> None:
                     for n, g in row.get("generated", {}).items()
                 )
                 made += "".join(f"  [also {n}: {found[n][0]:.2f} wt%]" for n in row["other_phases"])
+                made += f"  Rwp {100 * analysis.rwp:.2f} %, kesterite {row['kesterite_rms_off']} Å off"
                 print(f"{name:5s} {percent:8.1f} {seed:4d}  {text:40s} {err:>7s}  {dropped}{made}", flush=True)
     for name in secondary:
         mine = [r for r in rows if r["secondary"] == name]
@@ -149,6 +181,10 @@ def main() -> None:
         )
     if args.output:
         command = f"python benchmarks/bench_phases.py --fractions {args.fractions} --seeds {args.seeds}"
+        if args.displace > 0:
+            command += f" --displace {args.displace:g}"
+        if args.fix_positions:
+            command += " --fix-positions"
         if args.search:
             command += f" --search --candidates {args.candidates}" + (f" --model {args.model}" if args.model else "")
         if args.generate:

@@ -32,13 +32,19 @@ def periclase() -> Structure:
     return Structure([12] * 4 + [8] * 4, np.vstack([FCC, FCC + [0.5, 0, 0]]), np.eye(3) * 4.212)
 
 
+def rutile(x: float = 0.3053) -> Structure:
+    """TiO2 (P4_2/mnm): O at (x, x, 0) and its images, the one free coordinate."""
+    frac = [[0, 0, 0], [0.5, 0.5, 0.5], [x, x, 0], [-x, -x, 0], [0.5 + x, 0.5 - x, 0.5], [0.5 - x, 0.5 + x, 0.5]]
+    return Structure([22, 22, 8, 8, 8, 8], np.mod(frac, 1.0), np.diag([4.594, 4.594, 2.959]))
+
+
 def mixture(weights: dict[str, float], seed: int = 0, step: float = 0.03, stop: float = 90) -> MeasuredPattern:
     """Pattern of a mixture with the given weight fractions (scales S_p = w_p / (ZMV)_p), with Poisson noise."""
     x = two_theta_grid(20, stop, step)
     model = PowderDiffractionModel(
         "xray", "CuKa1", x, profile=Profile(0.008, -0.004, 0.01, 0.4, cutoff=20), zero_shift=0.02, b_iso=0.5
     )
-    phases = {"NaCl": nacl(), "Si": silicon(), "MgO": periclase()}
+    phases = {"NaCl": nacl(), "Si": silicon(), "MgO": periclase(), "TiO2": rutile()}
     y = torch.zeros_like(x)
     for name, w in weights.items():
         s = phases[name]
@@ -74,6 +80,31 @@ def test_secondary_phase_at_5_wt_percent_is_found_and_an_absent_phase_dropped():
     for phase in found.values():
         a, b, c, al, be, ga = phase.refinement.structure.lattice_parameters
         assert max(abs(a - b), abs(a - c)) < 1e-9 and max(abs(al - 90), abs(be - 90), abs(ga - 90)) < 1e-7
+
+
+def test_the_main_phase_coordinates_are_refined_jointly_and_the_minor_phase_coordinates_kept():
+    """Rutile known 0.1 Å off (O at x = 0.29, true 0.3053) with 8 wt% Si: with every coordinate fixed its misfit
+    stays; the default refines the main phase's x back in the joint fit. As a minor phase (NaCl main) its
+    coordinates are left where they are."""
+    pattern = mixture({"TiO2": 0.92, "Si": 0.08})
+    stages = (
+        RefinementStage(("lattice", "zero_shift"), extra_fwhm=0.1, iterations=2),
+        RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), extra_fwhm=0.0, iterations=4),
+    )
+    candidates = [("TiO2", rutile(0.29)), ("Si", silicon())]
+    fixed = analyse_phases(pattern, candidates, stages=stages, positions_above=None)
+    joint = analyse_phases(pattern, candidates, stages=stages)
+    assert fixed.phases[0].refinement.structure.frac[2, 0] == pytest.approx(0.29) and fixed.rwp > 0.09
+    assert joint.phases[0].refinement.structure.frac[2, 0] == pytest.approx(0.3053, abs=0.001) and joint.rwp < 0.06
+    si = {p.name: p for p in joint.phases}["Si"]
+    assert abs(si.weight_fraction - 0.08) < 0.01
+    assert joint.phases[0].refinement.n_parameters == fixed.phases[0].refinement.n_parameters + 1  # x
+    minor = analyse_phases(
+        mixture({"NaCl": 0.9, "TiO2": 0.1}), [("NaCl", nacl()), ("TiO2", rutile(0.29))], stages=stages
+    )
+    assert {p.name: p for p in minor.phases}["TiO2"].refinement.structure.frac[2, 0] == pytest.approx(0.29)
+    with pytest.raises(InputError, match="positions_above"):
+        analyse_phases(pattern, candidates, stages=stages, positions_above=0.0)
 
 
 def test_a_phase_is_dropped_when_the_fit_without_it_is_within_its_bic_penalty(monkeypatch):

@@ -38,6 +38,18 @@ def phases(
         ),
     ] = None,
     min_fraction: Annotated[float, typer.Option(help="Phases below this weight fraction are dropped.")] = 0.005,
+    positions_above: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=1.0,
+            help="Phases at or above this weight fraction (in a first joint fit) also have their coordinates "
+            "refined jointly, in their space groups; the others' stay fixed.",
+        ),
+    ] = 0.2,
+    fix_positions: Annotated[
+        bool, typer.Option("--fix-positions", help="Keep every phase's coordinates as given (or generated).")
+    ] = False,
     texture: Texture = None,
     seed: Seed = 0,
 ) -> None:
@@ -117,6 +129,7 @@ def phases(
             wavelength=lam,
             min_fraction=min_fraction,
             texture=direction,
+            positions_above=None if fix_positions else positions_above,
             progress=update,
         )
     write_phase_outputs(analysis, measured, measured.axis, output, radiation, lam)

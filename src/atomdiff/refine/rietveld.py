@@ -141,6 +141,8 @@ class _State:
         uniq, self.b_of_atom = torch.unique(key, return_inverse=True)
         self.b_owner, self.b_element = uniq // 256, uniq % 256
         self.b = torch.full((uniq.shape[0],), 0.5, dtype=torch.float64)
+        # whose coordinates a "positions" group frees (RietveldRefiner(fixed_positions=...))
+        self.position_free = torch.ones(n, dtype=torch.bool)
 
     def _constrain(self, constraints: Sequence[SymmetryConstraints]) -> None:
         """Space-group parameters in place of P1 ones: strain = basis · strain_free per candidate, all
@@ -189,11 +191,14 @@ class _State:
                 out.append(("eta", ar, ar))
             elif g == "b_iso":
                 out.append(("b", torch.arange(self.b.shape[0]), self.b_owner))
-            elif g == "positions" and self.constraints is not None:
-                out.append(("pos_free", torch.arange(self.pos_free.shape[0]), self.pos_owner))
             elif g == "positions":
-                atom_owner = self.batch.batch_idx.repeat_interleave(3)
-                out.append(("dfrac", torch.arange(self.dfrac.numel()), atom_owner))
+                if self.constraints is not None:
+                    attr, owner = "pos_free", self.pos_owner
+                else:
+                    attr, owner = "dfrac", self.batch.batch_idx.repeat_interleave(3)
+                free = self.position_free[owner]
+                if bool(free.any()):
+                    out.append((attr, torch.nonzero(free).flatten(), owner[free]))
             elif g == "texture":
                 out.append(("po", ar, ar))
             else:
@@ -249,6 +254,7 @@ class _State:
         structures = batch.to_structures()
         constraints = None if self.constraints is None else [self.constraints[int(i)] for i in keep]
         out = _State([structures[int(i)] for i in keep], profile, zero_shift, texture, constraints)
+        out.position_free = self.position_free[keep].clone()
         for attr in ("zero", "uvw", "eta", "po"):
             setattr(out, attr, getattr(self, attr)[keep].clone())
         for j in range(out.b.shape[0]):
@@ -343,6 +349,9 @@ class RietveldRefiner:
             structure is first made exactly symmetric (:func:`~atomdiff.refine.symmetry.symmetrised`), then
             only the lattice parameters and coordinates that keep the group are free
             (:func:`~atomdiff.refine.symmetry.symmetry_constraints`); ``None`` refines in P1.
+        fixed_positions: one flag per structure (in :meth:`refine`'s order): ``True`` keeps its coordinates
+            where they are in "positions" stages (a minor phase of a mixture, whose few peaks cannot fix them);
+            ``None`` frees every structure's.
     """
 
     def __init__(
@@ -358,12 +367,14 @@ class RietveldRefiner:
         mixture: bool = False,
         jacobian: str = "peaks",
         symmetry: float | None = None,
+        fixed_positions: Sequence[bool] | None = None,
     ):
         if jacobian not in ("peaks", "passes"):
             raise InputError(f"jacobian must be 'peaks' or 'passes', got {jacobian!r}")
         if symmetry is not None and not symmetry > 0:
             raise InputError(f"the symmetry tolerance must be positive (Å), got {symmetry}")
         self.symmetry = symmetry
+        self.fixed_positions = None if fixed_positions is None else tuple(bool(f) for f in fixed_positions)
         self.jacobian = jacobian
         self.target = target
         self.keep = keep
@@ -634,6 +645,10 @@ class RietveldRefiner:
         if self.symmetry is not None:
             structures, constraints = zip(*(self._in_group(x) for x in structures), strict=True)
         state = _State(structures, self.profile, self.zero_shift, self.texture or (0, 0, 1), constraints)
+        if self.fixed_positions is not None:
+            if len(self.fixed_positions) != state.n:
+                raise InputError(f"fixed_positions has {len(self.fixed_positions)} entries for {state.n} structures")
+            state.position_free = ~torch.tensor([bool(f) for f in self.fixed_positions])
         with torch.no_grad():
             start = self._fit(state, state.values(), 0.0).rwp
         if self.volume_scan is not None and not self.mixture:
@@ -738,6 +753,7 @@ class RietveldRefiner:
         constraints = None if state.constraints is None else [state.constraints[i] for i in rows]
         texture = self.texture or (0, 0, 1)
         sub = _State([structures[i] for i in rows], self.profile, self.zero_shift, texture, constraints)
+        sub.position_free = state.position_free[index].clone()
         self._scan_axial(sub, [axes[i] for i in rows])
         cell = start_cell.clone()
         cell[index] = sub.batch.cell

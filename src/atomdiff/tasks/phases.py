@@ -7,8 +7,9 @@ generated phase (:func:`generated_phases`); with the element list alone the comp
 training cells (:func:`search_compositions`). All phases are then refined together against the pattern (one
 scale each, common background and zero shift; each phase its own
 lattice, peak widths and displacement parameters; each lattice only as its space group allows, found within
-``symprec``, so that a minor phase's few peaks do not have to fix six strains). Weight fractions follow Hill
-& Howard (1987):
+``symprec``, so that a minor phase's few peaks do not have to fix six strains; the coordinates of the main
+phases, those above ``positions_above`` of the weight, in their space groups too, the minor phases' fixed).
+Weight fractions follow Hill & Howard (1987):
 
     w_p = S_p (Z M V)_p / Σ_q S_q (Z M V)_q
 
@@ -60,6 +61,10 @@ MIXTURE_STAGES = (
     RefinementStage(("zero_shift", "profile"), extra_fwhm=0.0, iterations=4),
     RefinementStage(("lattice", "zero_shift", "profile"), extra_fwhm=0.0, iterations=4),
     RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), extra_fwhm=0.0, iterations=3),
+)
+#: then, for the main phases (``analyse_phases(positions_above=...)``), their coordinates as well
+POSITION_STAGE = RefinementStage(
+    ("lattice", "zero_shift", "profile", "b_iso", "positions"), extra_fwhm=0.0, iterations=4
 )
 PHASE_COLUMNS = (
     "phase",
@@ -345,23 +350,42 @@ def analyse_phases(
     texture: Sequence[float] | None = None,
     symprec: float | None = 0.01,
     selection: str = "bic",
+    positions_above: float | None = 0.2,
     progress: Callable[[str, float, float], None] | None = None,
 ) -> PhaseAnalysis:
-    """Refine the candidate phases jointly and keep those the pattern needs (see the module docstring)."""
+    """Refine the candidate phases jointly and keep those the pattern needs (see the module docstring).
+
+    ``positions_above``: the phases holding at least this weight fraction in a first joint fit of every
+    candidate (coordinates fixed) then have their coordinates refined too, in their space groups, in a last
+    stage (:data:`POSITION_STAGE`) of every fit; the minor phases' stay where they are (their few peaks cannot
+    fix them). A main phase generated against the whole mixture pattern has coordinates that took up some of
+    the minor phases' intensity; refined jointly, they give it back. ``None`` keeps every phase's fixed."""
     if not candidates:
         raise InputError("no candidate phases: give --known CIFs and/or --formula compositions")
     if selection not in SELECTIONS:
         raise InputError(f"phase selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     profile = profile or Profile(u=0.0, v=0.0, w=0.01, eta=0.5, cutoff=20.0)
     target = build_target(pattern, radiation, wavelength, profile)
-    fits: dict[tuple[str, ...], _JointFit] = {}
+    if positions_above is not None and not 0 < positions_above <= 1:
+        raise InputError(f"positions_above must be a weight fraction in (0, 1], got {positions_above}")
+    fits: dict[tuple[tuple[str, ...], tuple[str, ...]], _JointFit] = {}
+    main: set[str] = set()  # the phases whose coordinates are refined
 
     def fit_of(phases: list[tuple[str, Structure]]) -> _JointFit:
-        key = tuple(name for name, _ in phases)
+        names = tuple(name for name, _ in phases)
+        free = tuple(name for name in names if name in main)
+        key = (names, free)
         if key not in fits:
             # each lattice refined only as its space group allows (a minor phase's peaks cannot fix six strains)
             refiner = RietveldRefiner(
-                target, profile, stages=stages, volume_scan=None, mixture=True, texture=texture, symmetry=symprec
+                target,
+                profile,
+                stages=(*stages, POSITION_STAGE) if free else stages,
+                volume_scan=None,
+                mixture=True,
+                texture=texture,
+                symmetry=symprec,
+                fixed_positions=[name not in main for name in names],
             )
 
             def tick(done: int, total: int) -> None:
@@ -374,6 +398,12 @@ def analyse_phases(
     active = list(candidates)
     dropped: list[tuple[str, str]] = []
     n_points = len(target.y_obs)
+    if positions_above is not None:
+        first = fit_of(active)
+        scales = np.clip(first.scales, 0.0, None)  # a phase not in the pattern holds nothing
+        if scales.sum() > 0:
+            w_first = hill_howard(scales, first.cov, [r.structure for r in first.results])[0]
+            main.update(name for (name, _), w in zip(active, w_first, strict=True) if w >= positions_above)
     while True:
         fit = fit_of(active)
         if np.any(fit.scales <= 0):
