@@ -74,6 +74,20 @@ def test_keep_refines_only_the_best_through_the_last_stage():
     assert [r.complete for r in results] == [True, False]
 
 
+def test_fixed_positions_keep_a_structures_coordinates_in_the_positions_stage():
+    truth = _perovskite(3.905)
+    target = _target(truth, noise=False)
+    off = truth.replace(frac=truth.frac + [[0, 0, 0], [0.01, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]])
+    stages = (RefinementStage(("lattice", "positions"), 0.0, 3),)
+    refiner = RietveldRefiner(target, stages=stages, volume_scan=None, axial_scan=None, fixed_positions=[True, False])
+    kept, moved = refiner.refine([off, off])
+    assert np.array_equal(kept.structure.frac, off.wrapped().frac)
+    assert np.abs(moved.structure.frac - off.frac).max() > 1e-3  # Ti pulled back towards the centre
+    assert moved.n_parameters == kept.n_parameters + 15
+    with pytest.raises(InputError, match="fixed_positions"):
+        RietveldRefiner(target, stages=stages, fixed_positions=[True]).refine([off, off])
+
+
 def test_unknown_group_is_refused():
     with pytest.raises(InputError, match="unknown refinement group"):
         RietveldRefiner(_target(_perovskite(3.9)), stages=(RefinementStage(("occupancy",)),))
