@@ -385,7 +385,7 @@ def test_with_an_element_list_an_indexed_cell_is_held_with_the_likeliest_content
     that primitive content, times the likelihood of its volume per atom. A 44 Å³ carbon cell (6.3 Å³ per atom
     for 7 atoms, a count never seen) is held with 8 atoms first and 6 second; at 37.8 Å³ with 6 only (8 or 5
     have under 1/8 of the weight); the shares of the indexed cell's samples follow the weights. With a formula,
-    multiples of the formula's unit are weighed."""
+    the multiples of the formula's unit that the formula is a part or a multiple of are weighed."""
     from types import SimpleNamespace
 
     from atomdiff.tasks.solve import Solver
@@ -411,11 +411,18 @@ def test_with_an_element_list_an_indexed_cell_is_held_with_the_likeliest_content
         Solver(None, None, carbon, SolveSettings(index_contents=0))
     # no content whose volume per atom is more than 3 standard deviations off (13.1 Å³ for 24 atoms)
     assert solver.indexed_contents(24 * 6.3 * math.exp(0.31), [], 24) == []
-    # with a formula, multiples of the formula's unit are weighed; "candidates" is the rule before session 33
-    c10 = CompositionConstraint(formula={6: 10})
-    by_statistics = Solver(SimpleNamespace(stats=stats), None, c10, SolveSettings())
+    # with a formula, the multiples of its unit that it is a part or a multiple of: C12 allows 6 atoms here, not
+    # 8; C10 nothing (5 or 10 atoms in 44 Å³ are more than 3 σ off); "candidates" is the rule before session 33
+    c12 = CompositionConstraint(formula={6: 12})
+    by_statistics = Solver(SimpleNamespace(stats=stats), None, c12, SolveSettings())
     assert by_statistics.by_statistics()
-    assert [len(n) for n, _ in by_statistics.indexed_contents(7 * 6.3, [], 24)] == [8, 6]
+    assert [(len(n), w) for n, w in by_statistics.indexed_contents(7 * 6.3, [], 24)] == [(6, 1.0)]
+    c10 = CompositionConstraint(formula={6: 10})
+    assert Solver(SimpleNamespace(stats=stats), None, c10, SolveSettings()).indexed_contents(7 * 6.3, [], 24) == []
+    assert [
+        len(n)
+        for n, _ in Solver(SimpleNamespace(stats=stats), None, c10, SolveSettings()).indexed_contents(10 * 6.3, [], 24)
+    ] == [10]
     assert not Solver(None, None, c10, SolveSettings(held_contents="candidates")).by_statistics()
     with pytest.raises(InputError, match="held-contents"):
         Solver(None, None, carbon, SolveSettings(held_contents="guess"))

@@ -606,14 +606,18 @@ class Solver:
         each with its share (summing to 1), likeliest first.
 
         The contents tried are whole multiples, of at most ``largest`` atoms, of the formula's unit when a formula
-        is given; with an element list, of the formula units of the model's training cells that the constraint
-        allows (:meth:`CompositionConstraint.cell_proposals`) and of the refined candidates that it allows. A
+        is given, and only those the formula as given is a multiple or a part of (``C10`` allows 1, 2, 5, 10, 20,
+        ... carbon atoms, not 8 or 12: a primitive cell's content divides that of any cell of the lattice, and the
+        formula may be the content of a conventional cell or of the primitive one); with an element list, of the
+        formula units of the model's training cells that the constraint allows
+        (:meth:`CompositionConstraint.cell_proposals`) and of the refined candidates that it allows. A
         content of N atoms is weighted by how many training cells have it as their primitive cell
         (:meth:`DataStatistics.content_count`, plus ½ so that an unseen one keeps a chance) times the likelihood
         of V / N under the training cells' volume per atom (normal in ln(V / N),
-        :meth:`DataStatistics.log_volume_per_atom`). With carbon-24's statistics this puts the true atom count of
-        the primitive cell first for 146 and within the first two for 194 of the first 200 test structures,
-        given their true cells (the likelihood alone: 84 and 152); only contents with at least
+        :meth:`DataStatistics.log_volume_per_atom`). With carbon-24's statistics and the element list only this
+        puts the true atom count of the primitive cell first for 146 and within the first two for 194 of the first
+        200 test structures, given their true cells (the likelihood alone: 84 and 152); with their formulas, first
+        for 199 and alone for 197 (reduced formulas, before session 35: 146 and 74); only contents with at least
         ``1/(4·index_contents)`` of the weight are kept, and none whose volume per atom lies more than
         :data:`MAX_VOLUME_Z` standard deviations from the training cells' (a cell of coincidences that indexes
         a low-symmetry pattern is often far too big for any sampled cell size)."""
@@ -621,8 +625,12 @@ class Solver:
 
         stats = self.model.stats
         units: set[tuple[tuple[int, int], ...]] = set()
+        given = None  # with a formula: how many of its reduced units it holds
         if self.constraint.formula is not None:
             contents = [self.constraint.formula]
+            given = 0
+            for n in self.constraint.formula.values():
+                given = gcd(given, n)
         else:
             contents = list(self.constraint.cell_proposals(stats.cells))
             for st in refined:
@@ -641,6 +649,10 @@ class Solver:
         for unit in sorted(units):
             size = sum(n for _, n in unit)
             for k in range(1, largest // size + 1):
+                # the formula as given is the content of some cell of the lattice (a conventional cell, a supercell
+                # of the primitive one, or the primitive one): the primitive content is a part or a multiple of it
+                if given is not None and given % k and k % given:
+                    continue
                 content = {z: n * k for z, n in unit}
                 z_score = (math.log(volume / (k * size)) - mean) / spread
                 if abs(z_score) > MAX_VOLUME_Z:  # no plausible filling: the cell is passed over
