@@ -15,7 +15,9 @@ such as the bundled kesterite CIF).
 
 Long runs: every pattern's row is written to ``--output`` as it finishes, ``--resume`` solves only the patterns
 not there yet, and chunks run side by side (``--start 0 --limit 100``, ``--start 100 --limit 100``, one thread
-each) are combined with ``--merge A.json B.json -o ALL.json``.
+each) are combined with ``--merge A.json B.json -o ALL.json``. After a change that only touches some patterns,
+those are re-run (``--only I,J,...``) and ``--merge ALL.json RERUN.json --replace -o NEW.json`` puts their rows in
+place of the old ones (the settings must agree; the output records which patterns were replaced, and where from).
 """
 
 from __future__ import annotations
@@ -121,9 +123,14 @@ def main() -> None:
         metavar="JSON",
         help="only combine these outputs of one benchmark run in chunks (--start/--limit) into --output",
     )
+    ap.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --merge: a pattern in a later file replaces its row from the earlier ones (targeted re-runs)",
+    )
     args = ap.parse_args()
     if args.merge:
-        merge(args.merge, args.output)
+        merge(args.merge, args.output, replace=args.replace)
         return
     if not args.data:
         ap.error("--data is required (except with --merge)")
@@ -253,24 +260,39 @@ def indexing_rates(rows: list[dict]) -> dict:
     }
 
 
-def merge(paths: list[Path], output: Path | None) -> None:
-    """One summary from the outputs of chunks of one run (same settings, distinct patterns)."""
+def merge(paths: list[Path], output: Path | None, replace: bool = False) -> None:
+    """One summary from the outputs of chunks of one run (same settings, distinct patterns); with ``replace``,
+    rows of later files take the place of the same patterns' rows in earlier ones."""
     if output is None:
         raise SystemExit("--merge needs -o/--output")
     parts = [json.loads(p.read_text()) for p in paths]
-    derived = {"n_patterns", "n_requested", "rows", "only"}
+    derived = {"n_patterns", "n_requested", "rows", "only", "replaced"}
     derived |= {k for k in parts[0] if k.endswith(("_rate", "_rwp", "_pattern"))}
     settings = {k: v for k, v in parts[0].items() if k not in derived}
     for path, part in zip(paths[1:], parts[1:], strict=True):
         other = {k: v for k, v in part.items() if k not in derived}
         if other != settings:
             raise SystemExit(f"{path}: settings differ from {paths[0]}: {other} vs {settings}")
-    rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: (r["index"], r["repeat"]))
-    if len({(r["index"], r["repeat"]) for r in rows}) != len(rows):
-        raise SystemExit("the chunks overlap (a pattern appears twice)")
-    if all(part.get("only") for part in parts):  # targeted re-runs: the patterns chosen in all
-        settings["only"] = sorted({k for part in parts for k in part["only"]})
-    summary = summarise(settings, rows, sum(part["n_requested"] for part in parts))
+    if replace:
+        latest: dict[tuple[int, int], dict] = {}
+        replaced: dict[str, list[int]] = {}
+        for path, part in zip(paths, parts, strict=True):
+            for r in part["rows"]:
+                key = (r["index"], r["repeat"])
+                if key in latest:
+                    replaced.setdefault(str(path), []).append(r["index"])
+                latest[key] = r
+        rows = sorted(latest.values(), key=lambda r: (r["index"], r["repeat"]))
+        settings["replaced"] = {k: sorted(v) for k, v in replaced.items()}
+        n_requested = len(rows)
+    else:
+        rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: (r["index"], r["repeat"]))
+        if len({(r["index"], r["repeat"]) for r in rows}) != len(rows):
+            raise SystemExit("the chunks overlap (a pattern appears twice; --replace for targeted re-runs)")
+        if all(part.get("only") for part in parts):  # targeted re-runs: the patterns chosen in all
+            settings["only"] = sorted({k for part in parts for k in part["only"]})
+        n_requested = sum(part["n_requested"] for part in parts)
+    summary = summarise(settings, rows, n_requested)
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
     write_json(summary, output)
 
