@@ -648,7 +648,7 @@ class RietveldRefiner:
         if self.fixed_positions is not None:
             if len(self.fixed_positions) != state.n:
                 raise InputError(f"fixed_positions has {len(self.fixed_positions)} entries for {state.n} structures")
-            state.position_free = ~torch.tensor([bool(f) for f in self.fixed_positions])
+            state.position_free = ~torch.tensor(self.fixed_positions)
         with torch.no_grad():
             start = self._fit(state, state.values(), 0.0).rwp
         if self.volume_scan is not None and not self.mixture:

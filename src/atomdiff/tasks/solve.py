@@ -628,9 +628,7 @@ class Solver:
         given = None  # with a formula: how many of its reduced units it holds
         if self.constraint.formula is not None:
             contents = [self.constraint.formula]
-            given = 0
-            for n in self.constraint.formula.values():
-                given = gcd(given, n)
+            given = gcd(*self.constraint.formula.values())
         else:
             contents = list(self.constraint.cell_proposals(stats.cells))
             for st in refined:
