@@ -105,3 +105,42 @@ def test_intended_phases_and_templates_cycle_through_the_data_phases(setup):
     phases = intended_phases(data, 5)
     assert phases == ["fcc", "CsCl", "fcc", "CsCl", "fcc"]
     assert [t.info["phase"] for t in point_cloud_templates(data, phases, seed=0)] == phases
+
+
+def test_a_crystal_model_baseline_keeps_each_templates_species_and_box(setup, tmp_path):
+    import numpy as np
+
+    from atomdiff.diffusion.crystal import CrystalDiffusion, DataStatistics
+    from atomdiff.models.crystal import CrystalNetConfig
+    from atomdiff.structure.io import read_structures
+
+    folder, data = setup
+    structures = read_structures(data)
+    torch.manual_seed(0)
+    CrystalDiffusion(CrystalNetConfig(hidden=16, layers=1), DataStatistics.from_structures(structures)).save(
+        folder / "crystal"
+    )
+    out = tmp_path / "result.json"
+    args = ["evaluate", "ordered", "--data", str(data), "--skip-voxel", "--point-model", str(folder / "crystal")]
+    args += ["-n", "3", "--steps", "2", "--seed", "4"]
+    assert run([*args, "-o", str(out)]) == 0
+    records = json.loads(out.read_text())["point_cloud"]["samples_detail"]
+    assert [r["intended"] for r in records] == ["fcc", "CsCl", "fcc"]
+    samples = read_structures(tmp_path / "result_point_cloud.extxyz")
+    by_phase = {s.info["phase"]: s for s in structures}
+    for sample, record in zip(samples, records, strict=True):
+        template = by_phase[record["intended"]]
+        assert sorted(sample.numbers) == sorted(template.numbers)
+        np.testing.assert_allclose(sample.cell, template.cell, atol=1e-8)
+        assert not np.allclose(sample.frac, template.frac)  # positions are generated, not copied
+    again = tmp_path / "again.json"
+    assert run([*args, "-o", str(again)]) == 0
+    first, second = samples, read_structures(tmp_path / "again_point_cloud.extxyz")
+    assert all(np.allclose(a.frac, b.frac) for a, b in zip(first, second, strict=True))
+
+
+def test_a_model_of_another_kind_is_refused_as_point_cloud_baseline(setup, tmp_path):
+    folder, data = setup
+    args = ["evaluate", "ordered", "--data", str(data), "--skip-voxel", "--point-model", str(folder / "voxel")]
+    assert run([*args, "-o", str(tmp_path / "r.json")]) == 2
+    assert not (tmp_path / "r.json").exists()

@@ -446,7 +446,11 @@ def ordered(
     ] = None,
     point_model: Annotated[
         str | None,
-        typer.Option("--point-model", help="Point-cloud model (`atomdiff train amorphous` on the same data)."),
+        typer.Option(
+            "--point-model",
+            help="Point-cloud model trained on the same data: `atomdiff train crystal` (box held, species fixed) "
+            "or `atomdiff train amorphous`.",
+        ),
     ] = None,
     skip_voxel: Annotated[bool, typer.Option(help="Evaluate only the point-cloud model.")] = False,
     number: Annotated[int, typer.Option("-n", "--number", min=1, help="Samples per model.")] = 64,
@@ -472,7 +476,7 @@ def ordered(
     from atomdiff.structure.io import read_structures, write_structures
     from atomdiff.tasks.evaluate import write_result
     from atomdiff.tasks.evaluate_ordered import evaluate_ordered
-    from atomdiff.weights import load_amorphous_model, load_voxel_model
+    from atomdiff.weights import load_point_cloud_model, load_voxel_model
 
     check_output_suffix(output, (".json",), "--output")
     if sampler not in SAMPLERS:
@@ -485,7 +489,7 @@ def ordered(
             path=str(data),
         )
     voxel = None if skip_voxel else load_voxel_model(voxel_model)
-    point = load_amorphous_model(point_model) if point_model else None
+    point = load_point_cloud_model(point_model) if point_model else None
     if voxel is None and point is None:
         raise InputError("nothing to evaluate: give --point-model or drop --skip-voxel")
     with stage_bars(["voxel", "point cloud"]) as bar:

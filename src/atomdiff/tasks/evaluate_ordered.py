@@ -4,7 +4,8 @@ Both models learn the same boxes (``atomdiff data ordered``). Samples are reques
 through the phases of the data (64 samples of 8 phases: 8 each). A phase-conditioned voxel model is given the
 phase label only — its decoder chooses the number of atoms — and is scored against that phase; an
 unconditional voxel model samples freely and each sample is grouped by the phase it turned out to be. The
-point-cloud model is given, for every sample, the species and box of a random training structure of the
+point-cloud model (either the local Cartesian prior of the amorphous mode or the DiffCSP-style crystal model
+with its box held) is given, for every sample, the species and box of a random training structure of the
 requested phase (so it knows the right atom count and composition, the most it can be told without telling
 it the answer) and is scored against that phase. Every sample is classified with
 :func:`atomdiff.physics.ordering.classify`; the same classifier on the training structures themselves gives
@@ -144,19 +145,38 @@ def point_cloud_templates(data: Sequence[Structure], phases: Sequence[str], seed
 def point_cloud_samples(
     model, templates: Sequence[Structure], options, seed: int, progress: Progress = None, chunk: int = 8
 ) -> list[Structure]:
-    """Positions sampled by an :class:`~atomdiff.diffusion.amorphous.AmorphousDiffusion` for the species and
-    boxes of ``templates`` (the templates' own positions are never used)."""
+    """Positions sampled for the species and boxes of ``templates`` (the templates' own positions are never
+    used) by either point-cloud model: an :class:`~atomdiff.diffusion.amorphous.AmorphousDiffusion` (local
+    prior on Cartesian positions, ``options`` its :class:`~atomdiff.diffusion.amorphous.SampleOptions`) or a
+    :class:`~atomdiff.diffusion.crystal.CrystalDiffusion` (DiffCSP-style: wrapped-normal diffusion of
+    fractional coordinates with the species fixed and the box held, ``options.steps`` predictor–corrector
+    steps; each chunk seeded from ``seed`` and its position)."""
+    from atomdiff.diffusion.crystal import CrystalDiffusion
+
     generator = torch.Generator().manual_seed(seed)
     out: list[Structure] = []
     number = len(templates)
     for start in range(0, number, chunk):
         part = templates[start : start + chunk]
-        batch = StructureBatch.from_structures(part, dtype=torch.float32)
 
         def tick(step: int, total: int, start: int = start, k: int = len(part)) -> None:
             if progress is not None:
                 progress(start * total + step * k, number * total)
 
+        if isinstance(model, CrystalDiffusion):
+            cells = torch.as_tensor(np.stack([np.asarray(t.cell, dtype=float) for t in part]))
+            out.extend(
+                model.sample(
+                    len(part),
+                    steps=options.steps,
+                    numbers=[np.asarray(t.numbers) for t in part],
+                    cells=cells,
+                    seed=seed * 1_000_003 + start,
+                    progress=tick,
+                )
+            )
+            continue
+        batch = StructureBatch.from_structures(part, dtype=torch.float32)
         out.extend(model.generate(batch, options, generator=generator, progress=tick))
     return out
 

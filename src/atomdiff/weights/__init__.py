@@ -84,6 +84,28 @@ def load_xanes_surrogate(name_or_path: str | os.PathLike) -> XanesSurrogate:
     return _load(XanesSurrogate, name_or_path, "xanes_surrogate")
 
 
+def load_point_cloud_model(name_or_path: str | os.PathLike) -> AmorphousDiffusion | CrystalDiffusion:
+    """Load a fixed-atom-count model of either kind its ``config.json`` names: a local
+    :class:`AmorphousDiffusion` prior (``atomdiff train amorphous``) or a :class:`CrystalDiffusion`
+    (``atomdiff train crystal``, the DiffCSP-style periodic point cloud).
+
+    Raises:
+        InputError: no such folder or shipped model, or a model of another kind.
+    """
+    with _folder(name_or_path, "amorphous_diffusion") as folder:
+        try:
+            kind = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("kind")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        classes = {"crystal_diffusion": CrystalDiffusion, "amorphous_diffusion": AmorphousDiffusion}
+        if kind not in classes:
+            raise InputError(
+                f"not a point-cloud model: config.json names kind {kind!r}, expected one of {sorted(classes)}",
+                path=str(folder / "config.json"),
+            )
+        return classes[kind].load(folder)
+
+
 DEFAULT_VOXEL_MODEL = "voxel_ordered"
 """Shipped voxel model used when ``atomdiff voxel generate`` gets no ``--model``."""
 
