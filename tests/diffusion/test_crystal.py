@@ -44,8 +44,10 @@ def test_training_cells_are_counted_by_their_primitive_content():
     primitive = Structure([29], [[0, 0, 0]], [[0, 1.805, 1.805], [1.805, 0, 1.805], [1.805, 1.805, 0]])
     sites = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
     rocksalt = Structure([11] * 4 + [17] * 4, sites + [np.add(p, 0.5) % 1 for p in sites], np.eye(3) * 5.64)
-    stats = DataStatistics.from_structures([fcc, primitive, rocksalt])
+    calls = []
+    stats = DataStatistics.from_structures([fcc, primitive, rocksalt], progress=lambda *a: calls.append(a))
     assert stats.primitive_cells == {"Cu": 2, "ClNa": 1}
+    assert calls == [(1, 3), (2, 3), (3, 3)]
     assert stats.cells == {"Cu4": 1, "Cu": 1, "Cl4Na4": 1}
     assert stats.content_count({29: 1}) == 2 and stats.content_count({29: 4}) == 0
     assert stats.content_count({11: 1, 17: 1}) == 1

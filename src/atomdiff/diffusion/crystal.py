@@ -56,7 +56,11 @@ class DataStatistics:
     primitive_cells: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def from_structures(cls, structures: Sequence[Structure]) -> DataStatistics:
+    def from_structures(
+        cls, structures: Sequence[Structure], progress: Callable[[int, int], None] | None = None
+    ) -> DataStatistics:
+        """The statistics of ``structures``; ``progress(done, total)`` follows the primitive-cell search, the slow
+        part (pymatgen's search takes up to seconds on a noisy box of a few hundred atoms with no smaller cell)."""
         batch = StructureBatch.from_structures(structures)
         x = cell_to_log_gram(batch.cell, batch.n_atoms)
         counts: dict[int, int] = {}
@@ -67,7 +71,11 @@ class DataStatistics:
         std = x.std(0).clamp_min(0.05) if len(structures) > 1 else torch.ones(6, dtype=x.dtype)
         log_v = np.log([s.volume / len(s) for s in structures])
         volume = [float(log_v.mean()), float(max(log_v.std(), 0.02)) if len(structures) > 1 else 0.3]
-        primitive = Counter(hill_formula(s.to_pymatgen().get_primitive_structure().atomic_numbers) for s in structures)
+        primitive: Counter[str] = Counter()
+        for k, s in enumerate(structures):
+            primitive[hill_formula(s.to_pymatgen().get_primitive_structure().atomic_numbers)] += 1
+            if progress is not None:
+                progress(k + 1, len(structures))
         return cls(
             x.mean(0).tolist(),
             std.tolist(),

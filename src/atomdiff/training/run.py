@@ -138,7 +138,7 @@ def _init_model(config: TrainConfig, train_structures: list) -> CrystalDiffusion
     net = base.net.config
     if config.patterns and net.encoder is None:
         net = dataclasses.replace(net, **_encoder_settings())
-    new = DataStatistics.from_structures(train_structures)
+    new = _statistics(config, train_structures)
     stats = dataclasses.replace(
         base.stats,
         atom_counts=new.atom_counts,
@@ -157,13 +157,24 @@ def _init_model(config: TrainConfig, train_structures: list) -> CrystalDiffusion
     return model
 
 
+def _statistics(config: TrainConfig, structures: list) -> DataStatistics:
+    """:meth:`DataStatistics.from_structures`, with a progress bar when the run shows one."""
+    if not config.progress_bar:
+        return DataStatistics.from_structures(structures)
+    from rich.progress import Progress
+
+    with Progress() as bar:
+        task = bar.add_task("data statistics (primitive cells)", total=len(structures))
+        return DataStatistics.from_structures(structures, lambda done, total: bar.update(task, completed=done))
+
+
 def _build_model(config: TrainConfig, train_structures: list, resume_from: Path | None) -> CrystalDiffusion:
     if resume_from is None:
         if config.init:
             return _init_model(config, train_structures)
         extra = _encoder_settings() if config.patterns else {}
         net = CrystalNetConfig(hidden=config.hidden, layers=config.layers, **extra)
-        return CrystalDiffusion(net, DataStatistics.from_structures(train_structures))
+        return CrystalDiffusion(net, _statistics(config, train_structures))
     model_config = read_checkpoint(resume_from)["atomdiff"]["model_config"]
     for key in ("hidden", "layers"):
         if not config.init and model_config["net"][key] != getattr(config, key):
