@@ -164,13 +164,12 @@ def point_cloud_samples(
                 progress(start * total + step * k, number * total)
 
         if isinstance(model, CrystalDiffusion):
-            cells = torch.as_tensor(np.stack([np.asarray(t.cell, dtype=float) for t in part]))
             out.extend(
                 model.sample(
                     len(part),
                     steps=options.steps,
-                    numbers=[np.asarray(t.numbers) for t in part],
-                    cells=cells,
+                    numbers=[t.numbers for t in part],
+                    cells=torch.as_tensor(np.stack([t.cell for t in part])),
                     seed=seed * 1_000_003 + start,
                     progress=tick,
                 )
