@@ -139,6 +139,7 @@ def main() -> None:
                     "error_wt_percent": None if error is None else round(error, 3),
                     "absent_phase_dropped": absent not in found,
                     "other_phases": sorted(set(found) - {"kesterite", "SnS", "ZnS"}),
+                    "own_lines": {p.name: round(p.own_lines, 3) for p in analysis.phases},
                     "kesterite_rms_off": rms_off(analysis, kesterite),
                     "rwp": analysis.rwp,
                     "gof": analysis.gof,
@@ -170,6 +171,8 @@ def main() -> None:
                 )
                 made += "".join(f"  [also {n}: {found[n][0]:.2f} wt%]" for n in row["other_phases"])
                 made += f"  Rwp {100 * analysis.rwp:.2f} %, kesterite {row['kesterite_rms_off']} Å off"
+                own = row["own_lines"]
+                made += "".join(f", {n} own lines {100 * v:.0f} %" for n, v in own.items() if n != "kesterite")
                 print(f"{name:5s} {percent:8.1f} {seed:4d}  {text:40s} {err:>7s}  {dropped}{made}", flush=True)
     for name in secondary:
         mine = [r for r in rows if r["secondary"] == name]

@@ -75,11 +75,39 @@ def test_secondary_phase_at_5_wt_percent_is_found_and_an_absent_phase_dropped():
     assert 0 < found["Si"].sigma < 0.02
     assert analysis.rwp < 0.07
     assert analysis.gof < 2 and analysis.warning() is None  # explained to the noise: no warning
+    assert found["Si"].own_lines > 0.9  # silicon's lines stand clear of NaCl's
     # each lattice refined in its space group: the cubic cells stay exactly cubic
     assert (found["NaCl"].space_group, found["Si"].space_group) == ("Fm-3m (225)", "Fd-3m (227)")
     for phase in found.values():
         a, b, c, al, be, ga = phase.refinement.structure.lattice_parameters
         assert max(abs(a - b), abs(a - c)) < 1e-9 and max(abs(al - 90), abs(be - 90), abs(ga - 90)) < 1e-7
+
+
+def test_a_phase_whose_lines_all_fall_on_another_phase_lines_is_reported_as_not_confirmed():
+    """Simple-cubic Cl with a = a(NaCl)/2 has reflections only where NaCl's all-even ones are: 10 wt% of it is
+    refined (the intensity ratios do hold it), but the pattern has no line of its own to confirm it."""
+    x = two_theta_grid(20, 90, 0.03)
+    model = PowderDiffractionModel(
+        "xray", "CuKa1", x, profile=Profile(0.008, -0.004, 0.01, 0.4, cutoff=20), zero_shift=0.02, b_iso=0.5
+    )
+    buried = Structure([17], np.zeros((1, 3)), np.eye(3) * 2.82)
+    y = sum(
+        w / (cell_mass(s) * s.volume) * model(StructureBatch.from_structures([s])).y[0]
+        for s, w in ((nacl(), 0.9), (buried, 0.1))
+    )
+    y = np.random.default_rng(0).poisson((y / y.max() * 5e4 + 200).numpy()).astype(float)
+    stages = (
+        RefinementStage(("lattice", "zero_shift"), extra_fwhm=0.1, iterations=2),
+        RefinementStage(("lattice", "zero_shift", "profile", "b_iso"), extra_fwhm=0.0, iterations=4),
+    )
+    pattern = MeasuredPattern(x.numpy(), y, None, "two_theta", "buried.xy")
+    analysis = analyse_phases(pattern, [("NaCl", nacl()), ("Cl", buried)], stages=stages)
+    found = {p.name: p for p in analysis.phases}
+    assert abs(found["Cl"].weight_fraction - 0.1) < 0.02
+    assert found["Cl"].own_lines < 0.05 and found["Cl"].buried_under == "NaCl"
+    assert found["NaCl"].own_lines > 0.95
+    assert "Cl is not confirmed by this pattern" in analysis.warning() and "lines of NaCl" in analysis.warning()
+    assert "NaCl is not confirmed" not in analysis.warning()
 
 
 def test_the_main_phase_coordinates_are_refined_jointly_and_the_minor_phase_coordinates_kept():
@@ -127,7 +155,9 @@ def test_a_phase_is_dropped_when_the_fit_without_it_is_within_its_bic_penalty(mo
         def refine(self, structures, progress=None):
             names = [next(k for k, v in made.items() if v is x) for x in structures]
             return [
-                types.SimpleNamespace(name=k, structure=x, space_group="Fm-3m (225)")
+                types.SimpleNamespace(
+                    name=k, structure=x, space_group="Fm-3m (225)", profile=Profile(), zero_shift=0.0, b_iso={}
+                )
                 for k, x in zip(names, structures, strict=True)
             ]
 

@@ -134,7 +134,7 @@ def phases(
         )
     write_phase_outputs(analysis, measured, measured.axis, output, radiation, lam)
     table = Table(title=f"phases in {pattern.name} (Rwp {100 * analysis.rwp:.2f} %)")
-    for col in ("phase", "formula", "space group", "wt%", "σ"):
+    for col in ("phase", "formula", "space group", "wt%", "σ", "own lines"):
         table.add_column(col)
     for ph in analysis.phases:
         table.add_row(
@@ -143,6 +143,7 @@ def phases(
             ph.space_group,
             f"{100 * ph.weight_fraction:.2f}",
             f"{100 * ph.sigma:.2f}",
+            f"{100 * ph.own_lines:.0f} %",
         )
     console.print(table)
     for name, reason in analysis.dropped:

@@ -72,6 +72,7 @@ PHASE_COLUMNS = (
     "space_group",
     "weight_percent",
     "sigma_percent",
+    "own_lines_percent",
     "scale",
     *LATTICE_COLUMNS,
     "file",
@@ -87,6 +88,8 @@ class Phase:
     space_group: str = ""
     file: str = ""
     y_calc: np.ndarray | None = None  # this phase's contribution on the grid
+    own_lines: float = 1.0  # share of its intensity in lines that stand above the other phases' (own_line_shares)
+    buried_under: str = ""  # the phase whose lines cover most of its other intensity
 
 
 #: how a phase the pattern does not need is told apart: ``bic`` (backward elimination by the Bayesian
@@ -95,6 +98,9 @@ SELECTIONS = ("bic", "sigma")
 
 #: (Rwp / Rexp)² above which the phases found leave part of the pattern unexplained (a phase missing or wrong)
 UNEXPLAINED_GOF = 2.0
+
+#: a phase with less than this share of its intensity in lines of its own is reported as not confirmed
+OWN_LINES_MIN = 0.2
 
 
 @dataclasses.dataclass
@@ -112,15 +118,25 @@ class PhaseAnalysis:
         return None if not self.rexp else (self.rwp / self.rexp) ** 2
 
     def warning(self) -> str | None:
-        """What a user must know when the phases found do not explain the pattern: the fractions are then
-        biased (a missing or wrong phase's intensity goes to the others)."""
-        if self.gof is None or self.gof <= UNEXPLAINED_GOF:
-            return None
-        return (
-            f"the phases found leave the pattern unexplained: Rwp {100 * self.rwp:.2f} % against "
-            f"{100 * self.rexp:.2f} % from counting noise ((Rwp/Rexp)² = {self.gof:.1f}); a phase is missing or "
-            "its structure is wrong, and the weight fractions are biased"
-        )
+        """What a user must know: the phases found do not explain the pattern (the fractions are then biased:
+        a missing or wrong phase's intensity goes to the others), or a phase has (almost) no line of its own."""
+        notes = []
+        if self.gof is not None and self.gof > UNEXPLAINED_GOF:
+            notes.append(
+                f"the phases found leave the pattern unexplained: Rwp {100 * self.rwp:.2f} % against "
+                f"{100 * self.rexp:.2f} % from counting noise ((Rwp/Rexp)² = {self.gof:.1f}); a phase is missing "
+                "or its structure is wrong, and the weight fractions are biased"
+            )
+        for ph in self.phases:
+            if ph.own_lines < OWN_LINES_MIN:
+                notes.append(
+                    f"{ph.name} is not confirmed by this pattern: {100 * (1 - ph.own_lines):.0f} % of its "
+                    f"intensity lies in lines of {ph.buried_under}, so its presence and its "
+                    f"{100 * ph.weight_fraction:.2f} wt% rest on the intensity ratios of shared lines, which texture, "
+                    f"B values or a detail of {ph.buried_under}'s structure also change; check it by another "
+                    "measurement (e.g. Raman spectroscopy, or another radiation)"
+                )
+        return "; ".join(notes) or None
 
 
 def cell_mass(structure: Structure) -> float:
@@ -158,6 +174,51 @@ def _phase_patterns(target: PatternTarget, results: Sequence[Refinement]) -> tor
         with torch.no_grad():
             rows.append(model(StructureBatch.from_structures([r.structure]), b_iso=b_iso).y[0])
     return torch.stack(rows)
+
+
+def own_line_shares(target: PatternTarget, phases: Sequence[Phase]) -> list[tuple[float, str]]:
+    """For each phase, the share of its integrated intensity (in the pattern's range) in reflections where it
+    stands above the other phases — at the reflection's position its own calculated intensity exceeds the sum of
+    the others' — and the phase whose lines cover most of the rest (``""`` when nothing is covered).
+
+    A phase whose reflections all fall on stronger lines of another phase (sphalerite ZnS or cubic Cu2SnS3 in
+    kesterite: kesterite is a superstructure of sphalerite) adds no line of its own; the pattern then tells its
+    presence only through intensity ratios, which texture, displacement parameters or a detail of the other
+    phase's structure (a site occupancy) also change."""
+    x = target.model.x.numpy()
+    shares = []
+    for p, ph in enumerate(phases):
+        others = [q for q in range(len(phases)) if q != p and phases[q].y_calc is not None]
+        if ph.y_calc is None or not others:
+            shares.append((1.0, ""))
+            continue
+        r = ph.refinement
+        model = PowderDiffractionModel(
+            target.model.radiation,
+            target.model.wavelength,
+            target.model.x,
+            target.model.axis,
+            r.profile,
+            r.zero_shift,
+            form_factors=target.model.form_factors,
+            neutron_lengths=target.model.neutron_lengths,
+        )
+        b_iso = torch.tensor([r.b_iso.get(chemical_symbols[int(z)], 0.0) for z in r.structure.numbers])
+        with torch.no_grad():
+            peaks = model.peaks(StructureBatch.from_structures([r.structure]), b_iso=b_iso)
+        centre, area = peaks.centre.numpy(), peaks.area.numpy()
+        inside = (centre >= x[0]) & (centre <= x[-1]) & (area > 0)
+        centre, area = centre[inside], area[inside]
+        if not area.sum() > 0:
+            shares.append((1.0, ""))
+            continue
+        own = np.interp(centre, x, ph.y_calc)
+        cover = np.stack([np.interp(centre, x, phases[q].y_calc) for q in others])  # (others, lines)
+        standing = own > cover.sum(0)
+        share = float(area[standing].sum() / area.sum())
+        covered = (cover[:, ~standing] * area[~standing]).sum(-1)
+        shares.append((share, phases[others[int(np.argmax(covered))]].name if (~standing).any() else ""))
+    return shares
 
 
 def _scale_covariance(target: PatternTarget, patterns: torch.Tensor, n_nonlinear: int) -> tuple[np.ndarray, ...]:
@@ -461,6 +522,8 @@ def analyse_phases(
     for (name, _), r, wf, sg, pat, sc in zip(active, results, w, sigma, patterns.numpy(), scales, strict=True):
         group = r.space_group or symmetry_of(r.structure, 0.1)[0]
         phases.append(Phase(name, r, float(wf), float(sg), group, y_calc=sc * pat))
+    for ph, (share, under) in zip(phases, own_line_shares(target, phases), strict=True):
+        ph.own_lines, ph.buried_under = share, under
     return PhaseAnalysis(phases, dropped, rwp, y_calc, background, target.expected_rwp())
 
 
@@ -492,6 +555,7 @@ def write_phase_outputs(
                 "space_group": ph.space_group,
                 "weight_percent": round(100 * ph.weight_fraction, 3),
                 "sigma_percent": round(100 * ph.sigma, 3),
+                "own_lines_percent": round(100 * ph.own_lines, 1),
                 "scale": f"{ph.refinement.scale:.6g}",
                 **lattice_row(s),
                 "file": ph.file,
