@@ -1,7 +1,8 @@
 """Example structures and patterns shipped with atomdiff.
 
 - ``kesterite_Cu2ZnSnS4.cif``: kesterite Cu2ZnSnS4 (I-4), the showcase absorber.
-- :func:`tin_sulfide` and :func:`sphalerite`: two of its secondary phases (SnS, ZnS), built in code.
+- :func:`tin_sulfide`, :func:`sphalerite` and :func:`mohite`: its secondary phases SnS, ZnS and Cu2SnS3, built
+  in code.
 - ``kesterite_CuKa.xye``: its simulated lab pattern (Cu Kα1+Kα2, 2θ 10–80°, Poisson counts over a sloping
   background), made with::
 
@@ -39,3 +40,30 @@ def sphalerite() -> Structure:
     """Zinc-blende ZnS, a = 5.409 Å."""
     fcc = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
     return Structure([30] * 4 + [16] * 4, np.vstack([fcc, fcc + 0.25]), np.eye(3) * 5.409)
+
+
+def mohite() -> Structure:
+    """Monoclinic Cu2SnS3 (Cc, 24 atoms), the stable form of the ternary secondary phase of kesterite.
+
+    Its coordinates are not in any package atomdiff depends on, so they were computed
+    (``benchmarks/mohite_orderings.py``): the cell is the sphalerite superstructure the published structure has
+    (a = ½[1 1 2], b = 3/2[1 −1 0], c = ½[1 1 −2] of cubic ZnS, 12 cation sites), every one of the 495
+    placements of 4 Sn and 8 Cu on its cation sites was scored with CHGNet (0.3.0, single points at a = 5.43 Å),
+    and the lowest, relaxed with CHGNet (cell free, fmax 0.01 eV/Å), is Cc with a, b, c = 6.682, 11.589,
+    6.692 Å, β = 109.30° — within 0.5 % of the published cell of mohite (6.653, 11.537, 6.665 Å, 109.39°;
+    Onoda et al., 2000). Listed here: that cell and its six 4a sites, refined to Cc within 0.01 Å; the 6.5 meV/atom
+    of the next placement (unrelaxed) separate it from the other orderings."""
+    from pymatgen.core import Lattice
+    from pymatgen.core import Structure as PymatgenStructure
+
+    lattice = Lattice.monoclinic(6.6822, 11.5888, 6.6925, 109.304)
+    species = ["Cu", "Cu", "Sn", "S", "S", "S"]
+    coords = [
+        [0.5886, 0.2449, 0.4971],
+        [0.5722, 0.9169, 0.4942],
+        [0.0916, 0.0896, 0.5099],
+        [0.9516, 0.2605, 0.6332],
+        [0.4427, 0.4056, 0.6090],
+        [0.4783, 0.0828, 0.6316],
+    ]
+    return Structure.from_pymatgen(PymatgenStructure.from_spacegroup("Cc", lattice, species, coords))
