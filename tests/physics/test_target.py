@@ -52,6 +52,28 @@ def test_mixture_recovers_both_scales_and_wrong_structure_fits_worse(model):
     assert float(fit.rwp[0]) < 1e-9 < float(alone.rwp.min())
 
 
+def test_mixture_scales_stay_non_negative(model):
+    """NaCl measured with its lines 0.05 % further in than the model's, and a phase with NaCl's lines 0.3 % further
+    out offered beside it: a free fit takes that phase at a negative scale to move NaCl's peaks; the mixture fit
+    keeps it at 0 and is then NaCl's own fit. A phase that is there keeps its positive scale."""
+    larger = Structure(_nacl().numbers, _nacl().frac, np.eye(3) * 5.64 * 1.0005)
+    y_obs = 2.0 * model(StructureBatch.from_structures([larger])).y[0]
+    target = PatternTarget(model, y_obs, weights=torch.ones_like(y_obs), background_order=2)
+    shifted = Structure(_nacl().numbers, _nacl().frac, np.eye(3) * 5.64 * 0.997)
+    both = model(StructureBatch.from_structures([_nacl(), shifted])).y
+    free = torch.linalg.lstsq(torch.cat([both, target._basis]).T, y_obs.unsqueeze(-1)).solution[:2, 0]
+    assert float(free[1]) < 0  # what an unconstrained fit does
+    fit = target.fit_patterns(both, mixture=True)
+    assert float(fit.scale[1]) == 0.0 and float(fit.scale[0]) > 0
+    alone = target.fit_patterns(both[:1], mixture=True)
+    assert torch.allclose(fit.y_calc, alone.y_calc) and torch.allclose(fit.rwp, alone.rwp)
+    assert target.active_phases(both).tolist() == [True, False]
+    # both phases present: both kept, scales recovered
+    y_mix = 2.0 * both[0] + 0.5 * both[1]
+    mixed = PatternTarget(model, y_mix, weights=torch.ones_like(y_mix), background_order=2)
+    assert mixed.fit_patterns(both, mixture=True).scale.tolist() == pytest.approx([2.0, 0.5], rel=1e-6)
+
+
 def test_bad_targets_are_refused(model):
     with pytest.raises(InputError, match="points"):
         PatternTarget(model, torch.ones(10))

@@ -141,13 +141,27 @@ class PatternTarget:
         """
         return self.fit_patterns(self.model(batch, b_iso=b_iso, instrument=instrument).y, mixture, ridge)
 
-    def fit_patterns(self, y_struct: torch.Tensor, mixture: bool = False, ridge: float = 1e-10) -> PatternFit:
-        """:meth:`fit` for unscaled calculated patterns ``(B, n)`` already on the grid."""
+    def fit_patterns(
+        self,
+        y_struct: torch.Tensor,
+        mixture: bool = False,
+        ridge: float = 1e-10,
+        active: torch.Tensor | None = None,
+    ) -> PatternFit:
+        """:meth:`fit` for unscaled calculated patterns ``(B, n)`` already on the grid.
+
+        A mixture's scales are kept non-negative: the phases of ``active`` (boolean, ``(B,)``) are fitted and the
+        others get scale 0; by default the set is :meth:`active_phases` of these patterns. Give it explicitly
+        where the fit is differentiated along many directions at once (``torch.func`` transforms cannot
+        choose it from the values)."""
         dtype = y_struct.dtype
         yo, w = self.y_obs.to(dtype), self.weights.to(dtype)
         basis = self._basis.to(dtype)
         if mixture:
-            design = torch.cat([y_struct, basis], 0).T.unsqueeze(0)  # (1, n, B + K)
+            if active is None:
+                active = self.active_phases(y_struct, ridge)
+            masked = y_struct * active.to(dtype).unsqueeze(-1)  # a zero column gets coefficient 0
+            design = torch.cat([masked, basis], 0).T.unsqueeze(0)  # (1, n, B + K)
         else:
             cols = [y_struct.unsqueeze(-1)]
             if self.background_order:
@@ -166,6 +180,22 @@ class PatternTarget:
         wss = (w * resid * resid).sum(-1)
         rwp = torch.sqrt(wss / (w * yo * yo).sum())
         return PatternFit(y_calc, y_struct * scale.unsqueeze(-1), background, scale, rwp, wss)
+
+    def active_phases(self, y_struct: torch.Tensor, ridge: float = 1e-10) -> torch.Tensor:
+        """Which phases of a mixture get a positive scale: the most negative scale of a free fit is set to 0 and
+        the rest fitted again until none is negative (a negative scale is not a physical amount of a phase; left
+        free, a phase whose lines lie next to another's takes a negative scale to reshape that phase's peaks
+        while the profile is still wrong, and its lattice is then refined to fit that)."""
+        y = y_struct.detach()
+        yo, w, basis = self.y_obs.to(y.dtype), self.weights.to(y.dtype), self._basis.to(y.dtype)
+        active = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
+        while True:
+            design = torch.cat([y * active.to(y.dtype).unsqueeze(-1), basis], 0).T.unsqueeze(0)
+            scale = _weighted_lstsq(design, yo, w, ridge)[0, : y.shape[0]]
+            negative = active & (scale < 0)
+            if not bool(negative.any()) or int(active.sum()) == 1:
+                return active
+            active = active & (torch.arange(y.shape[0], device=y.device) != int(torch.argmin(scale)))
 
 
 def _weighted_lstsq(design: torch.Tensor, y: torch.Tensor, w: torch.Tensor, ridge: float) -> torch.Tensor:

@@ -514,10 +514,12 @@ class RietveldRefiner:
         if model.background is not None:
             y_struct = y_struct + chebyshev_background(x, model.background)
         # scale and background are solved linearly for every evaluation: differentiate through that fit too
-        resid = sqrt_w * (yo - target.fit_patterns(y_struct, self.mixture).y_calc)
+        # (a mixture's phases with a positive scale chosen once, from the values: see PatternTarget.active_phases)
+        active = target.active_phases(y_struct) if self.mixture else None
+        resid = sqrt_w * (yo - target.fit_patterns(y_struct, self.mixture, active=active).y_calc)
 
         def fitted(y: torch.Tensor) -> torch.Tensor:
-            return target.fit_patterns(y, self.mixture).y_calc
+            return target.fit_patterns(y, self.mixture, active=active).y_calc
 
         tangent = vmap(lambda t: jvp(fitted, (y_struct,), (t,))[1], in_dims=-1, out_dims=-1)(dy)  # (n, m, p_max)
         jac = -(sqrt_w.unsqueeze(-1) * tangent)
