@@ -46,9 +46,15 @@ def main() -> None:
     final = relaxed["final_structure"]
     print(f"relaxed: {float(relaxed['trajectory'].energies[-1]) / len(final):.4f} eV/atom")
     refined = SpacegroupAnalyzer(final, symprec=0.01).get_refined_structure()
-    symmetrized = SpacegroupAnalyzer(refined, symprec=0.01).get_symmetrized_structure()
-    print(symmetrized.spacegroup.int_symbol if hasattr(symmetrized, "spacegroup") else "", end=" ")
-    print("a, b, c =", np.round(refined.lattice.abc, 4), "angles =", np.round(refined.lattice.angles, 3))
+    analyzer = SpacegroupAnalyzer(refined, symprec=0.01)
+    symmetrized = analyzer.get_symmetrized_structure()
+    print(
+        analyzer.get_space_group_symbol(),
+        "a, b, c =",
+        np.round(refined.lattice.abc, 4),
+        "angles =",
+        np.round(refined.lattice.angles, 3),
+    )
     for sites, wyckoff in zip(symmetrized.equivalent_sites, symmetrized.wyckoff_symbols, strict=True):
         print(sites[0].species_string, wyckoff, np.round(sites[0].frac_coords, 4))
 

@@ -155,22 +155,27 @@ def hill_howard(scales: np.ndarray, cov: np.ndarray, structures: Sequence[Struct
     return w, sigma
 
 
+def _phase_model(target: PatternTarget, r: Refinement) -> tuple[PowderDiffractionModel, torch.Tensor]:
+    """The target's model with a refined phase's own profile and zero shift, and its atoms' B values."""
+    base = target.model
+    model = PowderDiffractionModel(
+        base.radiation,
+        base.wavelength,
+        base.x,
+        base.axis,
+        r.profile,
+        r.zero_shift,
+        form_factors=base.form_factors,
+        neutron_lengths=base.neutron_lengths,
+    )
+    return model, torch.tensor([r.b_iso.get(chemical_symbols[int(z)], 0.0) for z in r.structure.numbers])
+
+
 def _phase_patterns(target: PatternTarget, results: Sequence[Refinement]) -> torch.Tensor:
     """Unscaled pattern of each refined phase with its own profile, zero shift and B values; ``(P, n)``."""
-    base = target.model
     rows = []
     for r in results:
-        model = PowderDiffractionModel(
-            base.radiation,
-            base.wavelength,
-            base.x,
-            base.axis,
-            r.profile,
-            r.zero_shift,
-            form_factors=base.form_factors,
-            neutron_lengths=base.neutron_lengths,
-        )
-        b_iso = torch.tensor([r.b_iso.get(chemical_symbols[int(z)], 0.0) for z in r.structure.numbers])
+        model, b_iso = _phase_model(target, r)
         with torch.no_grad():
             rows.append(model(StructureBatch.from_structures([r.structure]), b_iso=b_iso).y[0])
     return torch.stack(rows)
@@ -192,20 +197,9 @@ def own_line_shares(target: PatternTarget, phases: Sequence[Phase]) -> list[tupl
         if ph.y_calc is None or not others:
             shares.append((1.0, ""))
             continue
-        r = ph.refinement
-        model = PowderDiffractionModel(
-            target.model.radiation,
-            target.model.wavelength,
-            target.model.x,
-            target.model.axis,
-            r.profile,
-            r.zero_shift,
-            form_factors=target.model.form_factors,
-            neutron_lengths=target.model.neutron_lengths,
-        )
-        b_iso = torch.tensor([r.b_iso.get(chemical_symbols[int(z)], 0.0) for z in r.structure.numbers])
+        model, b_iso = _phase_model(target, ph.refinement)
         with torch.no_grad():
-            peaks = model.peaks(StructureBatch.from_structures([r.structure]), b_iso=b_iso)
+            peaks = model.peaks(StructureBatch.from_structures([ph.refinement.structure]), b_iso=b_iso)
         centre, area = peaks.centre.numpy(), peaks.area.numpy()
         inside = (centre >= x[0]) & (centre <= x[-1]) & (area > 0)
         centre, area = centre[inside], area[inside]
