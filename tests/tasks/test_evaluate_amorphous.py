@@ -5,16 +5,25 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from atomdiff.cli.main import run
 from atomdiff.data.spectra import SpectrumLabelled
 from atomdiff.diffusion.amorphous import AmorphousDiffusion, SampleOptions, density_cell
+from atomdiff.errors import InputError
 from atomdiff.models.local import LocalNetConfig
 from atomdiff.models.xanes import XanesSurrogate
 from atomdiff.structure import Structure
 from atomdiff.structure.io import write_structures
-from atomdiff.tasks.evaluate_amorphous import density_trend, evaluate_test_cells, steering, surrogate_scores
+from atomdiff.tasks.evaluate_amorphous import (
+    density_trend,
+    evaluate_test_cells,
+    pool_steering,
+    steering,
+    steering_statistics,
+    surrogate_scores,
+)
 
 
 def _models():
@@ -43,6 +52,7 @@ def test_test_cells_steering_and_density_trend():
         prior, xanes, np.zeros(6) + 0.2, np.zeros(6) + 0.8, _cell(5), fractions=(0.0, 1.0), samples=2, options=opts
     )
     assert len(steer["targets"]) == 2 and isinstance(steer["monotonic"], bool)
+    assert len(steer["unguided"]["sp3"]) == 2 and len(steer["steps"]) == 1
     trend = density_trend(prior, [_cell(1, density=1.5), _cell(2, density=3.0)], samples=2, options=opts)
     assert [round(p["density"], 2) for p in trend["points"]] == [1.5, 3.0]
     assert trend["mean_abs_sp3_difference"] >= 0
@@ -144,6 +154,47 @@ def test_the_steering_experiment_has_its_own_samples_and_strength(tmp_path):
     assert result["guidance_clip"] == 5.0
     assert [len(t["sp3"]) for t in result["steering"]["targets"]] == [3] * 5
     assert (STEER_SAMPLES, STEER_GUIDANCE) == (20, 2.0)
+    # two runs pooled: every target has both runs' samples, and the pool's trend statistics
+    assert run([*args, "--steer-samples", "2", "--seed", "1", "-o", str(tmp_path / "r1.json")]) == 0
+    assert run(["evaluate", "steering-pool", str(out), str(tmp_path / "r1.json"), "-o", str(tmp_path / "p.json")]) == 0
+    pooled = json.loads((tmp_path / "p.json").read_text())
+    assert [len(t["sp3"]) for t in pooled["targets"]] == [5] * 5 and len(pooled["unguided"]["sp3"]) == 5
+    assert pooled["runs"] == 2 and len(pooled["steps"]) == 4 and "rank_correlation" in pooled
+    (tmp_path / "bad.json").write_text('{"test_cells": {}}')
+    assert run(["evaluate", "steering-pool", str(tmp_path / "bad.json"), "-o", str(tmp_path / "q.json")]) == 2
+    assert not (tmp_path / "q.json").exists()
+
+
+def _rows(*samples: list[float]) -> list[dict]:
+    return [{"fraction_high": k / 4, "sp3": list(v), "spectrum_misfit": 0.1} for k, v in enumerate(samples)]
+
+
+def test_steering_statistics_tell_a_fall_from_noise():
+    """Means that dip by less than two standard errors are not monotonic but fall by chance; a clear fall is
+    flagged; the rank correlation follows the trend."""
+    rng = np.random.default_rng(0)
+    noisy = [list(m + 0.04 * rng.standard_normal(20)) for m in (0.27, 0.31, 0.34, 0.36, 0.36)]
+    noisy[4] = list(np.asarray(noisy[3]) - 0.004)  # the same scatter, 0.004 lower
+    stats = steering_statistics(_rows(*noisy))
+    assert not stats["monotonic"] and not stats["significant_fall"]
+    assert stats["steps"][3]["difference"] == pytest.approx(-0.004) and stats["steps"][3]["standard_error"] > 0.01
+    assert stats["rank_correlation"] > 0.5 and stats["rank_p_value"] < 1e-6
+    falling = steering_statistics(_rows([0.4, 0.41, 0.39], [0.3, 0.31, 0.29]))
+    assert falling["significant_fall"] and falling["rank_correlation"] < 0
+    assert steering_statistics(_rows([0.3, 0.31], [0.32, 0.33]))["monotonic"]
+
+
+def test_pooled_steering_runs_keep_every_sample_and_refuse_other_targets():
+    one = {"density": 2.5, "atoms": 216, "fraction": "sp3", "targets": _rows([0.30, 0.32], [0.35, 0.37])}
+    two = {"density": 2.5, "atoms": 216, "fraction": "sp3", "targets": _rows([0.28], [0.36])}
+    pooled = pool_steering([one, two])
+    assert [t["sp3"] for t in pooled["targets"]] == [[0.30, 0.32, 0.28], [0.35, 0.37, 0.36]]
+    assert pooled["targets"][0]["sp3_mean"] == pytest.approx(0.3)
+    assert pooled["runs"] == 2 and pooled["runs_monotonic"] == 2 and pooled["monotonic"]
+    with pytest.raises(InputError, match="density"):
+        pool_steering([one, {**two, "density": 3.0}])
+    with pytest.raises(InputError, match="nothing to pool"):
+        pool_steering([])
 
 
 def test_evaluate_amorphous_rejects_unknown_experiments(tmp_path, capsys):

@@ -399,11 +399,73 @@ def amorphous(
             table.add_row(key, f"{summary['guided_' + key]:.4f}", f"{summary['unguided_' + key]:.4f}")
         console.print(table)
     if "steering" in result:
-        steps_head = ", ".join(f"{r[head + '_mean']:.3f}" for r in result["steering"]["targets"])
-        console.print(f"steering graphite→diamond, {head}: {steps_head} (monotonic: {result['steering']['monotonic']})")
+        _print_steering(result["steering"], "Steering graphite→diamond")
     if "density_trend" in result:
         difference = result["density_trend"][f"mean_abs_{head}_difference"]
         console.print(f"{head} vs density: mean |Δ{head}| {difference:.3f}")
+    console.print(f"wrote {output}")
+
+
+def _print_steering(steering: dict[str, Any], title: str) -> None:
+    head = steering["fraction"]
+    table = Table(title=f"{title} at {steering['density']:.2f} g/cm³, {steering['atoms']} atoms")
+    for column in ("diamond-like", f"{head} mean", "std", "samples", "step ± s.e.", "misfit"):
+        table.add_column(column, justify="right")
+    steps = [None, *steering.get("steps", [])]
+    for row, step in zip(steering["targets"], steps, strict=False):
+        change = "" if step is None else f"{step['difference']:+.4f} ± {step['standard_error']:.4f}"
+        if step is not None and step["significant_fall"]:
+            change += " (falls)"
+        table.add_row(
+            f"{row['fraction_high']:.2f}",
+            f"{row[head + '_mean']:.3f}",
+            f"{row[head + '_std']:.3f}",
+            str(len(row[head])),
+            change,
+            f"{row['spectrum_misfit']:.3g}",
+        )
+    if "unguided" in steering:
+        row = steering["unguided"]
+        table.add_row(
+            "unguided", f"{row[head + '_mean']:.3f}", f"{row[head + '_std']:.3f}", str(len(row[head])), "", ""
+        )
+    console.print(table)
+    line = f"monotonic means: {steering['monotonic']}; a step that falls by > 2 s.e.: {steering['significant_fall']}"
+    if steering.get("rank_correlation") is not None:
+        line += f"; Spearman ρ {steering['rank_correlation']:.3f} (p = {steering['rank_p_value']:.2g})"
+    if "runs" in steering:
+        line += f"; {steering['runs_monotonic']} of {steering['runs']} runs monotonic alone"
+    console.print(line)
+
+
+@app.command("steering-pool")
+def steering_pool(
+    results: Annotated[
+        list[Path], typer.Argument(help="Results of `atomdiff evaluate amorphous --experiments steering` (JSON).")
+    ],
+    output: Output,
+) -> None:
+    """Pool steering runs (other seeds, same targets): each target's samples together, with the trend's
+    statistics (step differences with standard errors, rank correlation) of the pool."""
+    import json
+
+    from atomdiff.tasks.evaluate import write_result
+    from atomdiff.tasks.evaluate_amorphous import pool_steering
+
+    check_output_suffix(output, (".json",), "--output")
+    runs = []
+    for path in results:
+        try:
+            result = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise InputError(f"{path}: cannot read a JSON result ({error})") from error
+        if not isinstance(result, dict) or "steering" not in result:
+            raise InputError(f"{path}: no 'steering' result in it (run --experiments steering)")
+        runs.append(result["steering"])
+    pooled = pool_steering(runs)
+    pooled["sources"] = [str(p) for p in results]
+    write_result(pooled, output)
+    _print_steering(pooled, f"Steering, {len(runs)} runs pooled")
     console.print(f"wrote {output}")
 
 

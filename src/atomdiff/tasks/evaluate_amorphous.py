@@ -28,6 +28,7 @@ import torch
 from atomdiff.data.spectra import SpectrumLabelled
 from atomdiff.diffusion.amorphous import AmorphousDiffusion, SampleOptions
 from atomdiff.diffusion.guidance.spectra import SpectralGuidance, SpectrumTerm, relative_misfit
+from atomdiff.errors import InputError
 from atomdiff.models.xanes import XanesSurrogate
 from atomdiff.physics import descriptors
 from atomdiff.structure.batch import StructureBatch
@@ -192,7 +193,8 @@ def steering(
     sigma_start: float | None = XANES_START,
 ) -> dict[str, Any]:
     """Headline fraction (sp3 for carbon, :func:`headline_fraction`) of samples guided by ``(1 − f)·low +
-    f·high`` for each ``f``, with a monotonicity check.
+    f·high`` for each ``f``, with the trend's statistics (:func:`steering_statistics`), and of as many unguided
+    samples of the same seed (``unguided``: where the prior itself stands at this density, no restarts).
 
     Both ends are first rescaled to the surrogate's mean area (:meth:`XanesSurrogate.match_area`).
     """
@@ -216,14 +218,87 @@ def steering(
         )
         if progress is not None:
             progress("steering", k + 1, len(fractions))
-    means = [r[f"{head}_mean"] for r in rows]
+    out = sample_cells(model, template, samples, dataclasses.replace(options, restarts=0), seed, None)
+    unguided = _fraction_row([structure_metrics(s)[head] for s in out], head)
+    result = {"density": template.density, "atoms": len(template), "fraction": head, "targets": rows}
+    return result | {"unguided": unguided} | steering_statistics(rows, head)
+
+
+def _fraction_row(values: Sequence[float], head: str) -> dict[str, Any]:
+    return {f"{head}_mean": float(np.mean(values)), f"{head}_std": float(np.std(values)), head: list(values)}
+
+
+def steering_statistics(rows: Sequence[dict[str, Any]], head: str = "sp3") -> dict[str, Any]:
+    """How the headline fraction moves with the target, from each target's samples (``rows[k][head]``, targets in
+    order of ``fraction_high``).
+
+    ``monotonic``: the sample means never fall from one target to the next. Each 216-atom cell's sp3 scatters by
+    0.02–0.05, so where the true curve flattens (near the prior's limit at the diamond-like end) a mean can fall
+    by chance; the rest says how far the trend is from noise: for each step the difference of the means with its
+    standard error (Welch's, samples of different targets counted as independent: the steering samples of one
+    seed share their noise, but their sp3 correlate by only ~0.1–0.3), ``significant_fall`` where one falls by
+    more than 2 standard errors, and Spearman's rank correlation of every sample's fraction with its target's
+    position (``rank_correlation``, ``rank_p_value``: two-sided; ``None`` where every sample has one value).
+    """
+    from scipy.stats import spearmanr
+
+    samples = [np.asarray(r[head], dtype=float) for r in rows]
+    means = [float(v.mean()) for v in samples]
+    steps = []
+    for a, b in zip(samples, samples[1:], strict=False):
+        se = float(np.sqrt(_variance(a) / len(a) + _variance(b) / len(b)))
+        difference = float(b.mean() - a.mean())
+        steps.append({"difference": difference, "standard_error": se, "significant_fall": difference < -2.0 * se})
+    position = np.concatenate([np.full(len(v), k) for k, v in enumerate(samples)])
+    values = np.concatenate(samples) if samples else np.zeros(0)
+    defined = len(set(position.tolist())) > 1 and np.ptp(values) > 0  # else the rank correlation is undefined
+    rho, p_value = spearmanr(position, values) if defined else (None, None)
     return {
-        "density": template.density,
-        "atoms": len(template),
-        "fraction": head,
-        "targets": rows,
         "monotonic": bool(all(b >= a for a, b in zip(means, means[1:], strict=False))),
+        "steps": steps,
+        "significant_fall": bool(any(s["significant_fall"] for s in steps)),
+        "rank_correlation": None if rho is None else float(rho),
+        "rank_p_value": None if p_value is None else float(p_value),
     }
+
+
+def pool_steering(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several steering results (runs with other seeds, same targets, density and atom count) as one, each
+    target's samples put together, with :func:`steering_statistics` of the pool."""
+    if not results:
+        raise InputError("nothing to pool: give at least one steering result")
+    first = results[0]
+    key = (first["density"], first["atoms"], first["fraction"], [t["fraction_high"] for t in first["targets"]])
+    for r in results[1:]:
+        if (r["density"], r["atoms"], r["fraction"], [t["fraction_high"] for t in r["targets"]]) != key:
+            raise InputError(
+                "steering results to pool must share density, atom count, fraction and targets; got "
+                f"{key} and {(r['density'], r['atoms'], r['fraction'], [t['fraction_high'] for t in r['targets']])}"
+            )
+    head = first["fraction"]
+    rows = []
+    for k, target in enumerate(first["targets"]):
+        values = [v for r in results for v in r["targets"][k][head]]
+        misfits = [r["targets"][k]["spectrum_misfit"] for r in results]
+        rows.append(
+            {
+                "fraction_high": target["fraction_high"],
+                f"{head}_mean": float(np.mean(values)),
+                f"{head}_std": float(np.std(values)),
+                head: values,
+                "spectrum_misfit": float(np.mean(misfits)),
+            }
+        )
+    pooled = {"density": first["density"], "atoms": first["atoms"], "fraction": head, "targets": rows}
+    if all("unguided" in r for r in results):  # runs before session 38 have no unguided samples
+        pooled["unguided"] = _fraction_row([v for r in results for v in r["unguided"][head]], head)
+    pooled["runs"] = len(results)
+    pooled["runs_monotonic"] = sum(bool(steering_statistics(r["targets"], head)["monotonic"]) for r in results)
+    return pooled | steering_statistics(rows, head)
+
+
+def _variance(values: np.ndarray) -> float:
+    return float(values.var(ddof=1)) if len(values) > 1 else 0.0
 
 
 def density_trend(
