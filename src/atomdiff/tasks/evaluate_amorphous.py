@@ -207,19 +207,14 @@ def steering(
         guidance = xanes_guidance(surrogate, target, strength, mode, sigma_start)
         out = sample_cells(model, template, samples, options, seed, guidance)
         values = [structure_metrics(s)[head] for s in out]
-        rows.append(
-            {
-                "fraction_high": float(f),
-                f"{head}_mean": float(np.mean(values)),
-                f"{head}_std": float(np.std(values)),
-                head: values,
-                "spectrum_misfit": float(np.mean(spectrum_misfit(surrogate, out, target))),
-            }
-        )
+        misfit = float(np.mean(spectrum_misfit(surrogate, out, target)))
+        rows.append({"fraction_high": float(f), **_fraction_row(values, head), "spectrum_misfit": misfit})
         if progress is not None:
-            progress("steering", k + 1, len(fractions))
+            progress("steering", k + 1, len(fractions) + 1)
     out = sample_cells(model, template, samples, dataclasses.replace(options, restarts=0), seed, None)
     unguided = _fraction_row([structure_metrics(s)[head] for s in out], head)
+    if progress is not None:
+        progress("steering", len(fractions) + 1, len(fractions) + 1)
     result = {"density": template.density, "atoms": len(template), "fraction": head, "targets": rows}
     return result | {"unguided": unguided} | steering_statistics(rows, head)
 
@@ -283,9 +278,7 @@ def pool_steering(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         rows.append(
             {
                 "fraction_high": target["fraction_high"],
-                f"{head}_mean": float(np.mean(values)),
-                f"{head}_std": float(np.std(values)),
-                head: values,
+                **_fraction_row(values, head),
                 "spectrum_misfit": float(np.mean(misfits)),
             }
         )
