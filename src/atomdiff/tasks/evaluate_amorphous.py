@@ -263,12 +263,15 @@ def pool_steering(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not results:
         raise InputError("nothing to pool: give at least one steering result")
     first = results[0]
-    key = (first["density"], first["atoms"], first["fraction"], [t["fraction_high"] for t in first["targets"]])
+
+    def signature(r: dict[str, Any]) -> tuple:
+        return r["density"], r["atoms"], r["fraction"], [t["fraction_high"] for t in r["targets"]]
+
     for r in results[1:]:
-        if (r["density"], r["atoms"], r["fraction"], [t["fraction_high"] for t in r["targets"]]) != key:
+        if signature(r) != signature(first):
             raise InputError(
                 "steering results to pool must share density, atom count, fraction and targets; got "
-                f"{key} and {(r['density'], r['atoms'], r['fraction'], [t['fraction_high'] for t in r['targets']])}"
+                f"{signature(first)} and {signature(r)}"
             )
     head = first["fraction"]
     rows = []
