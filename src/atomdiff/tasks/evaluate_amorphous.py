@@ -231,9 +231,10 @@ def steering_statistics(rows: Sequence[dict[str, Any]], head: str = "sp3") -> di
     0.02–0.05, so where the true curve flattens (near the prior's limit at the diamond-like end) a mean can fall
     by chance; the rest says how far the trend is from noise: for each step the difference of the means with its
     standard error (Welch's, samples of different targets counted as independent: the steering samples of one
-    seed share their noise, but their sp3 correlate by only ~0.1–0.3), ``significant_fall`` where one falls by
-    more than 2 standard errors, and Spearman's rank correlation of every sample's fraction with its target's
-    position (``rank_correlation``, ``rank_p_value``: two-sided; ``None`` where every sample has one value).
+    seed share their noise, but their sp3 correlate by −0.3 to 0.4, ~0.1 on average over seeds 0–4),
+    ``significant_fall`` where one falls by more than 2 standard errors, and Spearman's rank correlation of every
+    sample's fraction with its target's position (``rank_correlation``, ``rank_p_value``: two-sided; ``None``
+    where every sample has one value).
     """
     from scipy.stats import spearmanr
 
